@@ -1,0 +1,173 @@
+"""The ``robust-collector`` command line: run the collector headless, recover backups.
+
+A user mistake (bad config, missing file) prints one line naming what was wrong
+and exits 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import robust_collector
+from robust_collector.config import DEFAULT_CONFIG_PATH, Config, load_config
+from robust_collector.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    over: dict[str, Any] = dict(overrides or {})
+    if getattr(args, "db", None):
+        over.setdefault("storage", {})["database"] = args.db
+    config = load_config(path, overrides=over or None)
+    if path is None:
+        print(
+            f"note: {DEFAULT_CONFIG_PATH} not found; using the built-in defaults", file=sys.stderr
+        )
+    return config
+
+
+def _positive(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value!r}")
+    return x
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the collector until --duration passes, Ctrl-C or SIGTERM; then flush and summarise."""
+    from robust_collector.collector import Collector
+
+    config = _load(args)
+    collector = Collector(config)
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    print(
+        f"robust-collector {robust_collector.__version__}: run {collector.run_id}, "
+        f"{len(config.symbols)} symbols ({', '.join(config.symbols)}) "
+        f"from the {config.source.type} source into {collector.db_path}",
+        flush=True,
+    )
+    collector.start()
+    started = time.monotonic()
+    next_status = started + args.status_interval
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            if args.duration is not None and now - started >= args.duration:
+                break
+            if now >= next_status:
+                print(f"[{now - started:7.1f}s] {collector.status().line()}", flush=True)
+                next_status += args.status_interval
+            stop.wait(0.1)
+    except KeyboardInterrupt:
+        print("\ninterrupted: flushing and stopping...", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        summary = collector.stop()
+    _print_summary(summary, time.monotonic() - started)
+    return EXIT_OK
+
+
+def _print_summary(summary: Any, elapsed: float) -> None:
+    print(f"\nstopped after {elapsed:.1f}s; run {summary.run_id}")
+    print(f"{'symbol':<8} {'stored':>8} {'rejects':>8} {'errors':>7} {'last price':>11}")
+    for s in summary.symbols.values():
+        price = f"{s.last_price:.2f}" if s.last_price is not None else "-"
+        print(f"{s.symbol:<8} {s.stored:>8} {s.rejects:>8} {s.errors:>7} {price:>11}")
+    st = summary.storage
+    print(f"\ndata went to {summary.database} ({summary.stored} ticks this run)")
+    if st is not None and (st.ticks_to_backup or st.rejects_to_backup):
+        print(
+            f"{st.ticks_to_backup} ticks went to backup files; "
+            "replay them with: robust-collector recover"
+        )
+    if st is not None and st.lost_rows:
+        print(
+            f"WARNING: {st.lost_rows} rows could be written neither to the database nor to backup"
+        )
+    print("read it in Python: robust_collector.read_ticks(" + repr(summary.database) + ")")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs test to list every command)."""
+    parser = argparse.ArgumentParser(
+        prog="robust-collector",
+        description=(
+            "A fault-tolerant market-data collector: per-symbol circuit breakers, retry with "
+            "backoff, validation, health monitoring and JSONL backup when the database fails."
+        ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {robust_collector.__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the collector (Ctrl-C or SIGTERM stops it cleanly)",
+        description=(
+            "Start the collector with the given config, print a status line every few seconds, "
+            "and on --duration, Ctrl-C or SIGTERM flush everything and print a summary."
+        ),
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        help=f"YAML config file (default: {DEFAULT_CONFIG_PATH} if it exists, else built-in defaults)",
+    )
+    run.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    run.add_argument("--db", help="SQLite database file (overrides storage.database)")
+    run.add_argument(
+        "--status-interval",
+        type=_positive,
+        default=5.0,
+        help="seconds between status lines (default: 5)",
+    )
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robust-collector`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"robust-collector: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"robust-collector: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

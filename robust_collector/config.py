@@ -1,0 +1,316 @@
+"""The collector's configuration: typed, frozen, loaded from YAML with key-path errors.
+
+``load_config(path)`` reads the YAML (``yaml.safe_load`` only) and returns a
+``Config`` with a documented default for every missing key. The seed's
+``realtime_data`` section keeps its exact shape; ``symbols``, ``source`` and
+``storage`` sit beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from robust_collector.errors import ConfigError
+from robust_collector.schema import build, setting, to_dict
+from robust_collector.validation.config import ValidationConfig
+
+DEFAULT_CONFIG_PATH = Path("config/spy_qqq_config.yaml")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How a failed fetch is retried (the seed's retry section)."""
+
+    max_retries: int = setting(
+        3, doc="attempts per fetch, the first included (0 or 1: no retry)", ge=0
+    )
+    retry_delay: float = setting(1.0, doc="seconds to wait before the second attempt", ge=0)
+    exponential_backoff: bool = setting(True, doc="double the wait after each failed attempt")
+    max_delay: float = setting(30.0, doc="cap on a single wait, in seconds", ge=0)
+    jitter: Literal["none", "full", "equal", "decorrelated"] = setting(
+        "none", doc="randomise waits so many clients do not retry in lockstep"
+    )
+    deadline_seconds: float | None = setting(
+        None,
+        doc="give up when the next wait would pass this many seconds (null: no deadline)",
+        gt=0,
+    )
+
+
+@dataclass(frozen=True)
+class CircuitBreakerConfig:
+    """Per-symbol circuit breakers (the seed's circuit_breaker section)."""
+
+    enabled: bool = setting(True, doc="guard each symbol's fetches with its own breaker")
+    failure_threshold: int = setting(5, doc="consecutive failures that open the breaker", ge=1)
+    timeout_seconds: float = setting(60.0, doc="seconds an open breaker waits before a trial", ge=0)
+    success_threshold: int = setting(3, doc="half-open successes that close the breaker", ge=1)
+    half_open_max_calls: int = setting(
+        1, doc="trial calls let through at once when half-open", ge=1
+    )
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Health monitoring thresholds (the seed's health_check section)."""
+
+    enabled: bool = setting(True, doc="track health and write snapshots")
+    check_interval_seconds: float = setting(60.0, doc="seconds between health snapshots", gt=0)
+    max_errors_per_minute: float = setting(
+        10, doc="errors per minute above which a component is UNHEALTHY", ge=0
+    )
+    max_stale_seconds: float = setting(
+        300, doc="data older than this makes a component UNHEALTHY", gt=0
+    )
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """JSONL backup files used while the database fails (the seed's backup section)."""
+
+    enabled: bool = setting(True, doc="fall back to backup files when the database fails")
+    backup_to_file: bool = setting(True, doc="write backups as JSONL files")
+    backup_path: str = setting("data/tick_backups", doc="folder of the backup files")
+    fsync: Literal["batch", "never"] = setting(
+        "batch", doc="fsync each batch before it counts as saved"
+    )
+    max_file_mb: float = setting(64.0, doc="rotate to a new backup file past this size", gt=0)
+    after_recovery: Literal["move", "delete"] = setting(
+        "move", doc="what to do with a backup file once it is in the database (move to recovered/)"
+    )
+
+
+@dataclass(frozen=True)
+class RealtimeDataConfig:
+    """The seed's realtime_data section: collection, retry, validation, health, breakers, backup."""
+
+    enabled: bool = setting(True, doc="collect real-time data")
+    collect_interval_seconds: float = setting(1.0, doc="seconds between polls of each symbol", gt=0)
+    buffer_size: int = setting(100, doc="accepted quotes buffered before a batch is written", ge=1)
+    retry: RetryConfig = setting(factory=RetryConfig, doc="retry with backoff")
+    validation: ValidationConfig = setting(factory=ValidationConfig, doc="data validation rules")
+    health_check: HealthCheckConfig = setting(factory=HealthCheckConfig, doc="health monitoring")
+    circuit_breaker: CircuitBreakerConfig = setting(
+        factory=CircuitBreakerConfig, doc="circuit breakers"
+    )
+    backup: BackupConfig = setting(factory=BackupConfig, doc="backup storage")
+
+
+@dataclass(frozen=True)
+class OutageConfig:
+    """A stretch of time during which every fetch fails."""
+
+    start_seconds: float = setting(doc="seconds after the source starts", ge=0)
+    duration_seconds: float = setting(doc="how long every fetch fails", gt=0)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Fault injection for the simulated source (all off by default)."""
+
+    error_rate: float = setting(
+        0.0, doc="probability a fetch fails with a transient error", ge=0, le=1
+    )
+    latency_seconds: float = setting(0.0, doc="latency added to every fetch", ge=0)
+    symbol_latency_seconds: Mapping[str, float] = setting(
+        {}, doc="latency added to one symbol's fetches, e.g. {IWM: 5.0}", ge=0
+    )
+    outages: tuple[OutageConfig, ...] = setting([], doc="windows in which every fetch fails")
+    failing_symbols: tuple[str, ...] = setting([], doc="symbols whose every fetch fails")
+    bad_tick_rate: float = setting(
+        0.0, doc="probability a quote is bad (spike, crossed, NaN, zero)", ge=0, le=1
+    )
+    duplicate_rate: float = setting(
+        0.0, doc="probability a fetch repeats the previous quote", ge=0, le=1
+    )
+    rate_limit_rate: float = setting(
+        0.0, doc="probability a fetch is rate-limited (429-like)", ge=0, le=1
+    )
+    rate_limit_retry_after_seconds: float = setting(
+        1.0, doc="retry-after carried by a rate-limit error", ge=0
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedSourceConfig:
+    """The built-in offline feed: per-symbol random walks, deterministic with a seed."""
+
+    type: Literal["simulated"] = setting("simulated", doc="source type")
+    seed: int = setting(42, doc="random seed; the same seed gives the same quotes")
+    start_prices: Mapping[str, float] = setting(
+        {},
+        doc="starting mid price per symbol (defaults: SPY 520, QQQ 450, IWM 210, others 100)",
+        gt=0,
+    )
+    volatility_bps: float = setting(
+        2.0, doc="standard deviation of each step, in basis points", ge=0
+    )
+    faults: FaultConfig = setting(factory=FaultConfig, doc="fault injection knobs")
+
+
+SOURCE_TYPES: dict[str, type] = {"simulated": SimulatedSourceConfig}
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where accepted quotes are written and how the writer behaves."""
+
+    backend: Literal["sqlite"] = setting("sqlite", doc="storage backend")
+    database: str = setting("data/market_data.db", doc="SQLite database file (WAL mode)")
+    write_timeout_seconds: float = setting(
+        5.0, doc="a write slower than this goes to the backup files instead", gt=0
+    )
+    flush_interval_seconds: float = setting(
+        1.0, doc="write a partial buffer after this many seconds", gt=0
+    )
+    queue_max_batches: int = setting(
+        64, doc="batches waiting for the writer before the queue is full", ge=1
+    )
+    queue_full_block_ms: float = setting(
+        200.0, doc="how long a full queue blocks the producer before spilling to backup", ge=0
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    symbols: tuple[str, ...] = setting(["SPY", "QQQ", "IWM"], doc="symbols to collect")
+    source: SimulatedSourceConfig = setting(
+        factory=SimulatedSourceConfig, doc="where quotes come from"
+    )
+    storage: StorageConfig = setting(factory=StorageConfig, doc="database and writer")
+    realtime_data: RealtimeDataConfig = setting(
+        factory=RealtimeDataConfig, doc="the seed's collector settings"
+    )
+
+    def _check(self, path: str) -> None:
+        if not self.symbols:
+            raise ConfigError("symbols: expected at least one symbol, got []", path="symbols")
+        seen: set[str] = set()
+        for i, sym in enumerate(self.symbols):
+            if sym != sym.strip() or " " in sym:
+                raise ConfigError(f"symbols[{i}]: expected a symbol without spaces, got {sym!r}")
+            if sym in seen:
+                raise ConfigError(f"symbols[{i}]: {sym!r} is listed twice", path=f"symbols[{i}]")
+            seen.add(sym)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config as plain data (stored with each run)."""
+        return to_dict(self)
+
+
+_FILE_KEYS = ("symbols", "source", "storage", "realtime_data")
+_PATH_KEYS = (("storage", "database"), ("realtime_data", "backup", "backup_path"))
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _build_source(data: Any) -> Any:
+    if data is None:
+        data = {}
+    if isinstance(data, str):
+        data = {"type": data}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"source: expected a mapping, got {data!r}", path="source")
+    kind = data.get("type", "simulated")
+    cls = SOURCE_TYPES.get(kind)
+    if cls is None:
+        choices = ", ".join(repr(k) for k in SOURCE_TYPES)
+        raise ConfigError(
+            f"source.type: expected one of {choices}, got {kind!r}", path="source.type"
+        )
+    return build(cls, data, "source")
+
+
+def config_from_dict(
+    data: Mapping[str, Any] | None, *, base_dir: str | Path | None = None
+) -> Config:
+    """Build a ``Config`` from plain data; relative paths are resolved against ``base_dir``."""
+    data = dict(data or {})
+    source = _build_source(data.pop("source", None))
+    config = build(Config, data)
+    object.__setattr__(config, "source", source)
+    if base_dir is not None:
+        config = _resolve_paths(config, Path(base_dir))
+    return config
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    for keys in _PATH_KEYS:
+        obj: Any = config
+        for k in keys[:-1]:
+            obj = getattr(obj, k)
+        value = Path(getattr(obj, keys[-1]))
+        if not value.is_absolute():
+            object.__setattr__(obj, keys[-1], str((base / value).resolve()))
+    return config
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    base_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load a YAML config file, applying ``overrides`` (a nested dict) on top.
+
+    ``path=None`` gives the documented defaults. Relative paths in the config
+    (database, backup folder) are resolved against ``base_dir`` (default: the
+    current directory). Every problem raises ``ConfigError`` with a one-line
+    message naming the file and key path.
+    """
+    label = str(path) if path is not None else ""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("file not found", source=label) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read file ({exc.strerror})", source=label) from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}invalid YAML ({problem})", source=label) from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"expected a mapping at the top level, got {raw!r}", source=label)
+    raw = dict(raw)
+    # The seed's file may hold other sections of a larger project: those are left
+    # alone, but a key that looks like a typo of one of ours is refused.
+    for key in raw:
+        if key not in _FILE_KEYS:
+            close = difflib.get_close_matches(str(key), _FILE_KEYS, n=1, cutoff=0.75)
+            if close:
+                msg = f"{key}: unknown key; did you mean {close[0]!r}?"
+                raise ConfigError(msg, path=str(key), source=label)
+    ours = {k: raw[k] for k in _FILE_KEYS if k in raw}
+    if overrides:
+        ours = _merge(ours, overrides)
+    try:
+        return config_from_dict(ours, base_dir=base_dir if base_dir is not None else Path.cwd())
+    except ConfigError as exc:
+        if label and not exc.source:
+            raise ConfigError(str(exc), path=exc.path, source=label) from None
+        raise

@@ -1,0 +1,101 @@
+"""The quote every stage passes along, and the clock helpers it is stamped with.
+
+Timestamps are integer epoch microseconds (UTC): exact, cheap to compare and
+store, and turned into tz-aware datetimes only by the loaders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+QUOTE_FIELDS: tuple[str, ...] = (
+    "tick_id",
+    "symbol",
+    "seq",
+    "ts_us",
+    "recv_us",
+    "bid",
+    "ask",
+    "bid_size",
+    "ask_size",
+    "last",
+    "source",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One market-data observation of one symbol.
+
+    ``ts_us`` is the exchange (or provider) time, ``recv_us`` our receive time.
+    ``bid``/``ask`` are ``None`` for feeds that only give a last price. ``seq``
+    numbers the quotes a source emitted for a symbol (1, 2, 3, ...), and
+    ``tick_id`` is unique across runs, so replaying a tick twice stores it once.
+    """
+
+    tick_id: str
+    symbol: str
+    seq: int
+    ts_us: int
+    recv_us: int
+    bid: float | None = None
+    ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    last: float | None = None
+    source: str = ""
+
+    @property
+    def mid(self) -> float | None:
+        """The mid-quote, or ``None`` without both sides."""
+        if self.bid is None or self.ask is None:
+            return None
+        return (self.bid + self.ask) / 2.0
+
+    @property
+    def price(self) -> float | None:
+        """The price the price rules judge: the last price, else the mid-quote."""
+        return self.last if self.last is not None else self.mid
+
+    def as_row(self) -> tuple[Any, ...]:
+        """The quote as a tuple in ``QUOTE_FIELDS`` order (the storage row)."""
+        return (
+            self.tick_id,
+            self.symbol,
+            self.seq,
+            self.ts_us,
+            self.recv_us,
+            self.bid,
+            self.ask,
+            self.bid_size,
+            self.ask_size,
+            self.last,
+            self.source,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The quote as a plain dict (JSON-ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Quote:
+        """Rebuild a quote from ``as_dict`` output; unknown keys are ignored."""
+        return cls(**{k: data.get(k) for k in QUOTE_FIELDS})
+
+
+def make_tick_id(run_id: str, symbol: str, seq: int) -> str:
+    """A tick id unique across runs: the run, the symbol, the source's sequence."""
+    return f"{run_id}:{symbol}:{seq}"
+
+
+def now_us() -> int:
+    """Wall-clock time as integer epoch microseconds (UTC)."""
+    return time.time_ns() // 1000
+
+
+def us_to_datetime(us: int) -> datetime:
+    """Epoch microseconds to a tz-aware UTC datetime."""
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)

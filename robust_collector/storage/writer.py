@@ -1,0 +1,412 @@
+"""The database writer: one thread owns the SQLite connection and writes batches.
+
+The collector hands over batches through a bounded queue; each batch is one
+transaction. A failing or slow database sends the batch to the backup files
+(when a ``BackupWriter`` is given), the database's own breaker stops the writer
+from waiting on a database that is down, and when it is back the backup files
+are replayed first. Nothing accepted is dropped silently: what cannot be written
+anywhere is held in memory within a bound, counted and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from robust_collector.storage.schema import INSERT_REJECTS, INSERT_TICKS, open_database
+
+log = logging.getLogger(__name__)
+
+INSERT_ERROR = (
+    "INSERT INTO errors (run_id, ts_us, component, symbol, error_type, message) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_BREAKER_EVENT = (
+    "INSERT INTO breaker_events (run_id, ts_us, breaker, old_state, new_state, reason) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_HEALTH = (
+    "INSERT INTO health_snapshots (run_id, ts_us, component, level, reasons, metrics) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass
+class Batch:
+    """What one transaction writes: accepted ticks, rejects, and event rows."""
+
+    ticks: list[tuple[Any, ...]] = field(default_factory=list)
+    rejects: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ticks) + len(self.rejects)
+
+
+class Fallback(Protocol):
+    """Where batches go while the database fails (the JSONL backup files)."""
+
+    def write_batch(self, ticks: list[tuple[Any, ...]], rejects: list[tuple[Any, ...]]) -> int: ...
+
+    def rotate(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Gate(Protocol):
+    """The database's circuit breaker, as the writer uses it."""
+
+    def before_call(self) -> Any: ...
+
+    def on_success(self, token: Any) -> None: ...
+
+    def on_failure(self, token: Any, exc: BaseException) -> None: ...
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """What the writer did so far; ``mode`` is database, backup or failing."""
+
+    mode: str
+    queue_depth: int
+    queue_capacity: int
+    batches_written: int
+    ticks_written: int
+    rejects_written: int
+    batches_to_backup: int
+    ticks_to_backup: int
+    rejects_to_backup: int
+    held_batches: int
+    held_rows: int
+    queue_full_waits: int
+    queue_full_spills: int
+    replayed_rows: int
+    events_dropped: int
+    lost_rows: int
+    db_errors: int
+    backup_errors: int
+    last_error: str | None
+    stored_by_symbol: dict[str, int]
+
+
+_STOP = object()
+
+
+class SQLiteWriter:
+    """Writes batches to SQLite from its own thread, falling back to backup files."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        write_timeout: float = 5.0,
+        queue_max_batches: int = 64,
+        queue_full_block_ms: float = 200.0,
+        fallback: Fallback | None = None,
+        gate: Gate | None = None,
+        replay: Callable[[sqlite3.Connection], int] | None = None,
+        backlog: Callable[[], int] | None = None,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        max_held_batches: int = 1024,
+        max_held_events: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self.write_timeout = write_timeout
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max_batches)
+        self._capacity = queue_max_batches
+        self._block = queue_full_block_ms / 1000.0
+        self._fallback = fallback
+        self._gate = gate
+        self._replay = replay
+        self._backlog = backlog
+        self._on_error = on_error
+        self._held: deque[Batch] = deque()
+        self._max_held = max_held_batches
+        self._events: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max_held_events)
+        self._lock = threading.Lock()  # guards the fallback, used by producer spills too
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._ready = threading.Event()
+        self._mode = "database"
+        self._n = Counter[str]()
+        self._stored_by_symbol = Counter[str]()
+        self._last_error: str | None = None
+        self._deadline = 0.0
+
+    # -- producer side -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (it opens the database itself)."""
+        self._thread = threading.Thread(target=self._run, name="rc-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=self.write_timeout + 5)
+
+    def submit(self, batch: Batch) -> None:
+        """Queue a batch; a full queue blocks at most ``queue_full_block_ms``, then spills."""
+        try:
+            self._queue.put_nowait(batch)
+            return
+        except queue.Full:
+            self._n["queue_full_waits"] += 1
+        try:
+            self._queue.put(batch, timeout=self._block)
+        except queue.Full:
+            self._n["queue_full_spills"] += 1
+            self._to_fallback(batch)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Write everything queued, then close the database and the backup file."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        finally:
+            self._ready.set()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                self._idle()
+                continue
+            if item is _STOP:
+                break
+            self._write(item)
+        while not self._queue.empty():  # batches spilled in after the stop marker
+            item = self._queue.get_nowait()
+            if item is not _STOP:
+                self._write(item)
+        self._retry_held(final=True)
+        self._close()
+
+    def _open(self) -> bool:
+        if self._conn is not None:
+            return True
+        try:
+            conn = open_database(self.path, timeout=self.write_timeout)
+        except (sqlite3.Error, OSError) as exc:
+            self._record("storage", exc, db=True)
+            return False
+        conn.set_progress_handler(self._progress, 10_000)
+        self._conn = conn
+        return True
+
+    def _progress(self) -> int:
+        # abort a statement that runs past the write timeout (a slow disk, a huge batch)
+        return 1 if time.monotonic() > self._deadline else 0
+
+    def _close(self) -> None:
+        if self._fallback is not None:
+            with self._lock:
+                try:
+                    self._fallback.close()
+                except OSError as exc:
+                    self._record("backup", exc)
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _idle(self) -> None:
+        self._retry_held()
+        if self._mode != "database" and self._events:
+            self._try_db(Batch())
+
+    def _write(self, batch: Batch) -> None:
+        if self._held:
+            self._retry_held()
+        if self._held:
+            self._hold(batch)
+            return
+        if not self._try_db(batch):
+            self._to_fallback(batch)
+
+    def _try_db(self, batch: Batch) -> bool:
+        """Write ``batch`` (and any held event rows) in one transaction; True if committed."""
+        token = None
+        if self._gate is not None:
+            try:
+                token = self._gate.before_call()
+            except Exception:  # breaker open: do not wait on the database
+                return False
+        was_down = self._mode != "database"
+        if not self._open():
+            if self._gate is not None:
+                self._gate.on_failure(token, RuntimeError("cannot open database"))
+            return False
+        conn = self._conn
+        assert conn is not None
+        events = list(self._events)
+        self._deadline = time.monotonic() + self.write_timeout
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if batch.ticks:
+                conn.executemany(INSERT_TICKS, batch.ticks)
+            if batch.rejects:
+                conn.executemany(INSERT_REJECTS, batch.rejects)
+            for sql, row in events:
+                conn.execute(sql, row)
+            for sql, row in batch.events:
+                conn.execute(sql, row)
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
+                exc = TimeoutError(f"database write took longer than {self.write_timeout:g}s")
+            self._record("storage", exc, db=True)
+            if self._gate is not None:
+                self._gate.on_failure(token, exc)
+            if not batch.ticks and not batch.rejects:
+                return False
+            self._keep_events(batch)
+            return False
+        for _ in events:
+            self._events.popleft()
+        if self._gate is not None:
+            self._gate.on_success(token)
+        self._count_written(batch)
+        if was_down or self._mode != "database":
+            self._mode = "database"
+            self._replay_backups()
+        return True
+
+    def _count_written(self, batch: Batch) -> None:
+        n = self._n
+        n["batches_written"] += 1
+        n["ticks_written"] += len(batch.ticks)
+        n["rejects_written"] += len(batch.rejects)
+        self._stored_by_symbol.update(row[1] for row in batch.ticks)
+
+    def _replay_backups(self) -> None:
+        if self._replay is None or self._conn is None:
+            return
+        with self._lock:
+            if self._fallback is not None:
+                try:
+                    self._fallback.rotate()
+                except OSError as exc:
+                    self._record("backup", exc)
+            try:
+                self._n["replayed_rows"] += self._replay(self._conn)
+            except (sqlite3.Error, OSError) as exc:
+                self._record("storage", exc, db=True)
+
+    def _to_fallback(self, batch: Batch) -> None:
+        self._keep_events(batch)
+        if not batch.ticks and not batch.rejects:
+            return
+        if self._fallback is None:
+            self._hold(batch)
+            return
+        with self._lock:
+            try:
+                self._fallback.write_batch(batch.ticks, batch.rejects)
+            except OSError as exc:
+                self._record("backup", exc)
+                self._hold(batch)
+                return
+        if self._mode == "database":
+            self._mode = "backup"
+        self._n["batches_to_backup"] += 1
+        self._n["ticks_to_backup"] += len(batch.ticks)
+        self._n["rejects_to_backup"] += len(batch.rejects)
+
+    def _keep_events(self, batch: Batch) -> None:
+        # event rows wait in memory for the database (bounded: the oldest go first)
+        overflow = len(self._events) + len(batch.events) - (self._events.maxlen or 0)
+        if overflow > 0:
+            self._n["events_dropped"] += overflow
+        self._events.extend(batch.events)
+        batch.events = []
+
+    def _hold(self, batch: Batch) -> None:
+        self._mode = "failing"
+        if len(self._held) >= self._max_held:
+            # Out of every option: keep the newest data the bound allows, and say so.
+            dropped = self._held.popleft()
+            self._n["lost_rows"] += len(dropped)
+            log.error("writer: dropped a held batch of %d rows (memory bound)", len(dropped))
+        self._held.append(batch)
+
+    def _retry_held(self, *, final: bool = False) -> None:
+        while self._held:
+            batch = self._held[0]
+            if self._try_db(batch):
+                self._held.popleft()
+                continue
+            if self._fallback is not None:
+                with self._lock:
+                    try:
+                        self._fallback.write_batch(batch.ticks, batch.rejects)
+                    except OSError as exc:
+                        self._record("backup", exc)
+                        break
+                self._held.popleft()
+                self._mode = "backup"
+                self._n["batches_to_backup"] += 1
+                self._n["ticks_to_backup"] += len(batch.ticks)
+                self._n["rejects_to_backup"] += len(batch.rejects)
+                continue
+            break
+        if final and self._held:
+            lost = sum(len(b) for b in self._held)
+            self._n["lost_rows"] += lost
+            log.error("writer stopped with %d rows neither in the database nor in backup", lost)
+
+    def _record(self, component: str, exc: BaseException, *, db: bool = False) -> None:
+        self._n["db_errors" if db else "backup_errors"] += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._on_error is not None:
+            try:
+                self._on_error(component, exc)
+            except Exception:  # an error callback must never stop the writer
+                log.exception("writer error callback failed")
+
+    # -- reporting -----------------------------------------------------------------
+
+    def stats(self) -> WriterStats:
+        """A snapshot of the writer's counters (safe from any thread)."""
+        n = self._n
+        held = list(self._held)
+        return WriterStats(
+            mode=self._mode,
+            queue_depth=self._queue.qsize(),
+            queue_capacity=self._capacity,
+            batches_written=n["batches_written"],
+            ticks_written=n["ticks_written"],
+            rejects_written=n["rejects_written"],
+            batches_to_backup=n["batches_to_backup"],
+            ticks_to_backup=n["ticks_to_backup"],
+            rejects_to_backup=n["rejects_to_backup"],
+            held_batches=len(held),
+            held_rows=sum(len(b) for b in held),
+            queue_full_waits=n["queue_full_waits"],
+            queue_full_spills=n["queue_full_spills"],
+            replayed_rows=n["replayed_rows"],
+            events_dropped=n["events_dropped"],
+            lost_rows=n["lost_rows"],
+            db_errors=n["db_errors"],
+            backup_errors=n["backup_errors"],
+            last_error=self._last_error,
+            stored_by_symbol=dict(self._stored_by_symbol),
+        )

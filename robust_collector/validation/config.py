@@ -1,0 +1,84 @@
+"""The validation section of the config: rule switches and thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from robust_collector.schema import setting
+
+
+@dataclass(frozen=True)
+class PriceRange:
+    """A per-symbol override of the price range."""
+
+    min_price: float = setting(doc="lowest accepted price for this symbol", gt=0)
+    max_price: float = setting(doc="highest accepted price for this symbol", gt=0)
+
+
+@dataclass(frozen=True)
+class RuleSwitches:
+    """Turn single rules on or off (all on by default)."""
+
+    non_finite: bool = setting(True, doc="reject NaN or infinite price, bid or ask")
+    non_positive: bool = setting(True, doc="reject zero or negative prices, negative sizes")
+    price_range: bool = setting(True, doc="reject prices outside [min_price, max_price]")
+    crossed: bool = setting(True, doc="reject quotes whose bid is above the ask")
+    price_change: bool = setting(True, doc="reject jumps above max_price_change_pct")
+    spread_outlier: bool = setting(True, doc="reject spreads far above the rolling median")
+    mid_outlier: bool = setting(True, doc="reject mid-quotes far from the rolling median")
+    out_of_order: bool = setting(True, doc="reject exchange times older than the last accepted")
+    future_timestamp: bool = setting(True, doc="reject exchange times ahead of our clock")
+    duplicate: bool = setting(True, doc="drop an unchanged quote seen again (not a reject)")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Which quotes are good enough to store (the seed's validation section)."""
+
+    enabled: bool = setting(True, doc="validate quotes before storing them")
+    max_price_change_pct: float = setting(
+        10.0, doc="largest accepted move from the last accepted price, in percent", gt=0
+    )
+    min_price: float = setting(1.0, doc="lowest accepted price", ge=0)
+    max_price: float = setting(10000.0, doc="highest accepted price", gt=0)
+    price_ranges: Mapping[str, PriceRange] = setting(
+        {}, doc="per-symbol price range overrides, e.g. {BRK.A: {min_price: 1, max_price: 1e6}}"
+    )
+    reanchor_after: int = setting(
+        3,
+        doc="consecutive rejected prices agreeing at a new level after which the level is accepted",
+        ge=1,
+    )
+    reanchor_tolerance_pct: float = setting(
+        1.0, doc="how close (percent) rejected prices must be to count as agreeing", gt=0
+    )
+    spread_outlier_k: float = setting(
+        50.0, doc="reject a spread above k times the rolling median spread", gt=0
+    )
+    spread_window: int = setting(500, doc="quotes in the rolling median spread window", ge=1)
+    mid_outlier_k: float = setting(
+        10.0, doc="reject a mid more than k mean absolute deviations from the rolling median", gt=0
+    )
+    mid_window: int = setting(50, doc="previous mid-quotes in the rolling median window", ge=3)
+    min_window_samples: int = setting(
+        20, doc="samples a rolling window needs before the outlier rules apply", ge=1
+    )
+    future_tolerance_seconds: float = setting(
+        5.0, doc="how far ahead of our clock an exchange time may be", ge=0
+    )
+    log_interval_seconds: float = setting(
+        10.0, doc="at most one rejection warning per symbol and rule in this interval", ge=0
+    )
+    rules: RuleSwitches = setting(factory=RuleSwitches, doc="turn single rules on or off")
+
+    def _check(self, path: str) -> None:
+        from robust_collector.errors import ConfigError
+
+        if self.min_price >= self.max_price:
+            where = f"{path}.min_price" if path else "min_price"
+            raise ConfigError(
+                f"{where}: expected a number below max_price ({self.max_price}), "
+                f"got {self.min_price!r}",
+                path=where,
+            )
