@@ -1,0 +1,49 @@
+"""Shared fixtures: configs pointed at a temporary folder, and the TAQ sample location."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from robust_collector.config import Config, config_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """Build a fast test config (10 ms polls) writing under ``tmp_path``; kwargs override."""
+
+    def make(**over: Any) -> Config:
+        base = {
+            "symbols": ["SPY", "QQQ", "IWM"],
+            "storage": {"database": "db/ticks.db", "flush_interval_seconds": 0.05},
+            "realtime_data": {
+                "collect_interval_seconds": 0.01,
+                "buffer_size": 20,
+                "backup": {"backup_path": "backups"},
+            },
+        }
+        return config_from_dict(_merge(base, over), base_dir=tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def taq_dir() -> Path:
+    """The shared TAQ sample folder; tests using it skip where it is absent."""
+    d = Path(os.environ.get("RC_TAQ_DIR", REPO.parent / "shared" / "data" / "taq_sample"))
+    if not (d / "sampleQDataRaw.parquet").exists():
+        pytest.skip(f"TAQ sample not found at {d} (set RC_TAQ_DIR to its folder)")
+    return d

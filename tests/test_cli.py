@@ -1,0 +1,150 @@
+"""The command line, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from robust_collector.cli import build_parser
+
+pytestmark = pytest.mark.integration
+
+FAST = "symbols: [SPY, QQQ, IWM]\nrealtime_data: {collect_interval_seconds: 0.02}\nstorage: {flush_interval_seconds: 0.1}\n"
+
+
+def cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robust_collector.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_run_with_duration_stores_ticks_and_says_where(tmp_path):
+    (tmp_path / "c.yaml").write_text(FAST)
+    p = cli(
+        "run", "--config", "c.yaml", "--duration", "1", "--status-interval", "0.3", cwd=tmp_path
+    )
+    assert p.returncode == 0, p.stderr
+    db = tmp_path / "data" / "market_data.db"
+    assert f"data went to {db}" in p.stdout
+    assert "stored" in p.stdout and "SPY" in p.stdout
+    rows = dict(
+        sqlite3.connect(db).execute("SELECT symbol, count(*) FROM ticks GROUP BY symbol").fetchall()
+    )
+    assert set(rows) == {"SPY", "QQQ", "IWM"} and min(rows.values()) > 0
+
+
+def test_run_uses_the_default_config_path_and_db_override(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "spy_qqq_config.yaml").write_text(
+        FAST.replace("[SPY, QQQ, IWM]", "[SPY]")
+    )
+    p = cli("run", "--duration", "0.5", "--db", "out.db", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (
+        sqlite3.connect(tmp_path / "out.db").execute("SELECT count(*) FROM ticks").fetchone()[0] > 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "realtime_data:\n  retry:\n    max_retries: three\n",
+            "realtime_data.retry.max_retries: expected an integer >= 0, got 'three'",
+        ),
+        ("realtime_data:\n  retry:\n    max_retry: 3\n", "did you mean 'max_retries'?"),
+        ("{{{", "invalid YAML"),
+    ],
+)
+def test_bad_config_one_line_exit_2_no_traceback(tmp_path, text, needle):
+    (tmp_path / "bad.yaml").write_text(text)
+    p = cli("run", "--config", "bad.yaml", "--duration", "1", cwd=tmp_path)
+    assert p.returncode == 2
+    assert needle in p.stderr
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_file_exit_2(tmp_path):
+    p = cli("run", "--config", "nope.yaml", cwd=tmp_path)
+    assert (
+        p.returncode == 2
+        and "nope.yaml: file not found" in p.stderr
+        and "Traceback" not in p.stderr
+    )
+
+
+def test_bad_duration_is_a_usage_error(tmp_path):
+    p = cli("run", "--duration", "soon", cwd=tmp_path)
+    assert p.returncode == 2 and "expected a number of seconds" in p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_and_flushes(tmp_path, sig):
+    (tmp_path / "c.yaml").write_text(FAST)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robust_collector.cli",
+            "run",
+            "--config",
+            "c.yaml",
+            "--status-interval",
+            "0.2",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = tmp_path / "data" / "market_data.db"
+    deadline = time.monotonic() + 30
+    # wait until the collector has stored something (a condition, not a fixed sleep)
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if sqlite3.connect(db).execute("SELECT count(*) FROM ticks").fetchone()[0] >= 9:
+                break
+        except sqlite3.Error:
+            pass
+        assert time.monotonic() < deadline, "collector stored nothing"
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped after" in out and "Traceback" not in err
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT count(*) FROM ticks").fetchone()[0]
+    # the summary's count is what the database holds: nothing buffered was lost
+    assert f"({stored} ticks this run)" in out
+    seqs = conn.execute(
+        "SELECT symbol, min(seq), max(seq), count(*) FROM ticks GROUP BY symbol"
+    ).fetchall()
+    for _sym, lo, hi, n in seqs:
+        assert lo == 1 and hi == n
+
+
+def test_help_is_complete():
+    parser = build_parser()
+    text = parser.format_help()
+    assert "run" in text
+    sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, p in sub.items():
+        h = p.format_help()
+        assert p.description, name
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
+        assert "usage:" in h

@@ -1,0 +1,177 @@
+"""Config loading: documented defaults, the seed's file, and every error path."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from robust_collector.config import Config, load_config
+from robust_collector.errors import ConfigError
+from robust_collector.schema import describe
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_CONFIG = REPO / "config" / "spy_qqq_config.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_a_file(tmp_path):
+    c = load_config(None, base_dir=tmp_path)
+    assert c.symbols == ("SPY", "QQQ", "IWM")
+    rt = c.realtime_data
+    assert (rt.enabled, rt.collect_interval_seconds, rt.buffer_size) == (True, 1.0, 100)
+    assert (rt.retry.max_retries, rt.retry.retry_delay, rt.retry.exponential_backoff) == (
+        3,
+        1.0,
+        True,
+    )
+    assert rt.validation.max_price_change_pct == 10.0
+    assert (rt.validation.min_price, rt.validation.max_price) == (1.0, 10000.0)
+    assert rt.health_check.max_errors_per_minute == 10
+    assert rt.health_check.max_stale_seconds == 300
+    assert (rt.circuit_breaker.failure_threshold, rt.circuit_breaker.timeout_seconds) == (5, 60.0)
+    assert rt.circuit_breaker.success_threshold == 3
+    assert c.source.type == "simulated"
+    assert c.storage.database == str(tmp_path / "data" / "market_data.db")
+    assert rt.backup.backup_path == str(tmp_path / "data" / "tick_backups")
+
+
+def test_seed_config_file_loads_with_the_seed_values(tmp_path):
+    c = load_config(SEED_CONFIG, base_dir=tmp_path)
+    assert c.realtime_data.health_check.check_interval_seconds == 60
+    assert c.realtime_data.backup.backup_to_file is True
+    assert c == load_config(None, base_dir=tmp_path)  # the seed's values are the defaults
+
+
+def test_config_is_frozen(tmp_path):
+    c = load_config(None, base_dir=tmp_path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.realtime_data.buffer_size = 5  # type: ignore[misc]
+
+
+def test_missing_keys_take_defaults(tmp_path):
+    p = write(tmp_path, "realtime_data:\n  retry:\n    max_retries: 5\n")
+    c = load_config(p, base_dir=tmp_path)
+    assert c.realtime_data.retry.max_retries == 5
+    assert c.realtime_data.retry.retry_delay == 1.0
+    assert c.realtime_data.buffer_size == 100
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "realtime_data:\n  retry:\n    max_retries: three\n",
+            "realtime_data.retry.max_retries: expected an integer >= 0, got 'three'",
+        ),
+        (
+            "realtime_data:\n  retry:\n    max_retries: -1\n",
+            "realtime_data.retry.max_retries: expected an integer >= 0, got -1",
+        ),
+        (
+            "realtime_data:\n  retry:\n    max_retry: 3\n",
+            "realtime_data.retry.max_retry: unknown key; did you mean 'max_retries'?",
+        ),
+        (
+            "realtime_data:\n  collect_interval_seconds: 0\n",
+            "realtime_data.collect_interval_seconds: expected a number > 0, got 0",
+        ),
+        (
+            "realtime_data:\n  enabled: yes please\n",
+            "realtime_data.enabled: expected true or false, got 'yes please'",
+        ),
+        (
+            "realtime_data:\n  buffer_size: 1.5\n",
+            "realtime_data.buffer_size: expected an integer >= 1, got 1.5",
+        ),
+        (
+            "realtime_data:\n  circuit_breaker:\n    enabled: 1\n",
+            "realtime_data.circuit_breaker.enabled: expected true or false, got 1",
+        ),
+        (
+            "realtime_data:\n  retry:\n    jitter: random\n",
+            "realtime_data.retry.jitter: expected one of 'none', 'full', 'equal', 'decorrelated', got 'random'",
+        ),
+        (
+            "realtime_data:\n  validation:\n    min_price: 20000\n",
+            "realtime_data.validation.min_price: expected a number below max_price (10000.0), got 20000.0",
+        ),
+        ("realtime_data: 5\n", "realtime_data: expected a mapping, got 5"),
+        ("symbols: SPY\n", "symbols: expected a list, got 'SPY'"),
+        ("symbols: []\n", "symbols: expected at least one symbol, got []"),
+        ("symbols: [SPY, SPY]\n", "symbols[1]: 'SPY' is listed twice"),
+        ("symbols: [SPY, 5]\n", "symbols[1]: expected a non-empty string, got 5"),
+        (
+            "source:\n  type: bloomberg\n",
+            "source.type: expected one of 'simulated', got 'bloomberg'",
+        ),
+        ("source:\n  seeed: 1\n", "source.seeed: unknown key; did you mean 'seed'?"),
+        (
+            "source:\n  faults:\n    error_rate: 2\n",
+            "source.faults.error_rate: expected a number >= 0 and <= 1, got 2",
+        ),
+        (
+            "source:\n  faults:\n    outages: [{start_seconds: 1}]\n",
+            "source.faults.outages[0].duration_seconds: required key is missing",
+        ),
+        ("storage:\n  backend: mysql\n", "storage.backend: expected one of 'sqlite', got 'mysql'"),
+        ("realtme_data: {}\n", "realtme_data: unknown key; did you mean 'realtime_data'?"),
+        ("- a\n- b\n", "expected a mapping at the top level, got ['a', 'b']"),
+        ("realtime_data: {retry: [\n", "invalid YAML"),
+        (
+            "realtime_data:\n  health_check:\n    max_stale_seconds: .nan\n",
+            "realtime_data.health_check.max_stale_seconds: expected a finite number, got nan",
+        ),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path, yaml_text, message):
+    p = write(tmp_path, yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p, base_dir=tmp_path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(str(p) + ": ")
+    assert message in text
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_tags_are_refused_safe_load_only(tmp_path):
+    p = write(tmp_path, "symbols: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(p)
+
+
+def test_foreign_top_level_sections_are_left_alone(tmp_path):
+    p = write(tmp_path, "trading:\n  strategy: momentum\nsymbols: [AAPL]\n")
+    assert load_config(p, base_dir=tmp_path).symbols == ("AAPL",)
+
+
+def test_overrides_merge_deeply(tmp_path):
+    c = load_config(
+        SEED_CONFIG, base_dir=tmp_path, overrides={"realtime_data": {"retry": {"max_retries": 7}}}
+    )
+    assert c.realtime_data.retry.max_retries == 7
+    assert c.realtime_data.retry.retry_delay == 1.0
+
+
+def test_relative_paths_resolve_against_base_dir_absolute_paths_stay(tmp_path):
+    c = load_config(None, base_dir=tmp_path, overrides={"storage": {"database": "/x/y.db"}})
+    assert c.storage.database == "/x/y.db"
+    assert c.realtime_data.backup.backup_path == str(tmp_path / "data" / "tick_backups")
+
+
+def test_every_key_has_a_doc():
+    keys = describe(Config)
+    assert len(keys) > 40
+    missing = [k.path for k in keys if not k.doc]
+    assert missing == []
