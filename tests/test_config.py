@@ -141,7 +141,7 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, yaml_text, message):
 
 
 def test_missing_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_config(tmp_path / "nope.yaml")
 
 
