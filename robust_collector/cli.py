@@ -57,6 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robust_collector.collector import Collector
 
     config = _load(args)
+    if not config.realtime_data.enabled:
+        print("robust-collector: realtime_data.enabled is false in the config: nothing to collect")
+        return EXIT_OK
     collector = Collector(config)
     stop = threading.Event()
 

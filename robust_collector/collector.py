@@ -181,6 +181,8 @@ class Collector:
         """Start collecting in a daemon thread; returns at once (the kernel stays free)."""
         if self._thread is not None:
             raise RuntimeError("collector already started; a Collector runs once")
+        if not self.config.realtime_data.enabled:
+            raise RuntimeError("realtime_data.enabled is false in the config: nothing to collect")
         st = self.config.storage
         self._writer = SQLiteWriter(
             self.db_path,

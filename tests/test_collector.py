@@ -119,3 +119,9 @@ def test_from_config_with_path_and_overrides(tmp_path):
     with c:
         c.wait_for(lambda s: s.stored >= 5, timeout=30)
     assert len(read_ticks(c.db_path)) >= 5
+
+
+def test_disabled_collection_refuses_to_start(make_config):
+    c = Collector(make_config(realtime_data={"enabled": False}))
+    with pytest.raises(RuntimeError, match="realtime_data.enabled is false"):
+        c.start()
