@@ -58,17 +58,75 @@ class CircuitBreakerConfig:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    """Market hours: outside them, silence is expected and does not count as stale."""
+
+    enabled: bool = setting(
+        False, doc="only count staleness inside the session (false: the market never closes)"
+    )
+    timezone: str = setting("America/New_York", doc="IANA time zone of open and close")
+    open: str = setting("09:30", doc="session open, HH:MM local time")
+    close: str = setting("16:00", doc="session close, HH:MM local time")
+    weekdays: tuple[int, ...] = setting(
+        [0, 1, 2, 3, 4], doc="trading weekdays, 0 = Monday ... 6 = Sunday", ge=0, le=6
+    )
+    holidays: tuple[str, ...] = setting([], doc="closed dates, YYYY-MM-DD")
+
+    def _check(self, path: str) -> None:
+        import datetime as dt
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{path}.timezone: expected an IANA time zone, got {self.timezone!r}",
+                path=f"{path}.timezone",
+            ) from None
+        for key in ("open", "close"):
+            value = getattr(self, key)
+            try:
+                dt.time.fromisoformat(value)
+            except ValueError:
+                raise ConfigError(
+                    f"{path}.{key}: expected a time as HH:MM, got {value!r}", path=f"{path}.{key}"
+                ) from None
+        for i, day in enumerate(self.holidays):
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ConfigError(
+                    f"{path}.holidays[{i}]: expected a date as YYYY-MM-DD, got {day!r}",
+                    path=f"{path}.holidays[{i}]",
+                ) from None
+
+
+@dataclass(frozen=True)
 class HealthCheckConfig:
     """Health monitoring thresholds (the seed's health_check section)."""
 
     enabled: bool = setting(True, doc="track health and write snapshots")
-    check_interval_seconds: float = setting(60.0, doc="seconds between health snapshots", gt=0)
+    check_interval_seconds: float = setting(
+        60.0, doc="seconds between health snapshots written to the database", gt=0
+    )
     max_errors_per_minute: float = setting(
         10, doc="errors per minute above which a component is UNHEALTHY", ge=0
     )
     max_stale_seconds: float = setting(
         300, doc="data older than this makes a component UNHEALTHY", gt=0
     )
+    window_seconds: float = setting(
+        60.0, doc="rolling window for success rate and errors per minute", gt=0
+    )
+    degraded_success_rate: float = setting(
+        0.95, doc="success rate (in the window) below which a component is DEGRADED", ge=0, le=1
+    )
+    unhealthy_success_rate: float = setting(
+        0.5, doc="success rate (in the window) below which a component is UNHEALTHY", ge=0, le=1
+    )
+    history_size: int = setting(1000, doc="health snapshots kept in memory", ge=1)
+    max_recent_errors: int = setting(200, doc="recent errors kept in memory", ge=1)
+    session: SessionConfig = setting(factory=SessionConfig, doc="market hours for staleness")
 
 
 @dataclass(frozen=True)

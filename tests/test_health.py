@@ -1,0 +1,212 @@
+"""Health levels from an injected clock: every rule, its reasons, sessions, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from robust_collector.config import HealthCheckConfig, SessionConfig
+from robust_collector.health import HealthChecker, HealthLevel, MarketSession, SystemHealthMonitor
+from robust_collector.secrets import register_secret
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def monitor(**cfg) -> tuple[SystemHealthMonitor, Clock]:
+    clock = Clock()
+    return SystemHealthMonitor(HealthCheckConfig(**cfg), clock=clock), clock
+
+
+def test_levels_are_ordered_with_icons():
+    assert HealthLevel.HEALTHY < HealthLevel.DEGRADED < HealthLevel.UNHEALTHY < HealthLevel.CRITICAL
+    assert HealthLevel.HEALTHY.icon == "✅"
+    assert HealthLevel.parse("degraded") is HealthLevel.DEGRADED
+
+
+def test_checker_counts_rates_and_data_age():
+    clock = Clock()
+    c = HealthChecker("SPY", kind="symbol", window_seconds=60, clock=clock)
+    for _ in range(9):
+        c.record_success()
+    c.record_failure(TimeoutError("API timeout after 5s"))
+    clock.t += 2
+    m = c.metrics()
+    assert (m["operations"], m["successes"], m["failures"]) == (10, 9, 1)
+    assert m["success_rate"] == pytest.approx(0.9)
+    assert m["errors_per_minute"] == 1
+    assert m["data_age_seconds"] == pytest.approx(2)
+    assert m["last_error"] == "TimeoutError: API timeout after 5s"
+    clock.t += 61  # the window forgets, the totals do not
+    m = c.metrics()
+    assert m["window_operations"] == 0 and m["errors_per_minute"] == 0 and m["operations"] == 10
+
+
+def test_all_good_is_healthy():
+    mon, _clock = monitor()
+    for s in ("SPY", "QQQ"):
+        mon.checker(s, "symbol").record_success()
+    snap = mon.check()
+    assert snap.level is HealthLevel.HEALTHY and snap.reasons == ()
+
+
+def test_open_breaker_degrades_with_the_reason_text():
+    mon, _clock = monitor()
+    spy, qqq = mon.checker("SPY", "symbol"), mon.checker("QQQ", "symbol")
+    spy.record_success()
+    qqq.record_success()
+    since = dt.datetime(2025, 1, 10, 14, 26, 15, tzinfo=dt.UTC).timestamp()
+    qqq.facts.update(
+        breaker_state="OPEN", breaker_since=since, breaker_reason="5 consecutive TimeoutError"
+    )
+    snap = mon.check()
+    assert snap.level is HealthLevel.DEGRADED
+    assert snap.reasons == ("QQQ: breaker OPEN since 14:26:15 (5 consecutive TimeoutError)",)
+    assert snap.component("SPY").level is HealthLevel.HEALTHY
+
+
+def test_stale_data_is_unhealthy():
+    mon, clock = monitor(max_stale_seconds=300)
+    spy = mon.checker("SPY", "symbol")
+    qqq = mon.checker("QQQ", "symbol")
+    spy.record_success()
+    qqq.record_success()
+    clock.t += 200
+    qqq.record_success()
+    clock.t += 101
+    snap = mon.check()
+    assert snap.component("SPY").level is HealthLevel.UNHEALTHY
+    assert snap.component("SPY").reasons == ("SPY: no data for 301s (max 300s)",)
+    assert snap.component("QQQ").level is HealthLevel.HEALTHY
+    assert snap.level is HealthLevel.UNHEALTHY
+
+
+def test_errors_per_minute_above_the_limit_is_unhealthy():
+    mon, _clock = monitor(max_errors_per_minute=10)
+    c = mon.checker("IWM", "symbol")
+    c.record_success()
+    for _ in range(10):
+        c.record_failure("x")
+    assert not any(
+        "errors/minute" in r for r in mon.check().reasons
+    )  # 10 is the limit, not over it
+    c.record_failure("x")
+    snap = mon.check()
+    assert "IWM: 11.0 errors/minute (max 10)" in snap.reasons
+    assert snap.component("IWM").level is HealthLevel.UNHEALTHY
+
+
+def test_success_rate_thresholds():
+    mon, _clock = monitor(max_errors_per_minute=1000)
+    c = mon.checker("SPY", "symbol")
+    for _ in range(90):
+        c.record_success()
+    for _ in range(10):
+        c.record_failure("x")
+    snap = mon.check()
+    assert snap.component("SPY").level is HealthLevel.DEGRADED
+    assert "SPY: success rate 90% (below 95%)" in snap.reasons
+    for _ in range(200):
+        c.record_failure("x")
+    assert mon.check().component("SPY").level is HealthLevel.UNHEALTHY
+
+
+def test_storage_backup_mode_degrades_and_both_failing_is_critical():
+    mon, _clock = monitor()
+    mon.checker("SPY", "symbol").record_success()
+    st = mon.checker("storage", "storage")
+    st.facts.update(storage_mode="backup", backup_files=2)
+    snap = mon.check()
+    assert snap.level is HealthLevel.DEGRADED
+    assert (
+        "storage: database failing, writing to backup files (2 waiting to replay)" in snap.reasons
+    )
+    st.facts.update(storage_mode="failing", held_rows=300)
+    snap = mon.check()
+    assert snap.level is HealthLevel.CRITICAL
+    assert any("both failing" in r and "300 rows" in r for r in snap.reasons)
+
+
+def test_no_symbol_producing_is_critical_but_not_at_startup():
+    mon, clock = monitor(max_stale_seconds=60)
+    a, b = mon.checker("SPY", "symbol"), mon.checker("QQQ", "symbol")
+    assert mon.check().level is HealthLevel.HEALTHY  # just started: grace of max_stale_seconds
+    clock.t += 61
+    snap = mon.check()
+    assert snap.level is HealthLevel.CRITICAL and snap.reasons[0] == "no symbol is producing data"
+    a.record_success()
+    snap = mon.check()
+    assert snap.level is HealthLevel.UNHEALTHY  # QQQ still stale, SPY producing
+    b.record_success()
+    assert mon.check().level is HealthLevel.HEALTHY
+
+
+NY = SessionConfig(
+    enabled=True, timezone="America/New_York", open="09:30", close="16:00", holidays=("2025-01-09",)
+)
+
+
+def ny(y, mo, d, h, mi) -> float:
+    return dt.datetime(y, mo, d, h, mi, tzinfo=dt.timezone(dt.timedelta(hours=-5))).timestamp()
+
+
+def test_market_session_open_close_weekend_holiday():
+    s = MarketSession(NY)
+    assert s.is_open(ny(2025, 1, 10, 10, 0))  # Friday morning
+    assert not s.is_open(ny(2025, 1, 10, 9, 29))
+    assert not s.is_open(ny(2025, 1, 10, 16, 0))
+    assert not s.is_open(ny(2025, 1, 11, 12, 0))  # Saturday
+    assert not s.is_open(ny(2025, 1, 9, 12, 0))  # holiday
+    assert MarketSession(SessionConfig(enabled=False)).is_open(ny(2025, 1, 11, 3, 0))
+
+
+def test_silence_outside_the_session_is_not_stale():
+    clock = Clock(ny(2025, 1, 10, 15, 58))
+    mon = SystemHealthMonitor(HealthCheckConfig(max_stale_seconds=300, session=NY), clock=clock)
+    c = mon.checker("SPY", "symbol")
+    c.record_success()
+    clock.t = ny(2025, 1, 10, 18, 0)  # 2 hours later but only 2 minutes were in session
+    assert mon.check().level is HealthLevel.HEALTHY
+    clock.t = ny(2025, 1, 13, 9, 34)  # Monday 4 minutes after the open: 6 open minutes in all
+    snap = mon.check()
+    assert snap.component("SPY").level is HealthLevel.UNHEALTHY
+    clock.t = ny(2025, 1, 13, 9, 30)
+    c.record_success()
+    clock.t += 299
+    assert mon.check().level is HealthLevel.HEALTHY
+
+
+def test_stale_inside_the_session_counts():
+    clock = Clock(ny(2025, 1, 10, 10, 0))
+    mon = SystemHealthMonitor(HealthCheckConfig(max_stale_seconds=300, session=NY), clock=clock)
+    mon.checker("SPY", "symbol").record_success()
+    clock.t += 301
+    assert mon.check().component("SPY").level is HealthLevel.UNHEALTHY
+
+
+def test_history_and_errors_are_bounded():
+    mon, clock = monitor(history_size=5, max_recent_errors=3)
+    mon.checker("SPY", "symbol").record_success()
+    for i in range(12):
+        clock.t += 1
+        mon.check()
+        mon.record_error("SPY", TimeoutError(f"timeout {i}"), symbol="SPY")
+    assert len(mon.history) == 5 and mon.history[-1].ts == clock.t
+    assert [e.message for e in mon.errors] == ["timeout 9", "timeout 10", "timeout 11"]
+    assert mon.errors[-1].error_type == "TimeoutError"
+
+
+def test_secrets_never_reach_errors_or_reasons():
+    register_secret("sk-live-SECRET123")
+    mon, _clock = monitor()
+    c = mon.checker("SPY", "symbol")
+    c.record_failure(RuntimeError("GET /quote?token=sk-live-SECRET123 failed"))
+    rec = mon.record_error("SPY", "401 for key sk-live-SECRET123")
+    assert "SECRET123" not in rec.message and "***" in rec.message
+    assert "SECRET123" not in (c.metrics()["last_error"] or "")
