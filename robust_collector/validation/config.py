@@ -61,6 +61,18 @@ class ValidationConfig:
         10.0, doc="reject a mid more than k mean absolute deviations from the rolling median", gt=0
     )
     mid_window: int = setting(50, doc="previous mid-quotes in the rolling median window", ge=3)
+    mid_mad_floor_pct: float = setting(
+        0.01,
+        doc="floor on the mid window's mean absolute deviation, in percent of its median, "
+        "so constant mids (MAD 0) do not reject every move",
+        ge=0,
+    )
+    spread_floor_pct: float = setting(
+        0.01,
+        doc="floor on the rolling median spread, in percent of the mid, so a run of "
+        "locked quotes (median 0) does not reject every spread",
+        ge=0,
+    )
     min_window_samples: int = setting(
         20, doc="samples a rolling window needs before the outlier rules apply", ge=1
     )
