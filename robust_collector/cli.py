@@ -7,6 +7,7 @@ and exits 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -114,6 +115,73 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     print("read it in Python: robust_collector.read_ticks(" + repr(summary.database) + ")")
 
 
+def _db_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db)
+    return Path(_load(args).storage.database)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Report stored health (the seed's system_health.py); exit code by level."""
+    import json
+
+    from robust_collector import health_report as hr
+    from robust_collector.health_store import health_history, latest_snapshot, recent_errors
+    from robust_collector.model import now_us
+
+    db = _db_path(args)
+    if not db.exists():
+        msg = f"❔ UNKNOWN: no database at {db}"
+        print(json.dumps({"level": "UNKNOWN", "error": msg}) if args.json else msg)
+        return hr.EXIT_UNKNOWN
+    if args.mode == "history":
+        df = health_history(db, component=args.component, limit=args.count or 50)
+        if args.json:
+            print(json.dumps(df.drop("ts").to_dicts(), indent=2, default=str))
+        else:
+            print(hr.render_history(df))
+        return EXIT_OK if not df.is_empty() else hr.EXIT_UNKNOWN
+    if args.mode == "errors":
+        df = recent_errors(db, component=args.component, limit=args.count or 50)
+        if args.json:
+            print(json.dumps(df.drop("ts").to_dicts(), indent=2, default=str))
+        else:
+            print(hr.render_errors(df, args.component))
+        return EXIT_OK
+    shown = 0
+    code = hr.EXIT_UNKNOWN
+    while True:
+        snap = latest_snapshot(db)
+        since = None if snap is None else hr.not_running_since(snap, now_us())
+        running = snap is not None and since is None
+        code = hr.exit_code(snap.level) if running and snap is not None else hr.EXIT_UNKNOWN
+        if args.json:
+            data = (
+                {"level": "UNKNOWN", "running": False}
+                if snap is None
+                else hr.snapshot_json(snap, running)
+            )
+            if snap is not None and not running:
+                data["level_when_last_seen"] = data.pop("level")
+                data["level"] = "UNKNOWN"
+            # continuous: one JSON document per line (JSON Lines) so scripts can stream it
+            indent = None if args.mode == "continuous" else 2
+            print(json.dumps(data, indent=indent, default=str), flush=True)
+        elif running and snap is not None:
+            print(hr.render_single(snap, component=args.component), flush=True)
+        else:
+            print(hr.render_not_running(snap, since, str(db)), flush=True)
+        shown += 1
+        if args.mode != "continuous" or (args.count and shown >= args.count):
+            return code
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return code
+        if not args.json:
+            print()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs test to list every command)."""
     parser = argparse.ArgumentParser(
@@ -150,6 +218,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between status lines (default: 5)",
     )
     run.set_defaults(func=cmd_run)
+
+    health = sub.add_parser(
+        "health",
+        help="show the health of a collector (also one running in another process)",
+        description=(
+            "Read the health snapshots and errors a collector writes to its database and print "
+            "them. Exit code: 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY or CRITICAL, 3 unknown "
+            "(no database, no snapshot, or the collector is not running)."
+        ),
+    )
+    where = health.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="read the database named in this config")
+    where.add_argument("--db", help="read this SQLite database")
+    health.add_argument(
+        "--mode",
+        choices=("single", "continuous", "history", "errors"),
+        default="single",
+        help="single report (default), continuous reports, level history, or recent errors",
+    )
+    health.add_argument("--component", help="only this component (a symbol, storage, source, ...)")
+    health.add_argument(
+        "--interval",
+        type=_positive,
+        default=30.0,
+        help="seconds between continuous reports (default: 30)",
+    )
+    health.add_argument(
+        "--count",
+        type=int,
+        help="continuous: stop after N reports; history/errors: rows to show (default 50)",
+    )
+    health.add_argument("--json", action="store_true", help="print JSON for scripts")
+    health.set_defaults(func=cmd_health)
     return parser
 
 
@@ -157,6 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robust-collector`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,39 @@ import orjson
 import polars as pl
 
 from robust_collector.config import Config, load_config
+from robust_collector.errors import CircuitOpenError
+from robust_collector.health import HealthSnapshot, SystemHealthMonitor
+from robust_collector.health_store import snapshot_rows
 from robust_collector.model import Quote, now_us
+from robust_collector.resilience import (
+    BreakerRegistry,
+    BreakerState,
+    CircuitBreaker,
+    RateLimitGate,
+    RetryPolicy,
+)
+from robust_collector.secrets import redact
 from robust_collector.sources import Source, create_source
 from robust_collector.storage.reader import read_ticks
 from robust_collector.storage.schema import open_database
-from robust_collector.storage.writer import INSERT_ERROR, Batch, SQLiteWriter, WriterStats
+from robust_collector.storage.writer import (
+    INSERT_BREAKER_EVENT,
+    INSERT_ERROR,
+    Batch,
+    SQLiteWriter,
+    WriterStats,
+)
+from robust_collector.validation import RULES, Validator
+
+COLLECTOR_COMPONENT = "RobustDataCollector"
+_RULE_KEYS = frozenset(RULES)
+
+
+def _system_component(snap: HealthSnapshot) -> Any:
+    from robust_collector.health import ComponentHealth
+
+    return ComponentHealth("system", "system", snap.level, snap.reasons, {})
+
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +80,16 @@ class SymbolStatus:
     last_quote_us: int | None
     last_error: str | None
     overruns: int
+    breaker_state: str
+    breaker_since_us: int | None
+    breaker_reason: str | None
+    breaker_rejections: int
+    retries: int
+    retry_successes: int
+    give_ups: int
+    rejects_by_rule: Mapping[str, int]
+    locked: int
+    reanchors: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +103,8 @@ class CollectorStatus:
     database: str
     symbols: Mapping[str, SymbolStatus]
     storage: WriterStats | None
+    breaker_transitions: int
+    health_level: str | None
 
     @property
     def stored(self) -> int:
@@ -87,15 +128,20 @@ class CollectorStatus:
         if self.storage is not None and self.storage.mode != "database":
             parts.append(f"storage {self.storage.mode.upper()}")
         syms = " | ".join(
-            f"{s.symbol} {s.stored}" + (f" ({s.last_error})" if s.last_error else "")
+            f"{s.symbol} {s.stored}"
+            + (f" [{s.breaker_state}]" if s.breaker_state not in ("CLOSED", "DISABLED") else "")
             for s in self.symbols.values()
         )
+        if self.health_level is not None:
+            parts.insert(0, self.health_level)
         return "  ".join(parts) + "  | " + syms
 
 
 class _SymbolCounters:
     __slots__ = (
         "accepted",
+        "breaker_reason",
+        "breaker_since_us",
         "duplicates",
         "errors",
         "fetches",
@@ -113,6 +159,17 @@ class _SymbolCounters:
         self.last_price: float | None = None
         self.last_quote_us: int | None = None
         self.last_error: str | None = None
+        self.breaker_since_us: int | None = None
+        self.breaker_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LatestQuote:
+    """The last good quote of a symbol, with its age: the cached fallback."""
+
+    quote: Quote
+    age_seconds: float
+    stale: bool
 
 
 def new_run_id() -> str:
@@ -142,7 +199,18 @@ class Collector:
         self._counters = {s: _SymbolCounters() for s in self.symbols}
         self._ticks: list[tuple[Any, ...]] = []
         self._rejects: list[tuple[Any, ...]] = []
-        self._events: list[tuple[str, tuple[Any, ...]]] = []
+        # event rows may come from any thread (a breaker turns HALF_OPEN when read)
+        self._events: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._latest: dict[str, Quote] = {}
+        self._transitions = 0
+        self._setup_resilience()
+        self.validator = Validator(rt.validation)
+        self.monitor = SystemHealthMonitor(rt.health_check)
+        self._health_enabled = rt.health_check.enabled
+        self._collector_health = self.monitor.checker(COLLECTOR_COMPONENT, "collector")
+        self._source_health = self.monitor.checker("source", "source")
+        self._storage_health = self.monitor.checker("storage", "storage")
+        self._symbol_health = {s: self.monitor.checker(s, "symbol") for s in self.symbols}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_async: asyncio.Event | None = None
@@ -153,6 +221,58 @@ class Collector:
         self._writer: SQLiteWriter | None = None
         self._fatal: BaseException | None = None
         self._summary: CollectorStatus | None = None
+
+    def _setup_resilience(self) -> None:
+        rt = self.config.realtime_data
+        cb = rt.circuit_breaker
+        self.breakers: BreakerRegistry | None = None
+        if cb.enabled:
+            self.breakers = BreakerRegistry(
+                failure_threshold=cb.failure_threshold,
+                timeout_seconds=cb.timeout_seconds,
+                success_threshold=cb.success_threshold,
+                half_open_max_calls=cb.half_open_max_calls,
+            )
+            self.breakers.add_listener(self._on_breaker)
+            for sym in self.symbols:
+                self.breakers.get(sym)
+        r = rt.retry
+        # one gate per source: a 429 for one symbol makes every symbol wait
+        self.rate_gate = RateLimitGate(getattr(self.source, "name", "source"))
+        self.retries: dict[str, RetryPolicy] = {
+            sym: RetryPolicy(
+                max_retries=r.max_retries,
+                retry_delay=r.retry_delay,
+                exponential_backoff=r.exponential_backoff,
+                max_delay=r.max_delay,
+                jitter=r.jitter,
+                deadline=r.deadline_seconds,
+                gate=self.rate_gate,
+                on_retry=self._retry_hook(sym),
+            )
+            for sym in self.symbols
+        }
+
+    def _retry_hook(self, symbol: str) -> Callable[[int, float, BaseException], None]:
+        def hook(attempt: int, delay: float, exc: BaseException) -> None:
+            log.info("%s: attempt %d failed (%s); retrying in %.2fs", symbol, attempt, exc, delay)
+
+        return hook
+
+    def _on_breaker(self, name: str, old: BreakerState, new: BreakerState, reason: str) -> None:
+        self._transitions += 1
+        ts = now_us()
+        c = self._counters.get(name)
+        if c is not None:
+            c.breaker_since_us = ts
+            c.breaker_reason = redact(reason)
+        self._events.append(
+            (INSERT_BREAKER_EVENT, (self.run_id, ts, name, old.value, new.value, redact(reason)))
+        )
+
+    def breaker(self, symbol: str) -> CircuitBreaker | None:
+        """The circuit breaker of ``symbol`` (``None`` when breakers are disabled)."""
+        return None if self.breakers is None else self.breakers.get(symbol)
 
     @classmethod
     def from_config(
@@ -190,6 +310,7 @@ class Collector:
             queue_max_batches=st.queue_max_batches,
             queue_full_block_ms=st.queue_full_block_ms,
             on_error=self._storage_error,
+            on_written=self._storage_written,
         )
         self._record_run_start()
         self._writer.start()
@@ -266,6 +387,8 @@ class Collector:
         await self.source.start(self.run_id)
         tasks = [asyncio.create_task(self._poll(sym), name=f"poll-{sym}") for sym in self.symbols]
         tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
+        if self._health_enabled:
+            tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         self._started.set()
         try:
             await self._stop_async.wait()
@@ -273,10 +396,12 @@ class Collector:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._health_enabled:
+                self._record_health()  # the final snapshot, so readers see the end state
             try:
                 await self.source.aclose()
             except Exception as exc:  # closing a broken source must not lose buffered data
-                log.warning("closing source failed: %s", exc)
+                log.warning("closing source failed: %s", redact(str(exc)))
 
     async def _poll(self, symbol: str) -> None:
         loop = asyncio.get_running_loop()
@@ -289,6 +414,9 @@ class Collector:
                 quote = await self._fetch(symbol)
             except asyncio.CancelledError:
                 raise
+            except CircuitOpenError as exc:
+                # the symbol stays dark until its breaker lets a trial call through
+                next_at = max(next_at, loop.time() + exc.retry_after - interval)
             except Exception as exc:
                 self._fetch_failed(symbol, c, exc)
             else:
@@ -301,26 +429,69 @@ class Collector:
             await asyncio.sleep(next_at - now)
 
     async def _fetch(self, symbol: str) -> Quote:
-        # Seam: retry and the per-symbol circuit breaker wrap this call.
-        return await self.source.fetch(symbol)
+        """One fetch through retry( breaker( source.fetch ) ), the resilience4j order."""
+        breaker = None if self.breakers is None else self.breakers.get(symbol)
+        fetch = self._fetch_attempt
+        if breaker is not None:
+            return await self.retries[symbol].call_async(breaker.call_async, fetch, symbol)
+        return await self.retries[symbol].call_async(fetch, symbol)
+
+    async def _fetch_attempt(self, symbol: str) -> Quote:
+        """One call to the source; every failed attempt is recorded here, exactly once."""
+        try:
+            quote = await self.source.fetch(symbol)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._attempt_failed(symbol, exc)
+            raise
+        self._source_health.record_success()
+        return quote
 
     def _receive(self, quote: Quote, c: _SymbolCounters) -> None:
         c.quotes += 1
-        # Seam: validation decides here; until it lands every quote is accepted.
-        c.accepted += 1
-        c.last_price = quote.price
-        c.last_quote_us = quote.recv_us
-        c.last_error = None
-        self._ticks.append((*quote.as_row(), self.run_id))
-        if len(self._ticks) >= self._buffer_size:
+        health = self._symbol_health[quote.symbol]
+        verdict = self.validator.check(quote)
+        if verdict.status == "accepted":
+            c.accepted += 1
+            c.last_price = quote.price
+            c.last_quote_us = quote.recv_us
+            c.last_error = None
+            self._latest[quote.symbol] = quote
+            self._ticks.append((*quote.as_row(), self.run_id))
+            health.record_success()
+            self._collector_health.record_success()
+            if verdict.reason:  # a re-anchor: worth a line in the log
+                log.info("%s: %s", quote.symbol, verdict.reason)
+        elif verdict.status == "duplicate":
+            c.duplicates += 1
+            health.record_success(fresh=False)
+            self._collector_health.record_success(fresh=False)
+        else:
+            c.rejects += 1
+            health.record_success(fresh=False)
+            self._collector_health.record_success(fresh=False)
+            self._rejects.append(
+                (*quote.as_row(), self.run_id, verdict.rule, verdict.reason, now_us())
+            )
+        if len(self._ticks) + len(self._rejects) >= self._buffer_size:
             self._flush()
 
-    def _fetch_failed(self, symbol: str, c: _SymbolCounters, exc: Exception) -> None:
-        c.errors += 1
-        c.last_error = f"{type(exc).__name__}: {exc}"
+    def _attempt_failed(self, symbol: str, exc: BaseException) -> None:
+        """Every failed attempt: an error row, and the source's health."""
+        message = redact(str(exc))
+        self._source_health.record_failure(exc)
+        self.monitor.record_error("source", exc, symbol=symbol)
         self._events.append(
-            (INSERT_ERROR, (self.run_id, now_us(), symbol, symbol, type(exc).__name__, str(exc)))
+            (INSERT_ERROR, (self.run_id, now_us(), "source", symbol, type(exc).__name__, message))
         )
+
+    def _fetch_failed(self, symbol: str, c: _SymbolCounters, exc: Exception) -> None:
+        """A fetch that failed after its retries (the last attempt's error)."""
+        c.errors += 1
+        c.last_error = redact(f"{type(exc).__name__}: {exc}")
+        self._symbol_health[symbol].record_failure(exc)
+        self._collector_health.record_failure(exc)
 
     async def _flusher(self) -> None:
         while True:
@@ -330,12 +501,63 @@ class Collector:
     def _flush(self) -> None:
         if not (self._ticks or self._rejects or self._events) or self._writer is None:
             return
-        batch = Batch(self._ticks, self._rejects, self._events)
-        self._ticks, self._rejects, self._events = [], [], []
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        batch = Batch(self._ticks, self._rejects, events)
+        self._ticks, self._rejects = [], []
         self._writer.submit(batch)
 
+    async def _health_loop(self) -> None:
+        interval = self.config.realtime_data.health_check.check_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            self._record_health()
+
+    def _record_health(self) -> None:
+        self._update_facts()
+        snap = self.monitor.check()
+        self._events.extend(snapshot_rows(snap, self.run_id))
+        self._flush()
+
+    def _update_facts(self) -> None:
+        """Copy breaker and storage state into the health checkers' facts."""
+        for sym, checker in self._symbol_health.items():
+            b = None if self.breakers is None else self.breakers.get(sym)
+            if b is None:
+                checker.facts["breaker_state"] = "DISABLED"
+                continue
+            state = b.state.value
+            c = self._counters[sym]
+            checker.facts["breaker_state"] = state
+            checker.facts["breaker_since"] = (
+                None if c.breaker_since_us is None else c.breaker_since_us / 1e6
+            )
+            checker.facts["breaker_reason"] = c.breaker_reason
+        if self._writer is not None:
+            ws = self._writer.stats()
+            self._storage_health.facts.update(
+                storage_mode=ws.mode,
+                queue_depth=ws.queue_depth,
+                held_rows=ws.held_rows,
+                lost_rows=ws.lost_rows,
+                queue_full_spills=ws.queue_full_spills,
+                backup_files=ws.backup_files,
+                ticks_to_backup=ws.ticks_to_backup,
+            )
+
     def _storage_error(self, component: str, exc: BaseException) -> None:
-        log.warning("%s error: %s: %s", component, type(exc).__name__, exc)
+        # called on the writer thread: the checker and the deque are thread-safe
+        message = redact(str(exc))
+        log.warning("%s error: %s: %s", component, type(exc).__name__, message)
+        self._storage_health.record_failure(exc)
+        self.monitor.record_error(component, exc)
+        self._events.append(
+            (INSERT_ERROR, (self.run_id, now_us(), component, None, type(exc).__name__, message))
+        )
+
+    def _storage_written(self, rows: int) -> None:
+        self._storage_health.record_success()
 
     # -- runs table ------------------------------------------------------------------
 
@@ -380,8 +602,14 @@ class Collector:
         """An immutable snapshot of counters and states (safe from any thread)."""
         ws = self._writer.stats() if self._writer is not None else None
         stored = ws.stored_by_symbol if ws is not None else {}
-        symbols = {
-            sym: SymbolStatus(
+        vcounts = self.validator.counts
+        symbols = {}
+        for sym, c in self._counters.items():
+            b = None if self.breakers is None else self.breakers.get(sym)
+            bstats = None if b is None else b.stats
+            rstats = self.retries[sym].stats
+            vc = vcounts.get(sym, {})
+            symbols[sym] = SymbolStatus(
                 symbol=sym,
                 fetches=c.fetches,
                 quotes=c.quotes,
@@ -394,11 +622,22 @@ class Collector:
                 last_quote_us=c.last_quote_us,
                 last_error=c.last_error,
                 overruns=c.overruns,
+                breaker_state="DISABLED" if b is None else b.state.value,
+                breaker_since_us=c.breaker_since_us,
+                breaker_reason=c.breaker_reason,
+                breaker_rejections=0 if bstats is None else bstats.rejections,
+                retries=rstats.retries,
+                retry_successes=rstats.retry_successes,
+                give_ups=rstats.give_ups,
+                rejects_by_rule={
+                    k: v for k, v in vc.items() if k in _RULE_KEYS and v and k != "duplicate"
+                },
+                locked=vc.get("locked", 0),
+                reanchors=vc.get("reanchored", 0),
             )
-            for sym, c in self._counters.items()
-        }
         started = self._started_us
         uptime = 0.0 if started is None else (now_us() - started) / 1e6
+        last = self.monitor.last
         return CollectorStatus(
             run_id=self.run_id,
             running=self.running,
@@ -407,6 +646,109 @@ class Collector:
             database=str(self.db_path),
             symbols=symbols,
             storage=ws,
+            breaker_transitions=self._transitions,
+            health_level=None if last is None else last.level.name,
+        )
+
+    def health(self) -> HealthSnapshot:
+        """The system's health now: overall level, reasons, every component."""
+        self._update_facts()
+        return self.monitor.snapshot()
+
+    def errors(self, limit: int | None = None) -> pl.DataFrame:
+        """Recent errors kept in memory (time, component, symbol, type, message)."""
+        rows = list(self.monitor.errors)[-limit:] if limit else list(self.monitor.errors)
+        return pl.DataFrame(
+            {
+                "ts": [r.ts for r in rows],
+                "component": [r.component for r in rows],
+                "symbol": [r.symbol for r in rows],
+                "error_type": [r.error_type for r in rows],
+                "message": [r.message for r in rows],
+            },
+            schema={
+                "ts": pl.Float64,
+                "component": pl.String,
+                "symbol": pl.String,
+                "error_type": pl.String,
+                "message": pl.String,
+            },
+        ).with_columns(
+            (pl.col("ts") * 1_000_000)
+            .cast(pl.Int64)
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone("UTC")
+        )
+
+    def health_history(self) -> pl.DataFrame:
+        """Health snapshots kept in memory: one row per component per check."""
+        rows = [
+            (snap.ts, comp.name, comp.kind, comp.level.name, "; ".join(comp.reasons))
+            for snap in list(self.monitor.history)
+            for comp in (_system_component(snap), *snap.components)
+        ]
+        return pl.DataFrame(
+            rows,
+            schema={
+                "ts": pl.Float64,
+                "component": pl.String,
+                "kind": pl.String,
+                "level": pl.String,
+                "reasons": pl.String,
+            },
+            orient="row",
+        ).with_columns(
+            (pl.col("ts") * 1_000_000)
+            .cast(pl.Int64)
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone("UTC")
+        )
+
+    def latest(self, symbol: str | None = None) -> LatestQuote | pl.DataFrame | None:
+        """The last good quote (the cached fallback) with its age and a ``stale`` flag.
+
+        Served from memory, so it keeps working while the source fails or a
+        breaker is open. With no symbol: every symbol as a DataFrame.
+        """
+        max_stale = self.config.realtime_data.health_check.max_stale_seconds
+        now = now_us()
+        if symbol is not None:
+            q = self._latest.get(symbol)
+            if q is None:
+                return None
+            age = (now - q.recv_us) / 1e6
+            return LatestQuote(q, age, age > max_stale)
+        rows = []
+        for sym in self.symbols:
+            q = self._latest.get(sym)
+            age = None if q is None else (now - q.recv_us) / 1e6
+            b = None if self.breakers is None else self.breakers.get(sym)
+            rows.append(
+                {
+                    "symbol": sym,
+                    "bid": None if q is None else q.bid,
+                    "ask": None if q is None else q.ask,
+                    "last": None if q is None else q.last,
+                    "price": None if q is None else q.price,
+                    "ts_us": None if q is None else q.ts_us,
+                    "age_seconds": age,
+                    "stale": True if age is None else age > max_stale,
+                    "breaker_state": "DISABLED" if b is None else b.state.value,
+                }
+            )
+        return pl.DataFrame(
+            rows,
+            schema={
+                "symbol": pl.String,
+                "bid": pl.Float64,
+                "ask": pl.Float64,
+                "last": pl.Float64,
+                "price": pl.Float64,
+                "ts_us": pl.Int64,
+                "age_seconds": pl.Float64,
+                "stale": pl.Boolean,
+                "breaker_state": pl.String,
+            },
         )
 
     def ticks(self, symbol: str | None = None, since: Any = None) -> pl.DataFrame:

@@ -152,13 +152,14 @@ class HealthChecker:
     def __post_init__(self) -> None:
         self.created = self.clock()
 
-    def record_success(self, data_time: float | None = None) -> None:
-        """One operation that produced good data (``data_time``: when, default now)."""
+    def record_success(self, data_time: float | None = None, *, fresh: bool = True) -> None:
+        """One successful operation; ``fresh`` ones (good data) also reset the data age."""
         now = self.clock()
         with self._lock:
             self.operations += 1
             self.successes += 1
-            self.last_success = data_time if data_time is not None else now
+            if fresh:
+                self.last_success = data_time if data_time is not None else now
             self._events.append((now, True))
 
     def record_failure(self, error: str | BaseException | None = None) -> None:
@@ -342,7 +343,13 @@ class SystemHealthMonitor:
         return rec
 
     def check(self) -> HealthSnapshot:
-        """Evaluate every component now; the snapshot is immutable and kept in history."""
+        """Evaluate every component now and keep the snapshot in the history."""
+        snap = self.snapshot()
+        self.history.append(snap)
+        return snap
+
+    def snapshot(self) -> HealthSnapshot:
+        """Evaluate every component now (immutable), without touching the history."""
         now = self.clock()
         comps = tuple(
             evaluate(c, self.config, self.session, now) for c in list(self._checkers.values())
@@ -359,7 +366,6 @@ class SystemHealthMonitor:
                 level = HealthLevel.CRITICAL
                 reasons.insert(0, "no symbol is producing data")
         snap = HealthSnapshot(now, level, tuple(reasons), comps)
-        self.history.append(snap)
         self._last = snap
         return snap
 

@@ -32,6 +32,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             "realtime_data": {
                 "collect_interval_seconds": 0.01,
                 "buffer_size": 20,
+                "retry": {"retry_delay": 0.005, "max_delay": 0.05},
                 "backup": {"backup_path": "backups"},
             },
         }

@@ -57,18 +57,24 @@ def test_a_slow_symbol_does_not_slow_the_others(make_config):
     assert abs(spy - qqq) <= max(5, 0.2 * spy)
 
 
-def test_fetch_errors_are_counted_and_stored_and_other_symbols_continue(make_config):
+def test_every_failed_attempt_is_an_error_row_and_other_symbols_continue(make_config):
     cfg = make_config(source={"faults": {"failing_symbols": ["IWM"]}})
     with Collector(cfg) as c:
         c.wait_for(
-            lambda s: s.symbols["SPY"].stored >= 30 and s.symbols["IWM"].errors >= 5, timeout=30
+            lambda s: s.symbols["SPY"].stored >= 30 and s.symbols["IWM"].breaker_state == "OPEN",
+            timeout=30,
         )
     st = c.status()
     assert st.symbols["IWM"].stored == 0
     assert "TransientSourceError" in (st.symbols["IWM"].last_error or "")
     conn = sqlite3.connect(c.db_path)
     n = conn.execute("SELECT count(*) FROM errors WHERE symbol = 'IWM'").fetchone()[0]
-    assert n == st.symbols["IWM"].errors
+    # 3 attempts (2 retries) per fetch until the 5th consecutive failure opens the breaker
+    assert n == 5
+    assert st.symbols["IWM"].errors == 1  # the first fetch gave up after 3 attempts
+    # fetch 1: attempt, retry, retry; fetch 2: attempt, retry (5th failure opens), and the
+    # next retry is refused by the open breaker, which ends that fetch at once
+    assert st.symbols["IWM"].retries == 4 and st.symbols["IWM"].give_ups == 2
 
 
 def test_run_is_recorded_with_its_config_and_summary(make_config):
@@ -123,5 +129,5 @@ def test_from_config_with_path_and_overrides(tmp_path):
 
 def test_disabled_collection_refuses_to_start(make_config):
     c = Collector(make_config(realtime_data={"enabled": False}))
-    with pytest.raises(RuntimeError, match="realtime_data.enabled is false"):
+    with pytest.raises(RuntimeError, match=r"realtime_data\.enabled is false"):
         c.start()

@@ -62,7 +62,7 @@ class _SymbolState:
     tick: float
     seq: int = 0
     last: Quote | None = None
-    bad: dict[str, int] = field(default_factory=dict)
+    bad: dict[int, str] = field(default_factory=dict)
 
 
 class SimulatedSource:
@@ -137,8 +137,8 @@ class SimulatedSource:
         """Quotes emitted per symbol: the highest sequence number handed out."""
         return {sym: st.seq for sym, st in self._symbols.items()}
 
-    def bad_ticks(self, symbol: str) -> dict[str, int]:
-        """How many bad ticks of each kind ``symbol`` emitted."""
+    def bad_ticks(self, symbol: str) -> dict[int, str]:
+        """The bad ticks ``symbol`` emitted: sequence number -> kind."""
         st = self._symbols.get(symbol)
         return dict(st.bad) if st else {}
 
@@ -217,7 +217,7 @@ class SimulatedSource:
 
     def _spoil(self, st: _SymbolState, q: Quote) -> Quote:
         kind = st.fault_rng.choice(BAD_TICK_KINDS)
-        st.bad[kind] = st.bad.get(kind, 0) + 1
+        st.bad[q.seq] = kind
         if kind == "spike":
             factor = st.fault_rng.choice((100.0, 1.5, 0.5))
             return replace(q, bid=round(q.bid * factor, 2), ask=round(q.ask * factor, 2))

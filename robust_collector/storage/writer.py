@@ -96,6 +96,7 @@ class WriterStats:
     backup_errors: int
     last_error: str | None
     stored_by_symbol: dict[str, int]
+    backup_files: int
 
 
 _STOP = object()
@@ -116,6 +117,7 @@ class SQLiteWriter:
         replay: Callable[[sqlite3.Connection], int] | None = None,
         backlog: Callable[[], int] | None = None,
         on_error: Callable[[str, BaseException], None] | None = None,
+        on_written: Callable[[int], None] | None = None,
         max_held_batches: int = 1024,
         max_held_events: int = 10_000,
     ) -> None:
@@ -129,6 +131,7 @@ class SQLiteWriter:
         self._replay = replay
         self._backlog = backlog
         self._on_error = on_error
+        self._on_written = on_written
         self._held: deque[Batch] = deque()
         self._max_held = max_held_batches
         self._events: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max_held_events)
@@ -296,6 +299,8 @@ class SQLiteWriter:
         n["ticks_written"] += len(batch.ticks)
         n["rejects_written"] += len(batch.rejects)
         self._stored_by_symbol.update(row[1] for row in batch.ticks)
+        if self._on_written is not None and (batch.ticks or batch.rejects):
+            self._on_written(len(batch))
 
     def _replay_backups(self) -> None:
         if self._replay is None or self._conn is None:
@@ -409,4 +414,13 @@ class SQLiteWriter:
             backup_errors=n["backup_errors"],
             last_error=self._last_error,
             stored_by_symbol=dict(self._stored_by_symbol),
+            backup_files=self._backup_files(),
         )
+
+    def _backup_files(self) -> int:
+        if self._backlog is None:
+            return 0
+        try:
+            return self._backlog()
+        except OSError:
+            return 0

@@ -1,0 +1,213 @@
+"""Health snapshots and errors as database rows, and read back from any process.
+
+The collector writes one ``health_snapshots`` row per component per check (plus a
+``system`` row for the overall level); ``robust-collector health`` and the
+notebooks read them back here, so they work against a collector running
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from robust_collector.health import HealthLevel, HealthSnapshot
+from robust_collector.storage.reader import query_frame, with_datetimes
+from robust_collector.storage.schema import connect
+from robust_collector.storage.writer import INSERT_HEALTH
+
+SYSTEM = "system"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+def snapshot_rows(snapshot: HealthSnapshot, run_id: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """The rows (as writer events) that record ``snapshot``."""
+    ts_us = int(snapshot.ts * 1_000_000)
+    rows = [
+        (
+            INSERT_HEALTH,
+            (
+                run_id,
+                ts_us,
+                SYSTEM,
+                snapshot.level.name,
+                orjson.dumps(list(snapshot.reasons)).decode(),
+                orjson.dumps({"kind": "system"}).decode(),
+            ),
+        )
+    ]
+    for c in snapshot.components:
+        metrics = {k: _jsonable(v) for k, v in c.metrics.items()}
+        metrics["kind"] = c.kind
+        rows.append(
+            (
+                INSERT_HEALTH,
+                (
+                    run_id,
+                    ts_us,
+                    c.name,
+                    c.level.name,
+                    orjson.dumps(list(c.reasons)).decode(),
+                    orjson.dumps(metrics, option=orjson.OPT_NON_STR_KEYS).decode(),
+                ),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class StoredComponent:
+    """One component's row of a stored snapshot."""
+
+    name: str
+    kind: str
+    level: HealthLevel
+    reasons: tuple[str, ...]
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A snapshot read back from the database, with the run it belongs to."""
+
+    run_id: str
+    ts_us: int
+    level: HealthLevel
+    reasons: tuple[str, ...]
+    components: tuple[StoredComponent, ...]
+    run_status: str
+    run_stopped_us: int | None
+    check_interval_seconds: float
+    pid: int | None
+    host: str | None
+
+
+def _open(db: str | Path) -> sqlite3.Connection:
+    p = Path(db)
+    if not p.exists():
+        raise FileNotFoundError(f"no database at {p}")
+    return connect(p, readonly=True)
+
+
+def _run_info(conn: sqlite3.Connection, run_id: str) -> tuple[str, int | None, float, Any, Any]:
+    row = conn.execute(
+        "SELECT status, stopped_us, config, pid, host FROM runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    if row is None:
+        return "unknown", None, 60.0, None, None
+    status, stopped, config, pid, host = row
+    try:
+        interval = float(
+            orjson.loads(config)["realtime_data"]["health_check"]["check_interval_seconds"]
+        )
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+        interval = 60.0
+    return status, stopped, interval, pid, host
+
+
+def latest_snapshot(db: str | Path) -> StoredSnapshot | None:
+    """The newest stored snapshot (any run), or ``None`` when there is none."""
+    conn = _open(db)
+    try:
+        try:
+            head = conn.execute(
+                "SELECT run_id, ts_us FROM health_snapshots WHERE component = ? "
+                "ORDER BY ts_us DESC, id DESC LIMIT 1",
+                (SYSTEM,),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None  # not a collector database (no such table)
+        if head is None:
+            return None
+        return _load_snapshot(conn, head[0], head[1])
+    finally:
+        conn.close()
+
+
+def _load_snapshot(conn: sqlite3.Connection, run_id: str, ts_us: int) -> StoredSnapshot:
+    rows = conn.execute(
+        "SELECT component, level, reasons, metrics FROM health_snapshots "
+        "WHERE run_id = ? AND ts_us = ? ORDER BY id",
+        (run_id, ts_us),
+    ).fetchall()
+    level, reasons, comps = HealthLevel.HEALTHY, (), []
+    for name, lvl, rs, ms in rows:
+        metrics = orjson.loads(ms)
+        if name == SYSTEM:
+            level, reasons = HealthLevel.parse(lvl), tuple(orjson.loads(rs))
+            continue
+        comps.append(
+            StoredComponent(
+                name,
+                metrics.get("kind", "component"),
+                HealthLevel.parse(lvl),
+                tuple(orjson.loads(rs)),
+                metrics,
+            )
+        )
+    status, stopped, interval, pid, host = _run_info(conn, run_id)
+    return StoredSnapshot(
+        run_id, ts_us, level, reasons, tuple(comps), status, stopped, interval, pid, host
+    )
+
+
+def health_history(
+    db: str | Path, *, component: str | None = None, limit: int | None = None
+) -> pl.DataFrame:
+    """Levels over time: one row per component per snapshot, newest last."""
+    sql = "SELECT run_id, ts_us, component, level, reasons, metrics FROM health_snapshots"
+    params: tuple[Any, ...] = ()
+    if component is not None:
+        sql += " WHERE component = ?"
+        params = (component,)
+    sql += " ORDER BY ts_us DESC, id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    df = query_frame(
+        db,
+        sql,
+        params,
+        {
+            "run_id": pl.String,
+            "ts_us": pl.Int64,
+            "component": pl.String,
+            "level": pl.String,
+            "reasons": pl.String,
+            "metrics": pl.String,
+        },
+    )
+    return with_datetimes(df.reverse(), {"ts_us": "ts"})
+
+
+def recent_errors(db: str | Path, *, component: str | None = None, limit: int = 50) -> pl.DataFrame:
+    """The newest errors (oldest first in the frame), optionally of one component."""
+    sql = "SELECT run_id, ts_us, component, symbol, error_type, message FROM errors"
+    params: tuple[Any, ...] = ()
+    if component is not None:
+        sql += " WHERE component = ? OR symbol = ?"
+        params = (component, component)
+    sql += f" ORDER BY ts_us DESC, id DESC LIMIT {int(limit)}"
+    df = query_frame(
+        db,
+        sql,
+        params,
+        {
+            "run_id": pl.String,
+            "ts_us": pl.Int64,
+            "component": pl.String,
+            "symbol": pl.String,
+            "error_type": pl.String,
+            "message": pl.String,
+        },
+    )
+    return with_datetimes(df.reverse(), {"ts_us": "ts"})
