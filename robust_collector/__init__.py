@@ -1,6 +1,15 @@
-"""robust_collector: a fault-tolerant market-data collector for JupyterLab."""
+"""robust_collector: a fault-tolerant market-data collector for JupyterLab.
 
-from robust_collector.collector import Collector, CollectorStatus, SymbolStatus
+Per-symbol circuit breakers, retry with backoff, data validation, health
+monitoring and JSONL backup when the database fails, in a background thread.
+"""
+
+from robust_collector.collector import (
+    Collector,
+    CollectorStatus,
+    LatestQuote,
+    SymbolStatus,
+)
 from robust_collector.config import Config, load_config
 from robust_collector.errors import (
     CircuitOpenError,
@@ -12,31 +21,89 @@ from robust_collector.errors import (
     StorageError,
     TransientSourceError,
 )
+from robust_collector.health import (
+    ComponentHealth,
+    HealthChecker,
+    HealthLevel,
+    HealthSnapshot,
+    MarketSession,
+    SystemHealthMonitor,
+)
+from robust_collector.health_store import health_history, latest_snapshot, recent_errors
 from robust_collector.model import Quote
+from robust_collector.resilience import (
+    BreakerRegistry,
+    BreakerState,
+    BreakerStats,
+    CircuitBreaker,
+    ManualClock,
+    RateLimitGate,
+    RetryInterrupted,
+    RetryPolicy,
+    RetryStats,
+)
+from robust_collector.secrets import redact, register_secret
 from robust_collector.sources import SimulatedSource, Source, create_source, register_source
 from robust_collector.storage.reader import read_ticks
+from robust_collector.validation import (
+    RULES,
+    TAQ_COLUMNS,
+    FrameResult,
+    ValidationConfig,
+    Validator,
+    Verdict,
+    validate_frame,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RULES",
+    "TAQ_COLUMNS",
+    "BreakerRegistry",
+    "BreakerState",
+    "BreakerStats",
+    "CircuitBreaker",
     "CircuitOpenError",
     "Collector",
     "CollectorError",
     "CollectorStatus",
+    "ComponentHealth",
     "Config",
     "ConfigError",
+    "FrameResult",
+    "HealthChecker",
+    "HealthLevel",
+    "HealthSnapshot",
+    "LatestQuote",
+    "ManualClock",
+    "MarketSession",
     "PermanentSourceError",
     "Quote",
     "RateLimitError",
+    "RateLimitGate",
+    "RetryInterrupted",
+    "RetryPolicy",
+    "RetryStats",
     "SimulatedSource",
     "Source",
     "SourceError",
     "StorageError",
     "SymbolStatus",
+    "SystemHealthMonitor",
     "TransientSourceError",
+    "ValidationConfig",
+    "Validator",
+    "Verdict",
     "__version__",
     "create_source",
+    "health_history",
+    "latest_snapshot",
     "load_config",
     "read_ticks",
+    "recent_errors",
+    "redact",
+    "register_secret",
     "register_source",
+    "validate_frame",
 ]
