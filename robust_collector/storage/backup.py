@@ -1,0 +1,679 @@
+"""JSONL backup files: where accepted ticks and rejects go while the database fails.
+
+One record per line, each a self-contained JSON object carrying its kind, every
+column of its row and a CRC-32 of its own bytes, so a reader can tell a good line
+from a torn or corrupt one and keep every good line. The format is described in
+``docs/backup_and_recovery.md``; in short::
+
+    {"kind":"tick","tick_id":"...",...,"run_id":"...","crc32":1234567890}
+
+where ``crc32`` is ``zlib.crc32`` of the line's bytes before ``,"crc32":`` (the
+record serialized by ``orjson`` without its checksum, minus the closing brace),
+so it covers every other field and a reader checks it without re-serializing
+anything. The writer appends whole batches, fsyncs them, holds an exclusive
+``flock`` on the file it appends to, and rotates by size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import pickle
+import re
+import threading
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from operator import itemgetter
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
+
+import orjson
+
+from robust_collector.storage.schema import REJECT_COLUMNS, TICK_COLUMNS
+
+if TYPE_CHECKING:
+    from robust_collector.config import BackupConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKSUM_KEY",
+    "DEFAULT_MAX_FILE_BYTES",
+    "FILE_PREFIX",
+    "FILE_SUFFIX",
+    "KIND_KEY",
+    "RECOVERED_DIR",
+    "BackupChunk",
+    "BackupContents",
+    "BackupRecord",
+    "BackupWriter",
+    "CorruptLine",
+    "Problem",
+    "backlog",
+    "backup_file_name",
+    "decode_line",
+    "encode_batch",
+    "iter_backup_chunks",
+    "iter_backup_file",
+    "list_backup_files",
+    "read_backup_file",
+]
+
+FILE_PREFIX = "ticks-"
+FILE_SUFFIX = ".jsonl"
+RECOVERED_DIR = "recovered"
+KIND_KEY = "kind"
+CHECKSUM_KEY = "crc32"
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+RecordKind = Literal["tick", "reject"]
+ProblemKind = Literal["torn", "corrupt"]
+FsyncMode = Literal["batch", "never"]
+
+_CRC_MARK = b',"crc32":'
+_NEWLINE = ord("\n")
+_NAME_RE = re.compile(r"^ticks-(?P<run>.+)-(?P<seq>\d+)\.jsonl$")
+_UNSAFE_RUN_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+# Python types each column may hold after JSON decoding; float columns also take
+# ints (SQLite's REAL affinity stores them as reals) and None (a missing price).
+_STR, _INT, _NONE = str, int, type(None)
+_NUMBER_OR_NONE = (float, int, _NONE)
+_EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
+    "tick_id": (_STR,),
+    "symbol": (_STR,),
+    "seq": (_INT,),
+    "ts_us": (_INT,),
+    "recv_us": (_INT,),
+    "bid": _NUMBER_OR_NONE,
+    "ask": _NUMBER_OR_NONE,
+    "bid_size": _NUMBER_OR_NONE,
+    "ask_size": _NUMBER_OR_NONE,
+    "last": _NUMBER_OR_NONE,
+    "source": (_STR,),
+    "run_id": (_STR,),
+    "rule": (_STR,),
+    "reason": (_STR,),
+    "rejected_us": (_INT,),
+}
+
+
+def _signatures(columns: Sequence[str]) -> frozenset[tuple[type, ...]]:
+    # Every allowed tuple of value types: one hash lookup checks a whole row.
+    return frozenset(itertools.product(*(_EXPECTED_TYPES[c] for c in columns)))
+
+
+_TICK_SIGNATURES = _signatures(TICK_COLUMNS)
+_REJECT_SIGNATURES = _signatures(REJECT_COLUMNS)
+_TICK_GETTER = itemgetter(*TICK_COLUMNS)
+_REJECT_GETTER = itemgetter(*REJECT_COLUMNS)
+_KINDS: dict[str, tuple[tuple[str, ...], frozenset[tuple[type, ...]]]] = {
+    "tick": (TICK_COLUMNS, _TICK_SIGNATURES),
+    "reject": (REJECT_COLUMNS, _REJECT_SIGNATURES),
+}
+
+# Indirections the tests replace to simulate a failing disk.
+_os_write = os.write
+_os_fsync = getattr(os, "fdatasync", os.fsync)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _json_default(value: Any) -> Any:
+    # numpy/polars scalars expose .item(); Decimal and friends become floats.
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    if hasattr(value, "__float__"):
+        return float(value)
+    raise TypeError(f"cannot write {type(value).__name__} value {value!r} to a backup file")
+
+
+def encode_batch(
+    ticks: Iterable[Sequence[Any]] = (), rejects: Iterable[Sequence[Any]] = ()
+) -> bytes:
+    """The JSONL bytes of a batch: one checksummed line per tick, then per reject.
+
+    Rows are sequences in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order. Raises
+    ``ValueError`` for a row of the wrong length and ``TypeError`` for a value
+    JSON cannot hold, before anything is written.
+    """
+    dumps = orjson.dumps
+    crc = zlib.crc32
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    default = _json_default
+    out: list[bytes] = []
+    append = out.append
+    for kind, columns, rows in (("tick", TICK_COLUMNS, ticks), ("reject", REJECT_COLUMNS, rejects)):
+        width = len(columns)
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"a {kind} row needs {width} values, got {len(row)}: {row!r}")
+            record = {KIND_KEY: kind}
+            record.update(zip(columns, row, strict=False))
+            head = dumps(record, default=default, option=opt)[:-1]  # without the "}"
+            append(b'%s,"crc32":%d}\n' % (head, crc(head)))
+    return b"".join(out)
+
+
+class CorruptLine(ValueError):
+    """A backup line that cannot be trusted; the message says why."""
+
+
+def decode_line(line: bytes) -> tuple[RecordKind, tuple[Any, ...]]:
+    """Check one line (with or without its newline) and return ``(kind, row)``.
+
+    Raises ``CorruptLine`` naming the first problem found: bad JSON, a missing or
+    wrong checksum, an unknown kind, missing fields or a value of the wrong type.
+    """
+    raw = line[:-1] if line.endswith(b"\n") else line
+    if not raw.strip():
+        raise CorruptLine("empty line")
+    try:
+        whole = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptLine(f"bad JSON: {_short(str(exc))}") from None
+    if not isinstance(whole, dict):
+        raise CorruptLine(f"not a JSON object but {type(whole).__name__}")
+    if CHECKSUM_KEY not in whole:
+        raise CorruptLine(f"missing checksum field {CHECKSUM_KEY!r}")
+    stored = whole[CHECKSUM_KEY]
+    at = raw.rfind(_CRC_MARK)
+    if at <= 0 or type(stored) is not int:
+        raise CorruptLine(f"checksum field {CHECKSUM_KEY!r} is not an integer member")
+    computed = zlib.crc32(raw[:at])
+    if computed != stored:
+        raise CorruptLine(f"checksum mismatch: stored {stored}, computed {computed}")
+    record = whole
+    kind = record.get(KIND_KEY)
+    if kind not in _KINDS:
+        raise CorruptLine(f"unknown {KIND_KEY} {kind!r} (expected 'tick' or 'reject')")
+    columns, signatures = _KINDS[kind]
+    missing = [c for c in columns if c not in record]
+    if missing:
+        raise CorruptLine(f"{kind} record missing field(s): {', '.join(missing)}")
+    row = tuple(record[c] for c in columns)
+    if tuple(map(type, row)) not in signatures:
+        wrong = [
+            f"{c} is {type(v).__name__}"
+            for c, v in zip(columns, row, strict=True)
+            if type(v) not in _EXPECTED_TYPES[c]
+        ]
+        raise CorruptLine(f"{kind} record has wrong type(s): {', '.join(wrong)}")
+    return kind, row
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A line of a backup file that was not (fully) trusted: where, which kind, why.
+
+    ``kind`` is ``"torn"`` for a last line without its newline (a write cut short)
+    and ``"corrupt"`` for any other bad line; ``line`` counts from 1.
+    """
+
+    file: str
+    line: int
+    kind: ProblemKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRecord:
+    """One good line of a backup file: its kind, its line number and its row tuple."""
+
+    kind: RecordKind
+    line: int
+    row: tuple[Any, ...]
+
+
+class BackupChunk(NamedTuple):
+    """Up to ``size`` consecutive lines of a file, split into good tick and reject rows."""
+
+    ticks: list[tuple[Any, ...]]
+    rejects: list[tuple[Any, ...]]
+    lines: int
+
+
+def iter_backup_chunks(
+    file: IO[bytes],
+    *,
+    name: str,
+    size: int = 10_000,
+    problems: list[Problem] | None = None,
+) -> Iterator[BackupChunk]:
+    """Read an open binary file in chunks of ``size`` lines, never raising on bad lines.
+
+    Bad lines are appended to ``problems`` (file ``name``, line number, kind,
+    detail) and left out of the chunk; a torn last line whose record is intact is
+    kept and still reported as torn.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if problems is None:
+        problems = []
+    crc = zlib.crc32
+    loads = orjson.loads
+    tick_get, reject_get = _TICK_GETTER, _REJECT_GETTER
+    tick_sigs, reject_sigs = _TICK_SIGNATURES, _REJECT_SIGNATURES
+    ticks: list[tuple[Any, ...]] = []
+    rejects: list[tuple[Any, ...]] = []
+    start = 0  # the line number before this chunk's first line
+    n = 0
+    for n, line in enumerate(file, 1):
+        # Fast path: a complete line whose checksum and types are right.
+        if line[-1] == _NEWLINE:
+            at = line.rfind(_CRC_MARK)
+            if at > 0:
+                try:
+                    record = loads(line)
+                    if crc(line[:at]) == record[CHECKSUM_KEY]:
+                        kind = record[KIND_KEY]
+                        if kind == "tick":
+                            row = tick_get(record)
+                            if tuple(map(type, row)) in tick_sigs:
+                                ticks.append(row)
+                                if n - start >= size:
+                                    yield BackupChunk(ticks, rejects, n - start)
+                                    ticks, rejects, start = [], [], n
+                                continue
+                        elif kind == "reject":
+                            row = reject_get(record)
+                            if tuple(map(type, row)) in reject_sigs:
+                                rejects.append(row)
+                                if n - start >= size:
+                                    yield BackupChunk(ticks, rejects, n - start)
+                                    ticks, rejects, start = [], [], n
+                                continue
+                except (ValueError, KeyError, TypeError):
+                    pass
+        # Slow path: say exactly what is wrong (or keep an intact unterminated record).
+        terminated = line[-1] == _NEWLINE
+        try:
+            kind, row = decode_line(line)
+        except CorruptLine as exc:
+            if terminated:
+                problems.append(Problem(name, n, "corrupt", str(exc)))
+            else:
+                detail = f"last line cut short ({len(line)} bytes, no newline): {exc}"
+                problems.append(Problem(name, n, "torn", detail))
+        else:
+            (ticks if kind == "tick" else rejects).append(row)
+            if not terminated:
+                detail = "last line has no newline but its record is intact (kept)"
+                problems.append(Problem(name, n, "torn", detail))
+        if n - start >= size:
+            yield BackupChunk(ticks, rejects, n - start)
+            ticks, rejects, start = [], [], n
+    if n > start:
+        yield BackupChunk(ticks, rejects, n - start)
+
+
+@dataclass
+class BackupContents:
+    """Everything one backup file holds: good rows, line count and the problems found."""
+
+    path: Path
+    ticks: list[tuple[Any, ...]] = field(default_factory=list)
+    rejects: list[tuple[Any, ...]] = field(default_factory=list)
+    lines: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def torn(self) -> int:
+        """How many lines were torn (0 or 1: only the last line can be)."""
+        return sum(p.kind == "torn" for p in self.problems)
+
+    @property
+    def corrupt(self) -> int:
+        """How many lines were corrupt and left out."""
+        return sum(p.kind == "corrupt" for p in self.problems)
+
+
+def read_backup_file(path: str | Path) -> BackupContents:
+    """Read a whole backup file into memory, skipping and reporting bad lines."""
+    p = Path(path)
+    out = BackupContents(p)
+    with open(p, "rb") as f:
+        for chunk in iter_backup_chunks(f, name=str(p), size=65_536, problems=out.problems):
+            out.ticks.extend(chunk.ticks)
+            out.rejects.extend(chunk.rejects)
+            out.lines += chunk.lines
+    return out
+
+
+def iter_backup_file(
+    path: str | Path, *, problems: list[Problem] | None = None
+) -> Iterator[BackupRecord]:
+    """Yield each good record of a file in line order; bad lines go to ``problems``."""
+    p = Path(path)
+    name = str(p)
+    sink = problems if problems is not None else []
+    with open(p, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            try:
+                kind, row = decode_line(line)
+            except CorruptLine as exc:
+                if line.endswith(b"\n"):
+                    sink.append(Problem(name, n, "corrupt", str(exc)))
+                else:
+                    detail = f"last line cut short ({len(line)} bytes, no newline): {exc}"
+                    sink.append(Problem(name, n, "torn", detail))
+                continue
+            if not line.endswith(b"\n"):
+                detail = "last line has no newline but its record is intact (kept)"
+                sink.append(Problem(name, n, "torn", detail))
+            yield BackupRecord(kind, n, row)
+
+
+def _serve_chunk_requests(request_fd: int, result_fd: int) -> None:
+    """Body of the recovery's reader process: parse each requested file, send its chunks.
+
+    Requests are ``(path, name, size)`` tuples (``None`` stops); replies are pickled
+    ``("chunk", ticks, rejects, lines, new_problems)`` messages, then ``("end",)``
+    or ``("error", message)``.
+    """
+    requests = Connection(request_fd, writable=False)
+    results = Connection(result_fd, readable=False)
+    while True:
+        try:
+            request = requests.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        path, name, size = request
+        problems: list[Problem] = []
+        try:
+            with open(path, "rb") as f:
+                sent = 0
+                for chunk in iter_backup_chunks(f, name=name, size=size, problems=problems):
+                    msg = ("chunk", chunk.ticks, chunk.rejects, chunk.lines, problems[sent:])
+                    sent = len(problems)
+                    results.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+            results.send_bytes(pickle.dumps(("end",)))
+        except BrokenPipeError:
+            return
+        except OSError as exc:
+            try:
+                results.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
+            except OSError:
+                return
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def _sort_key(path: Path) -> tuple[str, int, str]:
+    m = _NAME_RE.match(path.name)
+    if m is None:
+        return (path.name, -1, path.name)
+    return (m["run"], int(m["seq"]), path.name)
+
+
+def list_backup_files(backup_path: str | Path) -> list[Path]:
+    """The backup files waiting in ``backup_path`` (not ``recovered/``), oldest first.
+
+    Oldest first means by run id, then by sequence number (run ids made by the
+    collector start with the UTC time, so they sort by age).
+    """
+    d = Path(backup_path)
+    if not d.is_dir():
+        return []
+    files = [
+        p
+        for p in d.iterdir()
+        if p.name.startswith(FILE_PREFIX) and p.name.endswith(FILE_SUFFIX) and p.is_file()
+    ]
+    return sorted(files, key=_sort_key)
+
+
+def backlog(backup_path: str | Path) -> tuple[int, int]:
+    """How much waits to be replayed: ``(files, bytes)``, including a file being written."""
+    files = 0
+    size = 0
+    for p in list_backup_files(backup_path):
+        try:
+            size += p.stat().st_size
+        except FileNotFoundError:  # recovered meanwhile
+            continue
+        files += 1
+    return files, size
+
+
+def backup_file_name(run_id: str, seq: int) -> str:
+    """The name of a run's ``seq``-th backup file: ``ticks-<run_id>-<seq:06d>.jsonl``."""
+    return f"{FILE_PREFIX}{_UNSAFE_RUN_CHARS.sub('_', run_id)}-{seq:06d}{FILE_SUFFIX}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class BackupWriter:
+    """Appends batches to size-rotated JSONL files, each batch flushed before it counts.
+
+    The file being appended to is held under an exclusive ``flock`` (so a recovery
+    in another process skips it as "in use"); ``rotate()`` and ``close()`` release
+    it and the next write opens a new file. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        backup_path: str | Path,
+        run_id: str,
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        fsync: FsyncMode = "batch",
+    ) -> None:
+        if fsync not in ("batch", "never"):
+            raise ValueError(f"fsync must be 'batch' or 'never', got {fsync!r}")
+        if max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be >= 1, got {max_file_bytes}")
+        if not run_id:
+            raise ValueError("run_id must not be empty")
+        self.backup_path = Path(backup_path)
+        self.run_id = run_id
+        self.max_file_bytes = int(max_file_bytes)
+        self.fsync = fsync
+        self.batches_written = 0
+        self.rows_written = 0
+        self.bytes_written = 0
+        self.files_opened = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._offset = 0
+        self._next_seq: int | None = None
+
+    @classmethod
+    def from_config(cls, config: BackupConfig, run_id: str) -> BackupWriter:
+        """A writer set up from the ``realtime_data.backup`` config section."""
+        return cls(
+            config.backup_path,
+            run_id,
+            max_file_bytes=int(config.max_file_mb * 1024 * 1024),
+            fsync=config.fsync,
+        )
+
+    @property
+    def active_path(self) -> Path | None:
+        """The file the next batch is appended to, or ``None`` before the first write."""
+        return self._path
+
+    def write_batch(
+        self, ticks: Sequence[Sequence[Any]], rejects: Sequence[Sequence[Any]] = ()
+    ) -> int:
+        """Append a batch (rows in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order); return its rows.
+
+        The batch is saved once this returns (written, and fsynced in ``"batch"``
+        mode). On ``OSError`` the file is cut back to the end of the previous batch
+        (best effort) and closed, so earlier batches stay readable; the error is raised.
+        """
+        if not ticks and not rejects:
+            return 0
+        blob = encode_batch(ticks, rejects)
+        rows = len(ticks) + len(rejects)
+        with self._lock:
+            if (
+                self._fd is not None
+                and self._offset > 0
+                and self._offset + len(blob) > self.max_file_bytes
+            ):
+                self._close_current()
+            if self._fd is None:
+                try:
+                    self._open_new()
+                except OSError:
+                    self.errors += 1
+                    raise
+            assert self._fd is not None
+            fd = self._fd
+            start = self._offset
+            try:
+                _write_all(fd, blob)
+                if self.fsync == "batch":
+                    _os_fsync(fd)
+            except OSError:
+                self.errors += 1
+                self._abandon(start)
+                raise
+            self._offset = start + len(blob)
+            self.batches_written += 1
+            self.rows_written += rows
+            self.bytes_written += len(blob)
+        return rows
+
+    def rotate(self) -> None:
+        """Close the current file (releasing its lock); the next write opens a new one."""
+        with self._lock:
+            self._close_current()
+
+    def close(self) -> None:
+        """Release the current file; safe to call twice, and a later write just opens a new file."""
+        self.rotate()
+
+    def __enter__(self) -> BackupWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals (called with the lock held)
+
+    def _open_new(self) -> None:
+        d = self.backup_path
+        d.mkdir(parents=True, exist_ok=True)
+        if self._next_seq is None:
+            self._next_seq = self._highest_seq() + 1
+        while True:
+            seq = self._next_seq
+            self._next_seq += 1
+            final = d / backup_file_name(self.run_id, seq)
+            if final.exists() or (d / RECOVERED_DIR / final.name).exists():
+                continue
+            # Create under a hidden name, lock, then link to the public name: a
+            # recovery never sees the file before it is locked.
+            tmp = d / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    os.close(fd)
+                    tmp.unlink()
+                    continue
+                except OSError:  # a filesystem without hard links
+                    if final.exists():
+                        os.close(fd)
+                        tmp.unlink()
+                        continue
+                    os.rename(tmp, final)
+                else:
+                    tmp.unlink()
+                if self.fsync == "batch":
+                    _fsync_dir(d)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            self._fd = fd
+            self._path = final
+            self._offset = 0
+            self.files_opened += 1
+            return
+
+    def _highest_seq(self) -> int:
+        run = _UNSAFE_RUN_CHARS.sub("_", self.run_id)
+        best = 0
+        for folder in (self.backup_path, self.backup_path / RECOVERED_DIR):
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                m = _NAME_RE.match(p.name)
+                if m and m["run"] == run:
+                    best = max(best, int(m["seq"]))
+        return best
+
+    def _abandon(self, good_offset: int) -> None:
+        # Cut a partial batch off (best effort) and stop appending to this file.
+        fd, path = self._fd, self._path
+        try:
+            assert fd is not None
+            os.ftruncate(fd, good_offset)
+            if good_offset == 0 and path is not None:
+                path.unlink()  # nothing saved in it: do not leave an empty file behind
+        except OSError as exc:
+            log.warning("backup: could not cut %s back to %d bytes: %s", path, good_offset, exc)
+        self._close_current()
+
+    def _close_current(self) -> None:
+        fd = self._fd
+        self._fd = None
+        self._path = None
+        self._offset = 0
+        if fd is None:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = _os_write(fd, view)
+        view = view[n:]
