@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -40,7 +41,9 @@ from robust_collector.resilience import (
 )
 from robust_collector.secrets import redact
 from robust_collector.sources import Source, create_source
+from robust_collector.storage.backup import BackupWriter, backlog
 from robust_collector.storage.reader import read_ticks
+from robust_collector.storage.recovery import replay_backlog
 from robust_collector.storage.schema import open_database
 from robust_collector.storage.writer import (
     INSERT_BREAKER_EVENT,
@@ -52,6 +55,10 @@ from robust_collector.storage.writer import (
 from robust_collector.validation import RULES, Validator
 
 COLLECTOR_COMPONENT = "RobustDataCollector"
+INSERT_RUN = (
+    "INSERT OR REPLACE INTO runs (run_id, started_us, status, pid, host, symbols, config)"
+    " VALUES (?, ?, 'running', ?, ?, ?, ?)"
+)
 _RULE_KEYS = frozenset(RULES)
 
 
@@ -222,6 +229,43 @@ class Collector:
         self._fatal: BaseException | None = None
         self._summary: CollectorStatus | None = None
 
+    def _make_writer(self) -> SQLiteWriter:
+        """The writer thread, with JSONL backup, the database's breaker and replay."""
+        st = self.config.storage
+        bcfg = self.config.realtime_data.backup
+        fallback = replay = backlog_files = None
+        if bcfg.enabled and bcfg.backup_to_file:
+            path = Path(bcfg.backup_path)
+            fallback = BackupWriter.from_config(bcfg, self.run_id)
+
+            def replay(conn: Any) -> int:
+                report = replay_backlog(conn, path, after=bcfg.after_recovery)
+                return report.raise_for_errors().inserted
+
+            def backlog_files() -> int:
+                return backlog(path)[0]
+
+        self.storage_breaker = CircuitBreaker(
+            "storage",
+            failure_threshold=st.breaker_failure_threshold,
+            timeout_seconds=st.breaker_timeout_seconds,
+            success_threshold=1,
+        )
+        self.storage_breaker.add_listener(self._on_breaker)
+        return SQLiteWriter(
+            self.db_path,
+            write_timeout=st.write_timeout_seconds,
+            queue_max_batches=st.queue_max_batches,
+            queue_full_block_ms=st.queue_full_block_ms,
+            fallback=fallback,
+            gate=self.storage_breaker,
+            replay=replay,
+            backlog=backlog_files,
+            replay_on_start=st.replay_on_start,
+            on_error=self._storage_error,
+            on_written=self._storage_written,
+        )
+
     def _setup_resilience(self) -> None:
         rt = self.config.realtime_data
         cb = rt.circuit_breaker
@@ -303,15 +347,7 @@ class Collector:
             raise RuntimeError("collector already started; a Collector runs once")
         if not self.config.realtime_data.enabled:
             raise RuntimeError("realtime_data.enabled is false in the config: nothing to collect")
-        st = self.config.storage
-        self._writer = SQLiteWriter(
-            self.db_path,
-            write_timeout=st.write_timeout_seconds,
-            queue_max_batches=st.queue_max_batches,
-            queue_full_block_ms=st.queue_full_block_ms,
-            on_error=self._storage_error,
-            on_written=self._storage_written,
-        )
+        self._writer = self._make_writer()
         self._record_run_start()
         self._writer.start()
         self._started_us = now_us()
@@ -562,22 +598,25 @@ class Collector:
     # -- runs table ------------------------------------------------------------------
 
     def _record_run_start(self) -> None:
-        conn = open_database(self.db_path, timeout=self.config.storage.write_timeout_seconds)
+        row = (
+            self.run_id,
+            now_us(),
+            os.getpid(),
+            socket.gethostname(),
+            orjson.dumps(list(self.symbols)).decode(),
+            orjson.dumps(self.config.as_dict()).decode(),
+        )
         try:
-            conn.execute(
-                "INSERT OR REPLACE INTO runs (run_id, started_us, status, pid, host, symbols, config)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?)",
-                (
-                    self.run_id,
-                    now_us(),
-                    os.getpid(),
-                    socket.gethostname(),
-                    orjson.dumps(list(self.symbols)).decode(),
-                    orjson.dumps(self.config.as_dict()).decode(),
-                ),
-            )
-        finally:
-            conn.close()
+            conn = open_database(self.db_path, timeout=self.config.storage.write_timeout_seconds)
+            try:
+                conn.execute(INSERT_RUN, row)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            # the database is down at start: collect anyway; the writer falls back to
+            # backup files and writes this row once the database takes writes again
+            self._storage_error("storage", exc)
+            self._events.append((INSERT_RUN, row))
 
     def _record_run_stop(self, summary: CollectorStatus) -> None:
         data = {

@@ -234,6 +234,17 @@ class StorageConfig:
     queue_full_block_ms: float = setting(
         200.0, doc="how long a full queue blocks the producer before spilling to backup", ge=0
     )
+    breaker_failure_threshold: int = setting(
+        1,
+        doc="failed writes that open the database's breaker (batches then go straight to backup)",
+        ge=1,
+    )
+    breaker_timeout_seconds: float = setting(
+        5.0, doc="seconds the database's breaker stays open before a trial write", ge=0
+    )
+    replay_on_start: bool = setting(
+        True, doc="replay backup files left by earlier runs once the database takes a write"
+    )
 
 
 @dataclass(frozen=True)

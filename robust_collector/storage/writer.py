@@ -116,6 +116,7 @@ class SQLiteWriter:
         gate: Gate | None = None,
         replay: Callable[[sqlite3.Connection], int] | None = None,
         backlog: Callable[[], int] | None = None,
+        replay_on_start: bool = True,
         on_error: Callable[[str, BaseException], None] | None = None,
         on_written: Callable[[int], None] | None = None,
         max_held_batches: int = 1024,
@@ -130,6 +131,8 @@ class SQLiteWriter:
         self._gate = gate
         self._replay = replay
         self._backlog = backlog
+        # backup files left by earlier runs are replayed after the first good write
+        self._replay_due = replay_on_start and replay is not None and self._backup_files() > 0
         self._on_error = on_error
         self._on_written = on_written
         self._held: deque[Batch] = deque()
@@ -288,8 +291,9 @@ class SQLiteWriter:
         if self._gate is not None:
             self._gate.on_success(token)
         self._count_written(batch)
-        if was_down or self._mode != "database":
+        if was_down or self._replay_due:
             self._mode = "database"
+            self._replay_due = False
             self._replay_backups()
         return True
 
