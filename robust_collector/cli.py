@@ -218,6 +218,23 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else 1
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Run the seed's five robustness scenarios live; exit 0 only if every line passes."""
+    import json
+
+    from robust_collector.drill import run_drill
+
+    config = _load(args)
+    progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    logging.getLogger("robust_collector").setLevel(logging.ERROR)  # the drill causes faults
+    report = run_drill(config, progress=progress)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.text())
+    return EXIT_OK if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs test to list every command)."""
     parser = argparse.ArgumentParser(
@@ -308,6 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_recover)
+
+    drill = sub.add_parser(
+        "drill",
+        help="prove robustness: run the five failure scenarios live against your config",
+        description=(
+            "Run the seed's five scenarios (API fails temporarily, API keeps failing, bad data, "
+            "database failing, one symbol fails) against the real pipeline in a temporary folder, "
+            "with your config's thresholds and its durations scaled down, and print the checklist "
+            "with what was measured. Exit code 0 only when every line passes."
+        ),
+    )
+    drill.add_argument("--config", type=Path, help="config whose thresholds to drill")
+    drill.add_argument("--json", action="store_true", help="print the checklist as JSON")
+    drill.set_defaults(func=cmd_drill)
     return parser
 
 

@@ -198,3 +198,12 @@ def test_inject_changes_faults_and_rejects_unknown_names():
 def test_registry_builds_the_simulated_source():
     src = create_source(SimulatedSourceConfig(seed=3))
     assert isinstance(src, SimulatedSource) and src.config.seed == 3
+
+
+def test_fail_next_fails_exactly_that_many_fetches_and_calls_are_counted():
+    src, _ = make()
+    src.fail_next("SPY", 2)
+    out = fetch_n(src, "SPY", 3)
+    assert [isinstance(x, TransientSourceError) for x in out] == [True, True, False]
+    assert out[2].seq == 1
+    assert src.calls == {"SPY": 3}

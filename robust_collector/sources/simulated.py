@@ -89,6 +89,8 @@ class SimulatedSource:
         self._started: float | None = None
         self._run_id = "sim"
         self._symbols: dict[str, _SymbolState] = {}
+        self._fail_next: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -120,6 +122,10 @@ class SimulatedSource:
             self.faults.failing_symbols.difference_update(symbols)
         else:
             self.faults = FaultState()
+
+    def fail_next(self, symbol: str, count: int) -> None:
+        """Make the next ``count`` fetches of ``symbol`` fail, then work again."""
+        self._fail_next[symbol] = self._fail_next.get(symbol, 0) + count
 
     def outage(self, duration_seconds: float) -> None:
         """Fail every fetch for the next ``duration_seconds``."""
@@ -166,11 +172,15 @@ class SimulatedSource:
         """The next quote of ``symbol``, or a simulated failure."""
         f = self.faults
         st = self._state(symbol)
+        self.calls[symbol] = self.calls.get(symbol, 0) + 1
         latency = f.latency_seconds + f.symbol_latency_seconds.get(symbol, 0.0)
         if latency > 0:
             await self._sleep(latency)
         if symbol in f.failing_symbols:
             raise TransientSourceError(f"{symbol}: simulated connection refused", symbol=symbol)
+        if self._fail_next.get(symbol):
+            self._fail_next[symbol] -= 1
+            raise TransientSourceError(f"{symbol}: simulated API timeout after 5s", symbol=symbol)
         if f.outages and self._in_outage():
             raise TransientSourceError("simulated API outage", symbol=symbol)
         frng = st.fault_rng
