@@ -26,3 +26,28 @@ def test_ci_runs_the_readme_test_command_exactly():
     test_cmd = readme_commands()[1]
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert test_cmd in [line.strip() for line in ci_lines]
+
+
+def _subcommands():
+    from robust_collector.cli import build_parser
+
+    parser = build_parser()
+    return parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+
+
+def test_every_cli_command_and_option_is_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    for name, sub in _subcommands().items():
+        assert f"robust-collector {name}" in readme, name
+        usage = next(line for line in readme.splitlines() if f"robust-collector {name} " in line)
+        block = readme[readme.index(usage) : readme.index("```", readme.index(usage))]
+        for action in sub._actions:
+            for opt in action.option_strings:
+                if opt.startswith("--") and opt != "--help":
+                    assert opt in block, f"{name} {opt} missing from the README usage"
+
+
+def test_every_doc_linked_from_the_readme_exists():
+    readme = (REPO / "README.md").read_text()
+    for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
+        assert (REPO / link).exists(), link
