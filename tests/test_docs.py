@@ -37,10 +37,13 @@ def _subcommands():
 
 def test_every_cli_command_and_option_is_in_the_readme():
     readme = (REPO / "README.md").read_text()
+    usage_block = readme.split("## Usage from the command line", 1)[1].split("```text\n", 1)[1]
+    usage_block = usage_block.split("```", 1)[0]
     for name, sub in _subcommands().items():
-        assert f"robust-collector {name}" in readme, name
-        usage = next(line for line in readme.splitlines() if f"robust-collector {name} " in line)
-        block = readme[readme.index(usage) : readme.index("```", readme.index(usage))]
+        assert f"robust-collector {name} " in usage_block, name
+        start = usage_block.index(f"robust-collector {name} ")
+        end = usage_block.find("robust-collector ", start + 1)
+        block = usage_block[start : end if end > 0 else None]
         for action in sub._actions:
             for opt in action.option_strings:
                 if opt.startswith("--") and opt != "--help":
