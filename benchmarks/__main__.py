@@ -10,7 +10,13 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("bench_breaker", "bench_validation", "bench_writer", "bench_backup")
+BENCHMARKS = (
+    "bench_breaker",
+    "bench_validation",
+    "bench_writer",
+    "bench_backup",
+    "bench_overhead",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
