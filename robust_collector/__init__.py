@@ -43,7 +43,21 @@ from robust_collector.resilience import (
     RetryStats,
 )
 from robust_collector.secrets import redact, register_secret
-from robust_collector.sources import SimulatedSource, Source, create_source, register_source
+from robust_collector.sources import (
+    AuthenticationError,
+    BadRequestError,
+    EndOfData,
+    HttpSource,
+    HttpSourceConfig,
+    MalformedResponseError,
+    ReplaySource,
+    ReplaySourceConfig,
+    SimulatedSource,
+    Source,
+    UnknownSymbolError,
+    create_source,
+    register_source,
+)
 from robust_collector.storage.reader import read_ticks
 from robust_collector.validation import (
     RULES,
@@ -60,6 +74,8 @@ __version__ = "0.1.0"
 __all__ = [
     "RULES",
     "TAQ_COLUMNS",
+    "AuthenticationError",
+    "BadRequestError",
     "BreakerRegistry",
     "BreakerState",
     "BreakerStats",
@@ -71,17 +87,23 @@ __all__ = [
     "ComponentHealth",
     "Config",
     "ConfigError",
+    "EndOfData",
     "FrameResult",
     "HealthChecker",
     "HealthLevel",
     "HealthSnapshot",
+    "HttpSource",
+    "HttpSourceConfig",
     "LatestQuote",
+    "MalformedResponseError",
     "ManualClock",
     "MarketSession",
     "PermanentSourceError",
     "Quote",
     "RateLimitError",
     "RateLimitGate",
+    "ReplaySource",
+    "ReplaySourceConfig",
     "RetryInterrupted",
     "RetryPolicy",
     "RetryStats",
@@ -92,6 +114,7 @@ __all__ = [
     "SymbolStatus",
     "SystemHealthMonitor",
     "TransientSourceError",
+    "UnknownSymbolError",
     "ValidationConfig",
     "Validator",
     "Verdict",

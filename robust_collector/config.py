@@ -213,7 +213,19 @@ class SimulatedSourceConfig:
     faults: FaultConfig = setting(factory=FaultConfig, doc="fault injection knobs")
 
 
-SOURCE_TYPES: dict[str, type] = {"simulated": SimulatedSourceConfig}
+# The real sources' sections live beside their code; imported here, after the
+# simulated source's classes exist, because importing the sources package
+# imports robust_collector.sources.simulated, which imports this module.
+from robust_collector.sources.settings import (  # noqa: E402
+    HttpSourceConfig,
+    ReplaySourceConfig,
+)
+
+SOURCE_TYPES: dict[str, type] = {
+    "simulated": SimulatedSourceConfig,
+    "http": HttpSourceConfig,
+    "replay": ReplaySourceConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -252,7 +264,7 @@ class Config:
     """The whole configuration file."""
 
     symbols: tuple[str, ...] = setting(["SPY", "QQQ", "IWM"], doc="symbols to collect")
-    source: SimulatedSourceConfig = setting(
+    source: SimulatedSourceConfig | HttpSourceConfig | ReplaySourceConfig = setting(
         factory=SimulatedSourceConfig, doc="where quotes come from"
     )
     storage: StorageConfig = setting(factory=StorageConfig, doc="database and writer")

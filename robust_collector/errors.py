@@ -57,6 +57,20 @@ class PermanentSourceError(SourceError):
     permanent = True
 
 
+class EndOfData(SourceError):
+    """A replayed symbol has no rows left: the collector stops polling it.
+
+    Not a failure: no error row, no breaker count; ``permanent`` only so that a
+    retry policy never retries it. ``served`` is how many rows were replayed.
+    """
+
+    permanent = True
+
+    def __init__(self, message: str, *, symbol: str, served: int) -> None:
+        super().__init__(message, symbol=symbol)
+        self.served = served
+
+
 class CircuitOpenError(CollectorError):
     """A call was refused because its circuit breaker is OPEN (or HALF_OPEN and full).
 

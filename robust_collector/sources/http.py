@@ -1,0 +1,530 @@
+"""Latest quotes from REST APIs over httpx: alpaca, polygon, finnhub, or a custom JSON API.
+
+``HttpSource`` keeps one pooled ``httpx.AsyncClient`` for the run and turns every
+way a request can go wrong into a typed ``SourceError`` whose message starts
+with the source and the symbol (``polygon SPY: ...``):
+
+==========================================  ====================================
+what happened                               error (retried?)
+==========================================  ====================================
+timeout, connection error, HTTP 5xx/408     ``TransientSourceError`` (yes)
+HTTP 429, or 0 requests left until reset    ``RateLimitError`` with retry_after
+a 2xx body that is not JSON                 ``TransientSourceError`` (yes)
+HTTP 401/403                                ``AuthenticationError`` (no)
+HTTP 404, empty body, empty results         ``UnknownSymbolError`` (no)
+HTTP 400/422 and other 4xx                  ``BadRequestError`` (no)
+JSON of the wrong shape                     ``MalformedResponseError`` (no)
+==========================================  ====================================
+
+Credentials come from environment variables named in the config; each value is
+registered with ``secrets.register_secret`` (also in its URL-encoded forms) and
+every message is redacted before it is raised. httpx's own request log lines
+(which hold the URL, and so a key sent as a query parameter) are redacted by a
+filter on the ``httpx`` and ``httpcore`` loggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import httpx
+
+from robust_collector.errors import (
+    ConfigError,
+    PermanentSourceError,
+    RateLimitError,
+    SourceError,
+    TransientSourceError,
+)
+from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.secrets import redact, register_secret
+from robust_collector.sources.base import register_source
+from robust_collector.sources.presets import (
+    ApiErrorAnswer,
+    Credentials,
+    NoQuote,
+    ParsedQuote,
+    RequestSpec,
+    ShapeProblem,
+    make_preset,
+)
+from robust_collector.sources.settings import TEMPLATE_FIELDS, HttpSourceConfig
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "HttpSource",
+    "MalformedResponseError",
+    "UnknownSymbolError",
+    "parse_rate_limit_reset",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+
+class AuthenticationError(PermanentSourceError):
+    """HTTP 401/403: the credentials are missing, wrong or lack the permission."""
+
+
+class UnknownSymbolError(PermanentSourceError):
+    """The API has no quote for this symbol (404, empty body or empty results)."""
+
+
+class BadRequestError(PermanentSourceError):
+    """The API called the request malformed (400/422) or refused it (other 4xx)."""
+
+
+class MalformedResponseError(PermanentSourceError):
+    """A body that is JSON but not the expected shape; ``field`` is the path at fault."""
+
+    def __init__(self, message: str, *, symbol: str | None = None, field: str = "") -> None:
+        super().__init__(message, symbol=symbol)
+        self.field = field
+
+
+# -- keeping keys out of httpx's log lines -----------------------------------------------
+
+
+class _RedactFilter(logging.Filter):
+    """Render the record's message and replace registered secrets (URLs with keys)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is the logging system's business
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_REDACT_FILTER = _RedactFilter()
+_HTTP_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+)
+
+
+def _install_log_filter() -> None:
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACT_FILTER not in logger.filters:
+            logger.addFilter(_REDACT_FILTER)
+
+
+_install_log_filter()
+
+
+# -- headers -----------------------------------------------------------------------------
+
+_SECONDS_RE = re.compile(r"\d+(?:\.\d+)?")
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """``Retry-After`` in seconds: delta seconds or an HTTP date; None when absent or bad."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _SECONDS_RE.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now_s)
+
+
+def parse_rate_limit_reset(value: str | None, now_s: float) -> float | None:
+    """Seconds until a rate-limit window resets, from an ``X-RateLimit-Reset``-style header.
+
+    Large values are epoch times (>= 1e12: milliseconds, >= 1e9: seconds, as
+    Alpaca, Finnhub and GitHub send); smaller ones are seconds from now (as the
+    IETF ``RateLimit-Reset`` draft). None when absent or not a number.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    if number >= 1e12:
+        return max(0.0, number / 1000.0 - now_s)
+    if number >= 1e9:
+        return max(0.0, number - now_s)
+    return number
+
+
+def _snippet(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _register(value: str) -> None:
+    """Register a secret and the forms it takes in URLs (path, form and httpx query encoding)."""
+    for form in (
+        value,
+        quote(value),
+        quote(value, safe=""),
+        quote_plus(value),
+        quote_plus(value, safe=""),
+        str(httpx.QueryParams({"k": value}))[2:],
+    ):
+        register_secret(form)
+
+
+# -- the source --------------------------------------------------------------------------
+
+
+class HttpSource:
+    """A polling source over a REST API's latest-quote endpoint (see the module docs).
+
+    ``clock_us`` stamps ``recv_us`` and is the "now" for HTTP-date and reset
+    headers; ``transport`` replaces the network (e.g. ``httpx.MockTransport``);
+    ``environ`` replaces ``os.environ`` for reading the credentials.
+    """
+
+    def __init__(
+        self,
+        config: HttpSourceConfig,
+        *,
+        clock_us: Callable[[], int] = now_us,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if config.preset is None:
+            raise ConfigError("source.preset: required key is missing", path="source.preset")
+        self.config = config
+        self.preset = make_preset(config)
+        self.name: str = config.name or self.preset.name
+        base = config.base_url or self.preset.default_base_url or ""
+        self.base_url = base.rstrip("/")
+        self._clock_us = clock_us
+        self._transport = transport
+        self._creds = self._read_credentials(os.environ if environ is None else environ)
+        self._client: httpx.AsyncClient | None = None
+        self._run_id = "http"
+        self._seq: dict[str, int] = {}
+        self._blocked_until_us = 0
+        self.requests = 0
+
+    # -- credentials -------------------------------------------------------------------
+
+    def _uses(self, placeholder: str) -> bool:
+        c = self.config
+        texts = [c.url or "", *c.params.values(), *c.headers.values()]
+        return any("{" + placeholder + "}" in t for t in texts)
+
+    def _read_credentials(self, environ: Mapping[str, str]) -> Credentials:
+        p = self.preset
+        custom = self.config.preset == "custom"
+        key_env = self.config.api_key_env or (None if custom else p.key_env)
+        secret_env = self.config.api_secret_env or (None if custom else p.secret_env)
+        need_key = not custom or self._uses("api_key")
+        need_secret = (not custom and p.secret_env is not None) or self._uses("api_secret")
+        values: dict[str, str | None] = {}
+        for key, env, needed in (
+            ("api_key_env", key_env, need_key),
+            ("api_secret_env", secret_env, need_secret),
+        ):
+            value = environ.get(env) if env else None
+            if value:
+                _register(value)
+            elif needed:
+                path = f"source.{key}"
+                if env is None:
+                    raise ConfigError(
+                        f"{path}: the {self.name} source needs it (templates use "
+                        f"{{{key.removesuffix('_env')}}}); name an environment variable",
+                        path=path,
+                    )
+                raise ConfigError(
+                    f"{path}: environment variable {env} is not set (the {self.name} source "
+                    "reads its credentials from it)",
+                    path=path,
+                )
+            values[key] = value or None
+        return Credentials(values["api_key_env"], values["api_secret_env"], key_env, secret_env)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _open(self) -> httpx.AsyncClient:
+        cfg = self.config
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(cfg.timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=cfg.max_connections,
+                max_keepalive_connections=cfg.max_connections,
+            ),
+            headers={"Accept": "application/json", "User-Agent": "robust-collector"},
+            follow_redirects=False,
+            transport=self._transport,
+        )
+        return self._client
+
+    async def start(self, run_id: str) -> None:
+        """Open the connection pool; ``run_id`` goes into every tick id."""
+        self._run_id = run_id
+        if self._client is None:
+            self._open()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    # -- one fetch --------------------------------------------------------------------------
+
+    def _msg(self, symbol: str, text: str) -> str:
+        return redact(f"{self.name} {symbol}: {text}")
+
+    def _request(self, symbol: str) -> RequestSpec:
+        spec = self.preset.request(self.base_url, symbol, self._creds)
+        cfg = self.config
+        if cfg.params or cfg.headers:
+            values = {
+                "symbol": symbol,
+                "base_url": self.base_url,
+                "api_key": self._creds.api_key or "",
+                "api_secret": self._creds.api_secret or "",
+            }
+            assert set(values) == TEMPLATE_FIELDS
+            params = {**spec.params, **{k: v.format_map(values) for k, v in cfg.params.items()}}
+            headers = {**spec.headers, **{k: v.format_map(values) for k, v in cfg.headers.items()}}
+            spec = RequestSpec(spec.url, params, headers)
+        return spec
+
+    async def fetch(self, symbol: str) -> Quote:
+        """The latest quote of ``symbol``; a typed ``SourceError`` on any failure."""
+        now = self._clock_us()
+        if self._blocked_until_us > now:
+            wait = (self._blocked_until_us - now) / 1e6
+            raise RateLimitError(
+                self._msg(
+                    symbol, f"no requests left until the rate-limit window resets in {wait:.2f}s"
+                ),
+                symbol=symbol,
+                retry_after=wait,
+            )
+        spec = self._request(symbol)
+        client = self._client or self._open()
+        failure: SourceError | None = None
+        response: httpx.Response | None = None
+        self.requests += 1
+        try:
+            async with asyncio.timeout(self.config.timeout_seconds):
+                response = await client.get(spec.url, params=spec.params, headers=spec.headers)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            failure = TransientSourceError(
+                self._msg(
+                    symbol,
+                    f"timed out after {self.config.timeout_seconds:g}s ({type(exc).__name__})",
+                ),
+                symbol=symbol,
+            )
+        except httpx.HTTPError as exc:
+            failure = TransientSourceError(
+                self._msg(symbol, f"connection error ({type(exc).__name__}: {exc})"),
+                symbol=symbol,
+            )
+        except httpx.InvalidURL as exc:
+            failure = BadRequestError(self._msg(symbol, f"invalid URL ({exc})"), symbol=symbol)
+        # raised outside the except blocks, so the httpx error (whose request URL may
+        # carry a key) is not chained as the context of ours
+        if failure is not None:
+            raise failure
+        assert response is not None
+        return self._quote(symbol, response)
+
+    def _quote(self, symbol: str, response: httpx.Response) -> Quote:
+        recv = self._clock_us()
+        self._note_rate_limit(response.headers, recv)
+        if not 200 <= response.status_code < 300:
+            raise self._status_error(symbol, response, recv)
+        body = self._decode(symbol, response)
+        parsed: ParsedQuote | None = None
+        failure: SourceError | None = None
+        try:
+            parsed = self.preset.parse(body, symbol)
+        except ShapeProblem as exc:
+            failure = MalformedResponseError(
+                self._msg(symbol, f"{exc.field}: {exc.problem}"), symbol=symbol, field=exc.field
+            )
+        except NoQuote as exc:
+            failure = UnknownSymbolError(self._msg(symbol, f"unknown symbol: {exc}"), symbol=symbol)
+        except ApiErrorAnswer as exc:
+            failure = BadRequestError(
+                self._msg(symbol, f"the API answered with an error: {_snippet(str(exc))}"),
+                symbol=symbol,
+            )
+        if failure is not None:  # raised outside the handlers: nothing of the body is chained
+            raise failure
+        assert parsed is not None
+        seq = self._seq.get(symbol, 0) + 1
+        self._seq[symbol] = seq
+        return Quote(
+            tick_id=make_tick_id(self._run_id, symbol, seq),
+            symbol=symbol,
+            seq=seq,
+            ts_us=parsed.ts_us if parsed.ts_us is not None else recv,
+            recv_us=recv,
+            bid=parsed.bid,
+            ask=parsed.ask,
+            bid_size=parsed.bid_size,
+            ask_size=parsed.ask_size,
+            last=parsed.last,
+            source=self.name,
+        )
+
+    def _decode(self, symbol: str, response: httpx.Response) -> Any:
+        content = response.content
+        if not content.strip():
+            raise UnknownSymbolError(
+                self._msg(symbol, f"unknown symbol: empty answer (HTTP {response.status_code})"),
+                symbol=symbol,
+            )
+        try:
+            # stdlib json: accepts the NaN/Infinity some APIs send, so the validator sees them
+            return json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            pass  # raised below, outside the handler: the decode error holds the whole body
+        kind = response.headers.get("content-type", "no content-type")
+        text = content[:200].decode("utf-8", "replace")
+        raise TransientSourceError(
+            self._msg(
+                symbol,
+                f"answer is not JSON ({kind}, {len(content)} bytes): {_snippet(text)!r}",
+            ),
+            symbol=symbol,
+        )
+
+    # -- statuses and rate limits -------------------------------------------------------------
+
+    def _cap(self, seconds: float) -> float:
+        return min(max(0.0, seconds), self.config.max_retry_after_seconds)
+
+    def _reset_in(self, headers: httpx.Headers, now_us_: int) -> float | None:
+        name = self.config.rate_limit_reset_header
+        if name is None or self.config.rate_limit_remaining_header is None:
+            return None
+        return parse_rate_limit_reset(headers.get(name), now_us_ / 1e6)
+
+    def _note_rate_limit(self, headers: httpx.Headers, now_us_: int) -> None:
+        """Remaining 0 with a known reset: refuse requests until then (all symbols)."""
+        name = self.config.rate_limit_remaining_header
+        if name is None:
+            return
+        remaining = headers.get(name)
+        if remaining is None:
+            return
+        try:
+            left = float(remaining.strip())
+        except ValueError:
+            return
+        if left > 0:
+            return
+        reset = self._reset_in(headers, now_us_)
+        if reset is not None and reset > 0:
+            self._blocked_until_us = now_us_ + int(self._cap(reset) * 1e6)
+
+    def _api_detail(self, response: httpx.Response) -> str:
+        """The API's own words about a failure, short and redacted (or nothing)."""
+        try:
+            text = response.text
+        except Exception:
+            return ""
+        message = None
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, Mapping):
+            for key in ("message", "error", "msg", "detail", "status"):
+                value = body.get(key)
+                if isinstance(value, str) and value:
+                    message = value
+                    break
+        elif text.strip() and "<" not in text[:50]:
+            message = text
+        return f": {_snippet(message)}" if message else ""
+
+    def _status_error(self, symbol: str, response: httpx.Response, now_us_: int) -> SourceError:
+        code = response.status_code
+        reason = response.reason_phrase or ""
+        status = f"HTTP {code}" + (f" {reason}" if reason else "")
+        detail = self._api_detail(response)
+        now_s = now_us_ / 1e6
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now_s)
+        if code == 429:
+            wait = retry_after
+            if wait is None:
+                wait = self._reset_in(response.headers, now_us_)
+            if wait is None:
+                wait = self.config.default_retry_after_seconds
+            wait = self._cap(wait)
+            return RateLimitError(
+                self._msg(symbol, f"rate limited ({status}); retry after {wait:g}s{detail}"),
+                symbol=symbol,
+                retry_after=wait,
+            )
+        if code in (401, 403):
+            return AuthenticationError(
+                self._msg(
+                    symbol,
+                    f"not authorized ({status}); check the credentials in "
+                    f"{self._creds.describe()}{detail}",
+                ),
+                symbol=symbol,
+            )
+        if code == 404:
+            return UnknownSymbolError(
+                self._msg(symbol, f"unknown symbol ({status}){detail}"), symbol=symbol
+            )
+        if code >= 500 or code in (408, 425):
+            return TransientSourceError(
+                self._msg(symbol, f"server error ({status}){detail}"),
+                symbol=symbol,
+                retry_after=None if retry_after is None else self._cap(retry_after),
+            )
+        if code in (400, 422):
+            return BadRequestError(
+                self._msg(symbol, f"request rejected as malformed ({status}){detail}"),
+                symbol=symbol,
+            )
+        if 300 <= code < 400:
+            return BadRequestError(
+                self._msg(symbol, f"unexpected redirect ({status}); check base_url"),
+                symbol=symbol,
+            )
+        return BadRequestError(
+            self._msg(symbol, f"request refused ({status}){detail}"), symbol=symbol
+        )
+
+
+def _build(config: HttpSourceConfig, **kwargs: Any) -> HttpSource:
+    return HttpSource(config, **kwargs)
+
+
+register_source("http", _build)

@@ -1,0 +1,483 @@
+"""What each REST API looks like: how to ask for a symbol's latest quote and read the answer.
+
+A preset builds the request (``request``) and turns the decoded JSON body into
+quote fields (``parse``). Parsing never crashes on a bad body: a field of the
+wrong shape raises ``ShapeProblem`` naming the field (``results.P: expected a
+number, got 'abc'``), and an answer that means "no such symbol" raises
+``NoQuote``; ``HttpSource`` turns both into typed source errors.
+
+Value rules, the same for every preset:
+
+- numbers may arrive as JSON numbers or as strings that spell a number
+  (``"531.2"``, ``"1e3"``, ``"NaN"``); other strings, booleans, lists and
+  objects are shape errors;
+- ``null`` (or an absent key) for a price or size means "no value": the quote
+  lacks that side, and the validator decides (no price at all: ``non_finite``);
+- NaN, infinities and absurdly large numbers are passed on as floats, so the
+  validator rejects them (``non_finite``, ``price_range``) into the rejects table.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import quote as urlquote
+
+from robust_collector.sources.settings import FieldMapConfig, HttpSourceConfig
+
+__all__ = [
+    "PRESETS",
+    "AlpacaPreset",
+    "Credentials",
+    "CustomPreset",
+    "FinnhubPreset",
+    "NoQuote",
+    "ParsedQuote",
+    "PolygonPreset",
+    "Preset",
+    "RequestSpec",
+    "ShapeProblem",
+    "make_preset",
+    "parse_rfc3339_us",
+    "parse_timestamp_us",
+    "to_number",
+]
+
+
+class ShapeProblem(Exception):
+    """The body does not have the expected shape; ``field`` is the dotted path at fault."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NoQuote(Exception):
+    """The API answered, but has no quote for the symbol (unknown or never quoted)."""
+
+
+class ApiErrorAnswer(Exception):
+    """A 2xx answer whose body is the API's error object (e.g. ``{"error": "..."}``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The secrets read from the environment, with the variable names (for messages)."""
+
+    api_key: str | None = field(default=None, repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+    key_env: str | None = None
+    secret_env: str | None = None
+
+    def describe(self) -> str:
+        """The variables to check, e.g. ``APCA_API_KEY_ID / APCA_API_SECRET_KEY``."""
+        names = [n for n in (self.key_env, self.secret_env) if n]
+        return " / ".join(names) if names else "(no credentials configured)"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One GET request: URL without the query, query parameters and headers."""
+
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedQuote:
+    """The quote fields read from a body; ``ts_us`` None means "use our receive time"."""
+
+    ts_us: int | None
+    bid: float | None = None
+    ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    last: float | None = None
+
+
+# -- value parsing --------------------------------------------------------------------
+
+_NUMBER_RE = re.compile(
+    r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.I
+)
+_INT_RE = re.compile(r"[+-]?\d+")
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+)
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    """A short repr of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return _show(value)
+
+
+def to_number(value: Any, field: str) -> float | None:
+    """A price or size as a float (``None`` for null); numeric strings are accepted.
+
+    NaN, infinities and huge values pass through (the validator rejects them);
+    anything else that is not a number raises ``ShapeProblem`` naming ``field``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ShapeProblem(field, f"expected a number, got {_show(value)}")
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range: absurd, let the validator say so
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER_RE.fullmatch(text):
+            return float(text)
+        raise ShapeProblem(field, f"expected a number, got {_show(value)}")
+    raise ShapeProblem(field, f"expected a number, got {_kind(value)}")
+
+
+def _to_int(value: Any, field: str, what: str) -> int:
+    """An integer (int, integral float or digit string) or ``ShapeProblem``."""
+    if isinstance(value, bool) or value is None:
+        raise ShapeProblem(field, f"expected {what}, got {_show(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ShapeProblem(field, f"expected {what}, got {_kind(value)}")
+
+
+def parse_rfc3339_us(value: Any, field: str) -> int:
+    """An RFC 3339 timestamp (any number of fraction digits) as epoch microseconds.
+
+    Digits past the microsecond are truncated, not rounded, so order is kept.
+    """
+    if not isinstance(value, str):
+        raise ShapeProblem(field, f"expected an RFC 3339 timestamp, got {_kind(value)}")
+    m = _RFC3339_RE.fullmatch(value.strip())
+    if m is None:
+        raise ShapeProblem(field, f"expected an RFC 3339 timestamp, got {_show(value)}")
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+        raise ShapeProblem(field, f"expected an RFC 3339 timestamp, got {_show(value)}")
+    frac = (m.group(7) or "")[:6].ljust(6, "0")
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    if m.group(9):
+        offset = (int(m.group(10)) * 60 + int(m.group(11))) * 60
+        seconds -= offset if m.group(9) == "+" else -offset
+    return seconds * 1_000_000 + int(frac)
+
+
+_UNIX_SCALE = {"unix_s": 1_000_000, "unix_ms": 1_000, "unix_us": 1}
+
+
+def parse_timestamp_us(value: Any, fmt: str, field: str) -> int:
+    """A timestamp in ``fmt`` (rfc3339 | unix_s | unix_ms | unix_us | unix_ns) as epoch µs."""
+    if fmt == "rfc3339":
+        return parse_rfc3339_us(value, field)
+    what = f"a {fmt} timestamp"
+    if fmt == "unix_ns":
+        return _to_int(value, field, what) // 1000
+    scale = _UNIX_SCALE[fmt]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value * scale
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value.strip()) * scale
+    number = to_number(value, field)
+    if number is None or not math.isfinite(number):
+        raise ShapeProblem(field, f"expected {what}, got {_show(value)}")
+    return round(number * scale)
+
+
+def get_path(body: Any, path: str) -> Any:
+    """The value at dotted ``path`` (list items by index), or ``_MISSING``."""
+    node = body
+    for part in path.split("."):
+        if isinstance(node, Mapping):
+            if part not in node:
+                return _MISSING
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit():
+            i = int(part)
+            if not -len(node) <= i < len(node):
+                return _MISSING
+            node = node[i]
+        else:
+            return _MISSING
+    return node
+
+
+def _object(value: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ShapeProblem(field, f"expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def _numbers(
+    obj: Mapping[str, Any], prefix: str, keys: Mapping[str, str], prices: tuple[str, ...]
+) -> dict[str, float | None]:
+    """Read ``keys`` (quote field -> JSON key) from ``obj``; at least one of ``prices`` present."""
+    if not any(keys[p] in obj for p in prices):
+        raise ShapeProblem(f"{prefix}{keys[prices[0]]}", "missing")
+    return {f: to_number(obj.get(k), f"{prefix}{k}") for f, k in keys.items()}
+
+
+def _check_symbol(echoed: Any, symbol: str, field: str) -> None:
+    if echoed is not None and echoed != symbol:
+        raise ShapeProblem(field, f"expected {symbol!r}, got {_show(echoed)}")
+
+
+def _error_message(body: Mapping[str, Any]) -> str | None:
+    for key in ("message", "error", "msg"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _path_symbol(symbol: str) -> str:
+    return urlquote(symbol, safe="")
+
+
+# -- the presets --------------------------------------------------------------------------
+
+
+class Preset:
+    """Base of the presets: defaults, request building and body parsing."""
+
+    name: ClassVar[str] = ""
+    default_base_url: ClassVar[str | None] = None
+    key_env: ClassVar[str | None] = None
+    secret_env: ClassVar[str | None] = None
+    default_auth: ClassVar[str] = "header"
+
+    def __init__(self, config: HttpSourceConfig) -> None:
+        self.config = config
+        self.auth = config.auth or self.default_auth
+
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        """The request for ``symbol``'s latest quote."""
+        raise NotImplementedError
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        """Quote fields from the decoded body; ``ShapeProblem`` or ``NoQuote`` otherwise."""
+        raise NotImplementedError
+
+
+class AlpacaPreset(Preset):
+    """Alpaca market data v2: ``GET /v2/stocks/{symbol}/quotes/latest``.
+
+    Keys in the ``APCA-API-KEY-ID`` and ``APCA-API-SECRET-KEY`` headers; optional
+    ``feed`` (iex, sip, ...). Times are RFC 3339 with nanoseconds. Alpaca answers
+    a symbol it has no quote for with a zero time (``0001-01-01T00:00:00Z``) or
+    an empty quote: both mean ``NoQuote``.
+    """
+
+    name = "alpaca"
+    default_base_url = "https://data.alpaca.markets"
+    key_env = "APCA_API_KEY_ID"
+    secret_env = "APCA_API_SECRET_KEY"
+    KEYS: ClassVar[dict[str, str]] = {
+        "bid": "bp",
+        "ask": "ap",
+        "bid_size": "bs",
+        "ask_size": "as",
+    }
+
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        params = {"feed": self.config.feed} if self.config.feed else {}
+        headers = {}
+        if creds.api_key is not None:
+            headers["APCA-API-KEY-ID"] = creds.api_key
+        if creds.api_secret is not None:
+            headers["APCA-API-SECRET-KEY"] = creds.api_secret
+        url = f"{base_url}/v2/stocks/{_path_symbol(symbol)}/quotes/latest"
+        return RequestSpec(url, params, headers)
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        obj = _object(body, "(body)")
+        _check_symbol(obj.get("symbol"), symbol, "symbol")
+        if "quote" not in obj:
+            message = _error_message(obj)
+            if message is not None:
+                raise ApiErrorAnswer(message)
+            raise ShapeProblem("quote", "missing")
+        q = obj["quote"]
+        if q is None or q == {}:
+            raise NoQuote("the answer has no quote")
+        q = _object(q, "quote")
+        if "t" not in q:
+            raise ShapeProblem("quote.t", "missing")
+        ts = parse_rfc3339_us(q["t"], "quote.t")
+        if ts <= 0:
+            raise NoQuote(f"the quote has no time ({q['t']!r})")
+        values = _numbers(q, "quote.", self.KEYS, ("ask", "bid"))
+        return ParsedQuote(ts_us=ts, **values)
+
+
+class PolygonPreset(Preset):
+    """Polygon (Massive) v2: ``GET /v2/last/nbbo/{symbol}``, the last NBBO quote.
+
+    The key goes in an ``Authorization: Bearer`` header (``auth: header``, the
+    default) or the ``apiKey`` query parameter (``auth: query``). ``t`` is the
+    SIP time in nanoseconds. A ``NOT_FOUND`` status or empty ``results`` is
+    ``NoQuote``. Polygon omits zero-valued fields, so an absent size is None.
+    """
+
+    name = "polygon"
+    default_base_url = "https://api.polygon.io"
+    key_env = "POLYGON_API_KEY"
+    KEYS: ClassVar[dict[str, str]] = {"bid": "p", "ask": "P", "bid_size": "s", "ask_size": "S"}
+    OK_STATUS: ClassVar[frozenset[str]] = frozenset({"OK", "DELAYED", "success"})
+
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        params: dict[str, str] = {}
+        headers: dict[str, str] = {}
+        if creds.api_key is not None:
+            if self.auth == "query":
+                params["apiKey"] = creds.api_key
+            else:
+                headers["Authorization"] = f"Bearer {creds.api_key}"
+        return RequestSpec(f"{base_url}/v2/last/nbbo/{_path_symbol(symbol)}", params, headers)
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        obj = _object(body, "(body)")
+        status = obj.get("status")
+        results = obj.get("results")
+        if status == "NOT_FOUND":
+            raise NoQuote(_error_message(obj) or "status NOT_FOUND")
+        if status is not None and status not in self.OK_STATUS and not results:
+            message = _error_message(obj)
+            raise ApiErrorAnswer(f"status {status}" + (f": {message}" if message else ""))
+        if results is None or results == {} or results == []:
+            if "results" not in obj and status is None:
+                raise ShapeProblem("results", "missing")
+            raise NoQuote("the answer has no results")
+        r = _object(results, "results")
+        _check_symbol(r.get("T"), symbol, "results.T")
+        if "t" not in r:
+            raise ShapeProblem("results.t", "missing")
+        t_ns = _to_int(r["t"], "results.t", "a SIP timestamp in nanoseconds")
+        if t_ns <= 0:
+            raise ShapeProblem("results.t", f"expected a SIP timestamp in nanoseconds, got {t_ns}")
+        values = _numbers(r, "results.", self.KEYS, ("ask", "bid"))
+        return ParsedQuote(ts_us=t_ns // 1000, **values)
+
+
+class FinnhubPreset(Preset):
+    """Finnhub: ``GET /api/v1/quote?symbol=...``, the last price (no bid/ask).
+
+    The key goes in the ``token`` query parameter (``auth: query``, the default)
+    or the ``X-Finnhub-Token`` header. ``c`` is the current price and ``t`` unix
+    seconds. Finnhub answers an unknown symbol with zeros (``c: 0, t: 0``): ``NoQuote``.
+    """
+
+    name = "finnhub"
+    default_base_url = "https://finnhub.io"
+    key_env = "FINNHUB_API_KEY"
+    default_auth = "query"
+
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        params = {"symbol": symbol}
+        headers: dict[str, str] = {}
+        if creds.api_key is not None:
+            if self.auth == "query":
+                params["token"] = creds.api_key
+            else:
+                headers["X-Finnhub-Token"] = creds.api_key
+        return RequestSpec(f"{base_url}/api/v1/quote", params, headers)
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        obj = _object(body, "(body)")
+        if "c" not in obj:
+            message = _error_message(obj)
+            if message is not None:
+                raise ApiErrorAnswer(message)
+            raise ShapeProblem("c", "missing")
+        if "t" not in obj:
+            raise ShapeProblem("t", "missing")
+        last = to_number(obj["c"], "c")
+        if obj["t"] in (0, None, "0") and last in (0.0, None):
+            raise NoQuote("finnhub answered with zeros (its answer for an unknown symbol)")
+        ts = parse_timestamp_us(obj["t"], "unix_s", "t")
+        if ts <= 0:
+            raise ShapeProblem("t", f"expected unix seconds, got {_show(obj['t'])}")
+        return ParsedQuote(ts_us=ts, last=last)
+
+
+class CustomPreset(Preset):
+    """Any JSON API: a URL template, headers, query parameters and a field mapping."""
+
+    name = "custom"
+
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        assert self.config.url is not None  # checked by HttpSourceConfig._check
+        values = {
+            "base_url": base_url,
+            "symbol": _path_symbol(symbol),
+            "api_key": urlquote(creds.api_key or "", safe=""),
+            "api_secret": urlquote(creds.api_secret or "", safe=""),
+        }
+        return RequestSpec(self.config.url.format_map(values), {}, {})
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        f: FieldMapConfig = self.config.fields
+        if body is None or body == {} or body == []:
+            raise NoQuote("the answer is empty")
+        out: dict[str, float | None] = {}
+        for name in ("bid", "ask", "bid_size", "ask_size", "last"):
+            path = getattr(f, name)
+            if path is None:
+                continue
+            value = get_path(body, path)
+            if value is _MISSING:
+                raise ShapeProblem(path, "missing")
+            out[name] = to_number(value, path)
+        if f.symbol is not None:
+            echoed = get_path(body, f.symbol)
+            if echoed is _MISSING:
+                raise ShapeProblem(f.symbol, "missing")
+            _check_symbol(echoed, symbol, f.symbol)
+        ts: int | None = None
+        if f.timestamp is not None:
+            raw = get_path(body, f.timestamp)
+            if raw is _MISSING:
+                raise ShapeProblem(f.timestamp, "missing")
+            ts = parse_timestamp_us(raw, f.timestamp_format, f.timestamp)
+            if ts <= 0:
+                raise ShapeProblem(
+                    f.timestamp, f"expected a timestamp after 1970, got {_show(raw)}"
+                )
+        return ParsedQuote(ts_us=ts, **out)
+
+
+PRESETS: dict[str, type[Preset]] = {
+    p.name: p for p in (AlpacaPreset, PolygonPreset, FinnhubPreset, CustomPreset)
+}
+
+
+def make_preset(config: HttpSourceConfig) -> Preset:
+    """The preset ``config.preset`` names."""
+    try:
+        cls = PRESETS[config.preset or ""]
+    except KeyError:
+        raise ValueError(f"unknown preset {config.preset!r}; known: {', '.join(PRESETS)}") from None
+    return cls(config)

@@ -1,0 +1,339 @@
+"""Replay a recorded file (CSV, Parquet or JSONL) as a feed, through the live pipeline.
+
+The file is read once with polars; each symbol's rows are kept as compact
+``array.array`` columns (8 bytes a value) in file order and turned into a ``Quote`` only when fetched, so memory stays at
+the size of the columns used. ``fetch(symbol)`` returns that symbol's next row:
+
+- at ``speed > 0`` it first waits until the row's replay time: the row with
+  time ``t`` is due ``(t - t0) / speed`` seconds after ``start``, where ``t0`` is
+  the earliest time in the file (one timeline for every symbol);
+- at ``speed == 0`` it returns at once (the source is ``self_paced``: the
+  collector should poll it without its interval);
+- after a symbol's last row it raises ``EndOfData`` (every later fetch too);
+- a symbol the file does not hold raises ``PermanentSourceError`` naming it.
+
+``ts_us`` is the row's time (naive times are read in ``timezone``); ``recv_us``
+is our clock when fetched, unless the file maps a ``recv_us`` column. Rows keep
+their values exactly (nulls stay None, NaN stays NaN), so the collector's
+``Validator`` decides as ``validate_frame`` does on the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from robust_collector.errors import ConfigError, EndOfData, PermanentSourceError
+from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.sources.base import register_source
+from robust_collector.sources.settings import ReplaySourceConfig
+from robust_collector.validation.frame import DEFAULT_COLUMNS, TAQ_COLUMNS
+
+__all__ = ["EndOfData", "ReplaySource", "read_quotes_file", "replay_columns"]
+
+_VALUE_FIELDS = ("bid", "ask", "bid_size", "ask_size", "last")
+_UNIT_TO_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+def read_quotes_file(path: str | Path, format: str = "auto") -> pl.DataFrame:
+    """Read a CSV (dates parsed), Parquet or JSONL file with polars."""
+    p = Path(path)
+    fmt = format
+    if fmt == "auto":
+        fmt = _EXTENSIONS.get(p.suffix.lower(), "")
+        if not fmt:
+            known = ", ".join(sorted(_EXTENSIONS))
+            raise ConfigError(
+                f"source.format: cannot tell the format of {p.name} from its extension "
+                f"(known: {known}); set source.format",
+                path="source.format",
+            )
+    if not p.exists():
+        raise ConfigError(f"source.path: file not found: {p}", path="source.path")
+    if fmt == "csv":
+        return pl.read_csv(p, try_parse_dates=True)
+    if fmt == "parquet":
+        return pl.read_parquet(p)
+    if fmt == "jsonl":
+        return pl.read_ndjson(p)
+    raise ConfigError(f"source.format: unknown format {format!r}", path="source.format")
+
+
+def replay_columns(config: ReplaySourceConfig, available: list[str]) -> dict[str, str]:
+    """Quote field -> column for this config: the preset, then the ``columns`` overrides.
+
+    The ``quote`` preset maps the fields whose names are columns of the file;
+    ``taq`` maps ``TAQ_COLUMNS``. A time column is required, and a price.
+    """
+    if config.columns_preset == "taq":
+        mapping = dict(TAQ_COLUMNS)
+    else:
+        mapping = {f: c for f, c in DEFAULT_COLUMNS.items() if c in available}
+    mapping.update(config.columns)
+    missing = sorted(c for c in mapping.values() if c not in available)
+    if missing:
+        raise ConfigError(
+            f"source.columns: {missing} not in the file (it has {available})",
+            path="source.columns",
+        )
+    if "ts_us" not in mapping:
+        raise ConfigError(
+            "source.columns: a time column is required, e.g. {ts_us: time}",
+            path="source.columns",
+        )
+    if not any(f in mapping for f in ("bid", "ask", "last")):
+        raise ConfigError(
+            "source.columns: map at least 'last' or 'bid' and 'ask'", path="source.columns"
+        )
+    return mapping
+
+
+def _time_expr(df: pl.DataFrame, column: str, tz: str, unit: str) -> pl.Expr:
+    """A time column as Int64 epoch µs (UTC), exactly as ``validate_frame`` converts it."""
+    dtype = df.schema[column]
+    col = pl.col(column)
+    if dtype == pl.String:
+        col = col.str.to_datetime(time_unit="us")
+        dtype = pl.Datetime("us")
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            col = col.dt.replace_time_zone(tz, ambiguous="earliest")
+        return col.dt.epoch("us").cast(pl.Int64)
+    if dtype.is_integer():
+        if unit == "ns":
+            return (col.cast(pl.Int64) // 1000).cast(pl.Int64)
+        return (col.cast(pl.Int64) * _UNIT_TO_US[unit]).cast(pl.Int64)
+    raise ConfigError(
+        f"source.columns: column {column!r} is {dtype}; expected a datetime, a date-time "
+        "string or integer epoch time",
+        path="source.columns",
+    )
+
+
+@dataclass
+class _Track:
+    """One symbol's rows (``array`` columns in file order) and the replay position."""
+
+    ts: array[int]
+    recv: array[int] | None
+    values: dict[str, array[float]]
+    nulls: dict[str, bytearray]
+    pos: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.ts)
+
+    def value(self, field: str, i: int) -> float | None:
+        arr = self.values.get(field)
+        if arr is None:
+            return None
+        mask = self.nulls.get(field)
+        if mask is not None and mask[i]:
+            return None
+        return arr[i]
+
+
+class ReplaySource:
+    """A recorded file as a feed (see the module docs); ``self_paced``: poll without interval.
+
+    ``frame`` replaces reading ``config.path`` (a DataFrame already in memory).
+    ``clock_us`` stamps ``recv_us``; ``monotonic`` and ``sleep`` pace the replay:
+    all three are injectable for tests.
+    """
+
+    self_paced = True
+
+    def __init__(
+        self,
+        config: ReplaySourceConfig,
+        *,
+        frame: pl.DataFrame | None = None,
+        clock_us: Callable[[], int] = now_us,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.name = "replay"
+        self._clock_us = clock_us
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._run_id = "replay"
+        self._started: float | None = None
+        if frame is None:
+            if config.path is None:
+                raise ConfigError("source.path: required key is missing", path="source.path")
+            frame = read_quotes_file(config.path, config.format)
+            self.label = Path(config.path).name
+        else:
+            self.label = "the replayed frame"
+        self.columns = replay_columns(config, frame.columns)
+        self._tracks = self._load(frame)
+        self.t0_us = min((int(t.ts[0]) for t in self._tracks.values() if t.rows), default=0)
+
+    def _load(self, df: pl.DataFrame) -> dict[str, _Track]:
+        cfg, cols = self.config, self.columns
+        if "symbol" in cols:
+            sym = pl.col(cols["symbol"]).cast(pl.String)
+        elif cfg.symbol is not None:
+            sym = pl.lit(cfg.symbol, dtype=pl.String)
+        else:
+            raise ConfigError(
+                "source.symbol: the file has no symbol column; name one in source.columns "
+                "or give the symbol of every row in source.symbol",
+                path="source.symbol",
+            )
+        exprs = [sym.alias("_sym"), _time_expr(df, cols["ts_us"], cfg.timezone, cfg.time_unit)]
+        if "recv_us" in cols:
+            exprs.append(
+                _time_expr(df, cols["recv_us"], cfg.timezone, cfg.time_unit).alias("_recv")
+            )
+        fields = [f for f in _VALUE_FIELDS if f in cols]
+        for f in fields:
+            try:
+                df.select(pl.col(cols[f]).cast(pl.Float64))
+            except pl.exceptions.PolarsError as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ConfigError(
+                    f"source.columns.{f}: column {cols[f]!r} is not numeric ({first})",
+                    path=f"source.columns.{f}",
+                ) from None
+            exprs.append(pl.col(cols[f]).cast(pl.Float64).alias(f))
+        work = df.select(exprs[0], exprs[1].alias("_ts"), *exprs[2:])
+        no_time = work.get_column("_ts").null_count()
+        if no_time:
+            raise ConfigError(
+                f"source.columns.ts_us: {no_time} rows of {self.label} have no time",
+                path="source.columns.ts_us",
+            )
+        if work.get_column("_sym").null_count():
+            raise ConfigError(
+                f"source.columns.symbol: rows of {self.label} without a symbol",
+                path="source.columns.symbol",
+            )
+        tracks: dict[str, _Track] = {}
+        for key, part in work.partition_by("_sym", as_dict=True, maintain_order=True).items():
+            symbol = key[0] if isinstance(key, tuple) else key
+            values: dict[str, array[float]] = {}
+            nulls: dict[str, bytearray] = {}
+            for f in fields:
+                s = part.get_column(f)
+                if s.null_count():
+                    nulls[f] = bytearray(s.is_null().to_list())
+                    s = s.fill_null(math.nan)
+                values[f] = array("d", s.to_list())
+            recv = part.get_column("_recv") if "_recv" in part.columns else None
+            tracks[str(symbol)] = _Track(
+                ts=array("q", part.get_column("_ts").to_list()),
+                recv=None if recv is None else array("q", recv.to_list()),
+                values=values,
+                nulls=nulls,
+            )
+        return tracks
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, run_id: str) -> None:
+        """Start the replay clock; ``run_id`` goes into every tick id."""
+        self._run_id = run_id
+        self._started = self._monotonic()
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- progress -------------------------------------------------------------------------
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols in the file, in order of first appearance."""
+        return tuple(self._tracks)
+
+    def rows(self, symbol: str) -> int:
+        """How many rows ``symbol`` has in the file (0 if none)."""
+        t = self._tracks.get(symbol)
+        return 0 if t is None else t.rows
+
+    def served(self, symbol: str) -> int:
+        """How many rows of ``symbol`` have been replayed."""
+        t = self._tracks.get(symbol)
+        return 0 if t is None else t.pos
+
+    def finished(self, *symbols: str) -> bool:
+        """True when every one of ``symbols`` (default: all in the file) is replayed.
+
+        A symbol the file does not hold counts as finished (it has nothing to replay).
+        """
+        names = symbols or tuple(self._tracks)
+        return all(self.served(s) >= self.rows(s) for s in names)
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """Per symbol: (rows replayed, rows in the file)."""
+        return {s: (t.pos, t.rows) for s, t in self._tracks.items()}
+
+    # -- the feed ---------------------------------------------------------------------------
+
+    def _unknown(self, symbol: str) -> PermanentSourceError:
+        shown = ", ".join(list(self._tracks)[:10]) + (", ..." if len(self._tracks) > 10 else "")
+        return PermanentSourceError(
+            f"replay {symbol}: symbol not in {self.label} (it holds {shown or 'no rows'})",
+            symbol=symbol,
+        )
+
+    async def fetch(self, symbol: str) -> Quote:
+        """The next row of ``symbol`` as a quote, at its replay time; ``EndOfData`` at the end."""
+        t = self._tracks.get(symbol)
+        if t is None:
+            raise self._unknown(symbol)
+        i = t.pos
+        if i >= t.rows:
+            raise EndOfData(
+                f"replay {symbol}: end of data after {t.rows} rows of {self.label}",
+                symbol=symbol,
+                served=t.rows,
+            )
+        ts = t.ts[i]
+        speed = self.config.speed
+        if speed > 0:
+            if self._started is None:
+                self._started = self._monotonic()
+            due = self._started + (ts - self.t0_us) / 1e6 / speed
+            delay = due - self._monotonic()
+            if delay > 0:
+                await self._sleep(delay)
+        t.pos = i + 1  # after the wait: a fetch cancelled while waiting replays the row later
+        seq = i + 1
+        return Quote(
+            tick_id=make_tick_id(self._run_id, symbol, seq),
+            symbol=symbol,
+            seq=seq,
+            ts_us=ts,
+            recv_us=t.recv[i] if t.recv is not None else self._clock_us(),
+            bid=t.value("bid", i),
+            ask=t.value("ask", i),
+            bid_size=t.value("bid_size", i),
+            ask_size=t.value("ask_size", i),
+            last=t.value("last", i),
+            source=self.name,
+        )
+
+
+def _build(config: ReplaySourceConfig, **kwargs: Any) -> ReplaySource:
+    return ReplaySource(config, **kwargs)
+
+
+register_source("replay", _build)

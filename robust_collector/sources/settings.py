@@ -1,0 +1,216 @@
+"""Config sections of the real sources: ``source: {type: http, ...}`` and ``{type: replay, ...}``.
+
+Built with ``schema.setting`` like every other section, so ``load_config`` checks
+them with key-path errors and ``configdoc`` documents them. Credentials are never
+config values: the config NAMES the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import string
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from robust_collector.errors import ConfigError
+from robust_collector.schema import setting
+from robust_collector.validation.frame import FIELDS
+
+HTTP_PRESETS: tuple[str, ...] = ("alpaca", "polygon", "finnhub", "custom")
+TIMESTAMP_FORMATS: tuple[str, ...] = ("rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns")
+TEMPLATE_FIELDS: frozenset[str] = frozenset({"symbol", "base_url", "api_key", "api_secret"})
+
+
+def _check_template(text: str, where: str) -> None:
+    """Refuse placeholders other than ``TEMPLATE_FIELDS`` (and malformed braces)."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad template {text!r} ({exc})", path=where) from None
+    for name in names:
+        if name not in TEMPLATE_FIELDS:
+            known = ", ".join("{" + n + "}" for n in sorted(TEMPLATE_FIELDS))
+            raise ConfigError(
+                f"{where}: unknown placeholder {{{name}}} in {text!r}; known: {known}", path=where
+            )
+
+
+@dataclass(frozen=True)
+class FieldMapConfig:
+    """Where the ``custom`` preset finds each quote field in the JSON body (dotted paths)."""
+
+    timestamp: str | None = setting(
+        None,
+        doc="path of the quote time, e.g. 'data.time' (null: use our receive time)",
+    )
+    timestamp_format: Literal["rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns"] = setting(
+        "unix_ms", doc="how the timestamp is written"
+    )
+    bid: str | None = setting(None, doc="path of the bid price, e.g. 'data.bid'")
+    ask: str | None = setting(None, doc="path of the ask price")
+    bid_size: str | None = setting(None, doc="path of the bid size")
+    ask_size: str | None = setting(None, doc="path of the ask size")
+    last: str | None = setting(None, doc="path of the last (trade) price")
+    symbol: str | None = setting(
+        None, doc="path of the symbol echoed by the API; checked against the one asked for"
+    )
+
+
+@dataclass(frozen=True)
+class HttpSourceConfig:
+    """Latest quotes from a REST API (alpaca, polygon, finnhub or custom); keys come from env vars."""
+
+    type: Literal["http"] = setting("http", doc="source type")
+    preset: Literal["alpaca", "polygon", "finnhub", "custom"] | None = setting(
+        None, doc="the API (required): alpaca, polygon, finnhub or custom"
+    )
+    name: str | None = setting(
+        None, doc="name in errors and the ticks' source column (default: the preset)"
+    )
+    base_url: str | None = setting(
+        None,
+        doc="API root (default per preset: https://data.alpaca.markets, https://api.polygon.io, "
+        "https://finnhub.io); point it at a local server in tests",
+    )
+    api_key_env: str | None = setting(
+        None,
+        doc="environment variable holding the API key (default per preset: APCA_API_KEY_ID, "
+        "POLYGON_API_KEY, FINNHUB_API_KEY; custom: none)",
+    )
+    api_secret_env: str | None = setting(
+        None,
+        doc="environment variable holding the API secret (alpaca default: APCA_API_SECRET_KEY)",
+    )
+    auth: Literal["header", "query"] | None = setting(
+        None,
+        doc="how the key is sent: header or query parameter (polygon default header, "
+        "finnhub default query; alpaca always headers)",
+    )
+    feed: str | None = setting(
+        None, doc="alpaca data feed, e.g. iex or sip (null: the account's default)"
+    )
+    timeout_seconds: float = setting(5.0, doc="timeout of each request, in seconds", gt=0)
+    max_connections: int = setting(10, doc="connections kept in the pool", ge=1)
+    url: str | None = setting(
+        None,
+        doc="custom: URL template with {base_url}, {symbol}, {api_key}, {api_secret}, "
+        "e.g. '{base_url}/v1/quote/{symbol}'",
+    )
+    params: Mapping[str, str] = setting(
+        {}, doc="extra query parameters (templates as in url), e.g. {token: '{api_key}'}"
+    )
+    headers: Mapping[str, str] = setting(
+        {}, doc="extra request headers (templates as in url), e.g. {X-Api-Key: '{api_key}'}"
+    )
+    fields: FieldMapConfig = setting(
+        factory=FieldMapConfig, doc="custom: where each quote field is in the JSON body"
+    )
+    rate_limit_remaining_header: str | None = setting(
+        "X-RateLimit-Remaining",
+        doc="header with the requests left in the window (null: ignore rate-limit headers)",
+    )
+    rate_limit_reset_header: str | None = setting(
+        "X-RateLimit-Reset",
+        doc="header with the window's reset: epoch seconds (or ms), or seconds from now if small",
+    )
+    default_retry_after_seconds: float = setting(
+        1.0, doc="wait after a 429 that says nothing about when to come back", ge=0
+    )
+    max_retry_after_seconds: float = setting(
+        300.0, doc="cap on any wait the API asks for (Retry-After, reset headers)", ge=0
+    )
+
+    def _check(self, path: str) -> None:
+        where = f"{path}.preset" if path else "preset"
+        if self.preset is None:
+            choices = ", ".join(repr(p) for p in HTTP_PRESETS)
+            raise ConfigError(f"{where}: required key is missing; one of {choices}", path=where)
+        p = f"{path}." if path else ""
+        if self.preset == "custom":
+            if self.url is None:
+                raise ConfigError(
+                    f"{p}url: required for preset 'custom' (a URL template such as "
+                    "'{base_url}/quote/{symbol}')",
+                    path=f"{p}url",
+                )
+            if self.fields.bid is None and self.fields.ask is None and self.fields.last is None:
+                raise ConfigError(
+                    f"{p}fields: map at least 'last' or 'bid' and 'ask' for preset 'custom'",
+                    path=f"{p}fields",
+                )
+            if "{base_url}" in self.url and self.base_url is None:
+                raise ConfigError(
+                    f"{p}base_url: required when url uses {{base_url}}", path=f"{p}base_url"
+                )
+        elif self.url is not None:
+            raise ConfigError(
+                f"{p}url: only for preset 'custom' (preset {self.preset!r} knows its URL; "
+                "use base_url to change the host)",
+                path=f"{p}url",
+            )
+        if self.preset == "alpaca" and self.auth == "query":
+            raise ConfigError(
+                f"{p}auth: alpaca takes its keys in headers only, got 'query'", path=f"{p}auth"
+            )
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{p}base_url: expected an http:// or https:// URL, got {self.base_url!r}",
+                path=f"{p}base_url",
+            )
+        if self.url is not None:
+            _check_template(self.url, f"{p}url")
+        for section in ("params", "headers"):
+            for key, value in getattr(self, section).items():
+                _check_template(value, f"{p}{section}.{key}")
+
+
+@dataclass(frozen=True)
+class ReplaySourceConfig:
+    """Replays a recorded CSV, Parquet or JSONL file as a feed, at a chosen speed, then stops."""
+
+    type: Literal["replay"] = setting("replay", doc="source type")
+    path: str | None = setting(None, doc="the file to replay (required)")
+    format: Literal["auto", "csv", "parquet", "jsonl"] = setting(
+        "auto", doc="file format; auto: from the extension (.csv, .parquet, .jsonl/.ndjson)"
+    )
+    columns_preset: Literal["quote", "taq"] = setting(
+        "quote",
+        doc="column names: quote (symbol, ts_us, bid, ask, bid_size, ask_size, last) or taq "
+        "(SYMBOL, DT, BID, OFR, BIDSIZ, OFRSIZ)",
+    )
+    columns: Mapping[str, str] = setting(
+        {}, doc="quote field -> column, overriding the preset, e.g. {ts_us: time, last: price}"
+    )
+    timezone: str = setting(
+        "UTC", doc="IANA time zone of naive timestamps (raw WRDS TAQ: America/New_York)"
+    )
+    time_unit: Literal["s", "ms", "us", "ns"] = setting(
+        "us", doc="unit of integer epoch time columns"
+    )
+    symbol: str | None = setting(
+        None, doc="the symbol of every row when the file has no symbol column"
+    )
+    speed: float = setting(
+        1.0, doc="1 = real time, 60 = a minute of data per second, 0 = as fast as possible", ge=0
+    )
+
+    def _check(self, path: str) -> None:
+        p = f"{path}." if path else ""
+        if self.path is None:
+            raise ConfigError(
+                f"{p}path: required key is missing (the file to replay)", path=p + "path"
+            )
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{p}timezone: expected an IANA time zone, got {self.timezone!r}",
+                path=f"{p}timezone",
+            ) from None
+        for key in self.columns:
+            if key not in FIELDS:
+                raise ConfigError(
+                    f"{p}columns.{key}: unknown quote field; known: {', '.join(FIELDS)}",
+                    path=f"{p}columns.{key}",
+                )

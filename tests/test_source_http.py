@@ -1,0 +1,871 @@
+"""The HTTP source against a real HTTP server on 127.0.0.1 that answers like each provider.
+
+``QuoteServer`` is a small threaded ``http.server`` on a free port; ``Provider``
+answers each preset's latest-quote endpoint in that provider's documented shape,
+with per-symbol faults (slow, 5xx, 429, 401, 404, not JSON, wrong shape, odd
+values). The end-to-end tests through a real ``Collector`` import both from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+import pytest
+
+from robust_collector.config import config_from_dict
+from robust_collector.errors import (
+    ConfigError,
+    PermanentSourceError,
+    RateLimitError,
+    SourceError,
+    TransientSourceError,
+)
+from robust_collector.model import Quote
+from robust_collector.secrets import redact
+from robust_collector.sources import (
+    AuthenticationError,
+    BadRequestError,
+    HttpSource,
+    MalformedResponseError,
+    UnknownSymbolError,
+    create_source,
+)
+from robust_collector.sources.http import parse_rate_limit_reset, parse_retry_after
+from robust_collector.sources.presets import parse_rfc3339_us, parse_timestamp_us, to_number
+
+KEY = "pk-test/7Hq+Zr9=Lw"  # has characters that URL encoding changes
+SECRET = "sk-test-9d8f7e6a5b4c3d2e"
+ENV = {"RC_TEST_KEY": KEY, "RC_TEST_SECRET": SECRET}
+T0_US = 1_767_000_000_000_000  # 2025-12-29, the providers' quote times start here
+NOW_US = T0_US + 5_000_000  # our clock in source-level tests: 5 s after the first quote
+
+
+# -- a real HTTP server ------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """What the server received."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class Reply:
+    """What the server answers: a JSON-able object (or raw bytes/str), headers, a delay."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    raw: bytes | None = None
+
+
+class QuoteServer:
+    """A threaded HTTP/1.1 server on a free port of 127.0.0.1; ``app(request) -> Reply``."""
+
+    def __init__(self, app: Callable[[Request], Reply]) -> None:
+        self.app = app
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # one send per answer (no delayed-ACK stall on keep-alive)
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                req = Request("GET", unquote(parts.path), query, dict(self.headers.items()))
+                with outer._lock:
+                    outer.requests.append(req)
+                reply = outer.app(req)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.raw is not None:
+                    data = reply.raw
+                elif reply.body is None:
+                    data = b""
+                else:
+                    data = json.dumps(reply.body).encode()  # NaN and Infinity as Python writes them
+                try:
+                    self.send_response(reply.status)
+                    ctype = "application/json" if reply.raw is None else "text/html"
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def __enter__(self) -> QuoteServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, symbol: str) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if symbol_of(r) == symbol)
+
+
+# -- fake providers ------------------------------------------------------------------------
+
+PRESETS = ("alpaca", "polygon", "finnhub", "custom")
+CUSTOM = {
+    "url": "{base_url}/v1/quote/{symbol}",
+    "headers": {"X-Api-Key": "{api_key}"},
+    "api_key_env": "RC_TEST_KEY",
+    "fields": {
+        "timestamp": "data.time",
+        "timestamp_format": "unix_ms",
+        "bid": "data.bid",
+        "ask": "data.ask",
+        "bid_size": "data.bidSize",
+        "ask_size": "data.askSize",
+        "symbol": "data.sym",
+    },
+}
+# the provider's JSON path of each quote field (finnhub has only the last price)
+FIELD_PATHS = {
+    "alpaca": {"bid": "quote.bp", "ask": "quote.ap", "t": "quote.t"},
+    "polygon": {"bid": "results.p", "ask": "results.P", "t": "results.t"},
+    "finnhub": {"last": "c", "t": "t"},
+    "custom": {"bid": "data.bid", "ask": "data.ask", "t": "data.time"},
+}
+
+
+def symbol_of(req: Request) -> str | None:
+    """The symbol a request asks for, whatever the provider's URL shape."""
+    if "symbol" in req.query:
+        return req.query["symbol"]
+    p = req.path.split("/")
+    if req.path.startswith("/v2/stocks/"):
+        return p[3]
+    if req.path.startswith(("/v2/last/nbbo/", "/v1/quote/")):
+        return p[-1]
+    return None
+
+
+def rfc3339(us: int) -> str:
+    """Epoch µs as Alpaca writes it: RFC 3339 with nanoseconds."""
+    d = dt.datetime.fromtimestamp(us // 1_000_000, tz=dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{us % 1_000_000:06d}123Z"
+
+
+def quote_body(
+    preset: str,
+    symbol: str,
+    bid: Any = 100.0,
+    ask: Any = 100.02,
+    ts_us: int = T0_US,
+    *,
+    bid_size: Any = 300,
+    ask_size: Any = 200,
+) -> Any:
+    """A latest-quote answer in the provider's documented shape."""
+    if preset == "alpaca":
+        return {
+            "symbol": symbol,
+            "quote": {
+                "t": rfc3339(ts_us),
+                "ax": "V",
+                "ap": ask,
+                "as": ask_size,
+                "bx": "V",
+                "bp": bid,
+                "bs": bid_size,
+                "c": ["R"],
+                "z": "B",
+            },
+        }
+    if preset == "polygon":
+        return {
+            "status": "OK",
+            "request_id": "b84e24636301f19f88e0dfbf9a45ed5c",
+            "results": {
+                "T": symbol,
+                "P": ask,
+                "S": ask_size,
+                "p": bid,
+                "s": bid_size,
+                "t": ts_us * 1000 + 123,
+                "q": 23_547_000 + ts_us % 1000,
+                "x": 11,
+                "X": 19,
+                "y": ts_us * 1000,
+                "z": 3,
+            },
+        }
+    if preset == "finnhub":
+        return {
+            "c": bid,
+            "d": 0.5,
+            "dp": 0.1,
+            "h": 101.0,
+            "l": 99.0,
+            "o": 99.5,
+            "pc": 99.6,
+            "t": ts_us // 1_000_000,
+        }
+    return {
+        "data": {
+            "sym": symbol,
+            "time": ts_us // 1000,
+            "bid": bid,
+            "ask": ask,
+            "bidSize": bid_size,
+            "askSize": ask_size,
+        }
+    }
+
+
+def set_path(body: Any, path: str, value: Any) -> Any:
+    node = body
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return body
+
+
+class Provider:
+    """Answers one preset's endpoint; ``faults[symbol](n) -> Reply | None`` overrides (n = 1, 2, ...).
+
+    Without a fault, each request gets a fresh quote: price and time move on.
+    """
+
+    def __init__(self, preset: str) -> None:
+        self.preset = preset
+        self.faults: dict[str, Callable[[int], Reply | None]] = {}
+        self.n: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.rate_headers: dict[str, str] = {}
+
+    def fresh(self, symbol: str, n: int) -> Reply:
+        price = 100.0 + 0.01 * (n % 7)
+        body = quote_body(
+            self.preset, symbol, bid=round(price, 2), ask=round(price + 0.02, 2),
+            ts_us=T0_US + n * 1000,
+        )  # fmt: skip
+        return Reply(200, body, dict(self.rate_headers))
+
+    def __call__(self, req: Request) -> Reply:
+        sym = symbol_of(req)
+        if sym is None:
+            return Reply(404, {"message": "no such route"})
+        with self._lock:
+            n = self.n[sym] = self.n.get(sym, 0) + 1
+        fault = self.faults.get(sym)
+        reply = fault(n) if fault is not None else None
+        return reply if reply is not None else self.fresh(sym, n)
+
+
+@pytest.fixture
+def provider_server() -> Iterator[Callable[[str], tuple[Provider, QuoteServer]]]:
+    """``start(preset)`` -> (provider, running server); servers stop at the end."""
+    servers: list[QuoteServer] = []
+
+    def start(preset: str) -> tuple[Provider, QuoteServer]:
+        prov = Provider(preset)
+        srv = QuoteServer(prov).__enter__()
+        servers.append(srv)
+        return prov, srv
+
+    yield start
+    for s in servers:
+        s.__exit__()
+
+
+def source_config(preset: str, base_url: str, **over: Any) -> dict[str, Any]:
+    """The ``source`` section pointing ``preset`` at the test server."""
+    cfg: dict[str, Any] = {"type": "http", "preset": preset, "base_url": base_url}
+    if preset == "custom":
+        cfg.update(CUSTOM)
+    else:
+        cfg["api_key_env"] = "RC_TEST_KEY"
+    if preset == "alpaca":
+        cfg["api_secret_env"] = "RC_TEST_SECRET"
+    cfg["timeout_seconds"] = 0.5
+    cfg.update(over)
+    return cfg
+
+
+def make_source(preset: str, base_url: str, clock_us: int = NOW_US, **over: Any) -> HttpSource:
+    config = config_from_dict({"source": source_config(preset, base_url, **over)}).source
+    return HttpSource(config, clock_us=lambda: clock_us, environ=ENV)
+
+
+def fetch(src: HttpSource, *symbols: str) -> list[Quote | SourceError]:
+    """Fetch each symbol in turn (one event loop); errors are returned, not raised."""
+
+    async def go() -> list[Quote | SourceError]:
+        await src.start("run1")
+        out: list[Quote | SourceError] = []
+        try:
+            for s in symbols:
+                try:
+                    out.append(await src.fetch(s))
+                except SourceError as exc:
+                    out.append(exc)
+        finally:
+            await src.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+def one(src: HttpSource, symbol: str = "SPY") -> Quote | SourceError:
+    return fetch(src, symbol)[0]
+
+
+def assert_clean(exc: BaseException) -> None:
+    """No credential in the message, the repr, or any chained exception."""
+    for text in (str(exc), repr(exc), str(exc.args)):
+        assert KEY not in text and SECRET not in text
+    assert exc.__cause__ is None and exc.__context__ is None
+
+
+# -- normal quotes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_normal_quotes_in_each_providers_shape(provider_server, preset):
+    _, srv = provider_server(preset)
+    src = make_source(preset, srv.url)
+    q1, q2, q3 = fetch(src, "SPY", "SPY", "QQQ")
+    assert isinstance(q1, Quote) and isinstance(q2, Quote) and isinstance(q3, Quote)
+    assert (q1.symbol, q1.seq, q2.seq, q3.seq) == ("SPY", 1, 2, 1)
+    assert q1.tick_id == "run1:SPY:1" and q3.tick_id == "run1:QQQ:1"
+    assert q1.recv_us == NOW_US  # our clock
+    assert q1.source == preset
+    if preset == "finnhub":  # a last price, to the second
+        assert (q1.last, q1.bid, q1.ask) == (100.01, None, None)
+        assert q1.ts_us == (T0_US + 1000) // 1_000_000 * 1_000_000
+    else:
+        assert (q1.bid, q1.ask, q1.bid_size, q1.ask_size) == (100.01, 100.03, 300.0, 200.0)
+        assert q1.ts_us == T0_US + 1000  # the provider's time (ns and ms truncated to µs)
+        assert q1.last is None
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_requests_carry_the_credentials_where_the_provider_wants_them(provider_server, preset):
+    _, srv = provider_server(preset)
+    fetch(make_source(preset, srv.url), "BRK.B")
+    req = srv.requests[0]
+    if preset == "alpaca":
+        assert req.path == "/v2/stocks/BRK.B/quotes/latest"
+        assert req.headers["APCA-API-KEY-ID"] == KEY
+        assert req.headers["APCA-API-SECRET-KEY"] == SECRET
+    elif preset == "polygon":
+        assert req.path == "/v2/last/nbbo/BRK.B"
+        assert req.headers["Authorization"] == f"Bearer {KEY}"
+        assert "apiKey" not in req.query
+    elif preset == "finnhub":
+        assert req.path == "/api/v1/quote"
+        assert req.query == {"symbol": "BRK.B", "token": KEY}
+    else:
+        assert req.path == "/v1/quote/BRK.B"
+        assert req.headers["X-Api-Key"] == KEY
+
+
+def test_polygon_key_as_query_parameter_and_alpaca_feed(provider_server):
+    _, srv = provider_server("polygon")
+    fetch(make_source("polygon", srv.url, auth="query"), "SPY")
+    assert srv.requests[0].query == {"apiKey": KEY}
+    assert "Authorization" not in srv.requests[0].headers
+    _, srv = provider_server("alpaca")
+    fetch(make_source("alpaca", srv.url, feed="iex"), "SPY")
+    assert srv.requests[0].query == {"feed": "iex"}
+
+
+def test_connections_are_pooled(provider_server):
+    _, srv = provider_server("polygon")
+    src = make_source("polygon", srv.url)
+    before = threading.active_count()
+    quotes = fetch(src, *["SPY"] * 20)
+    assert all(isinstance(q, Quote) for q in quotes)
+    # HTTP/1.1 keep-alive: 20 sequential requests reuse one connection (one server thread)
+    assert threading.active_count() - before <= 2
+
+
+# -- transient failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_response_slower_than_the_timeout_is_transient(provider_server, preset):
+    prov, srv = provider_server(preset)
+    prov.faults["SPY"] = lambda n: Reply(delay=1.0) if n == 1 else None
+    src = make_source(preset, srv.url, timeout_seconds=0.1)
+    t = time.monotonic()
+    err, ok = fetch(src, "SPY", "SPY")
+    assert time.monotonic() - t < 0.9  # gave up at the timeout, did not wait for the answer
+    assert isinstance(err, TransientSourceError) and not err.permanent
+    assert f"{preset} SPY: timed out after 0.1s" in str(err)
+    assert_clean(err)
+    assert isinstance(ok, Quote)  # the next attempt works
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_transient(provider_server, preset, status):
+    prov, srv = provider_server(preset)
+    prov.faults["SPY"] = lambda n: Reply(status, {"message": "upstream exploded"})
+    err = one(make_source(preset, srv.url))
+    assert isinstance(err, TransientSourceError) and not isinstance(err, RateLimitError)
+    assert f"HTTP {status}" in str(err) and "upstream exploded" in str(err)
+
+
+def test_connection_refused_is_transient():
+    src = make_source("polygon", "http://127.0.0.1:9")  # discard port: nothing listens
+    err = one(src)
+    assert isinstance(err, TransientSourceError) and "connection error" in str(err)
+    assert_clean(err)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_body_that_is_not_json_is_transient(provider_server, preset):
+    prov, srv = provider_server(preset)
+    prov.faults["SPY"] = lambda n: Reply(raw=b"<html><body>502 Bad Gateway</body></html>")
+    err = one(make_source(preset, srv.url))
+    assert isinstance(err, TransientSourceError) and not err.permanent
+    assert "answer is not JSON (text/html, 41 bytes)" in str(err)
+    assert_clean(err)
+
+
+# -- rate limits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_429_with_retry_after_in_seconds(provider_server, preset):
+    prov, srv = provider_server(preset)
+    prov.faults["SPY"] = lambda n: Reply(
+        429, {"message": "too many requests"}, {"Retry-After": "7"}
+    )
+    err = one(make_source(preset, srv.url))
+    assert isinstance(err, RateLimitError) and err.retry_after == 7.0
+    assert "rate limited (HTTP 429 Too Many Requests); retry after 7s" in str(err)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_429_with_retry_after_as_an_http_date(provider_server, preset):
+    prov, srv = provider_server(preset)
+    when = dt.datetime.fromtimestamp(NOW_US / 1e6 + 30, tz=dt.UTC)
+    header = format_datetime(when, usegmt=True)  # e.g. 'Mon, 29 Dec 2025 09:20:35 GMT'
+    prov.faults["SPY"] = lambda n: Reply(429, None, {"Retry-After": header})
+    err = one(make_source(preset, srv.url))
+    assert isinstance(err, RateLimitError)
+    assert err.retry_after == pytest.approx(30.0, abs=1.0)  # HTTP dates have 1 s resolution
+
+
+def test_429_without_retry_after_uses_the_reset_header_then_the_default(provider_server):
+    prov, srv = provider_server("alpaca")
+    reset = str(NOW_US // 1_000_000 + 12)  # epoch seconds, as Alpaca sends
+    prov.faults["SPY"] = lambda n: Reply(
+        429, None, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    )
+    prov.faults["QQQ"] = lambda n: Reply(429, None)
+    err1 = one(make_source("alpaca", srv.url), "SPY")
+    err2 = one(make_source("alpaca", srv.url, default_retry_after_seconds=2.5), "QQQ")
+    assert isinstance(err1, RateLimitError) and err1.retry_after == pytest.approx(12.0, abs=1)
+    assert isinstance(err2, RateLimitError) and err2.retry_after == 2.5
+
+
+def test_retry_after_is_capped(provider_server):
+    prov, srv = provider_server("polygon")
+    prov.faults["SPY"] = lambda n: Reply(429, None, {"Retry-After": "86400"})
+    err = one(make_source("polygon", srv.url, max_retry_after_seconds=60))
+    assert isinstance(err, RateLimitError) and err.retry_after == 60.0
+
+
+def test_503_retry_after_is_carried_by_the_transient_error(provider_server):
+    prov, srv = provider_server("polygon")
+    prov.faults["SPY"] = lambda n: Reply(503, None, {"Retry-After": "3"})
+    err = one(make_source("polygon", srv.url))
+    assert type(err) is TransientSourceError and err.retry_after == 3.0
+
+
+def test_no_requests_left_makes_the_next_fetch_wait_until_the_reset(provider_server):
+    """X-RateLimit-Remaining: 0 on a good answer: the quote is kept, then every symbol
+    waits (RateLimitError, no request sent) until X-RateLimit-Reset."""
+    prov, srv = provider_server("alpaca")
+    now = [NOW_US]
+    reset_s = NOW_US // 1_000_000 + 10
+    prov.rate_headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset_s)}
+    config = config_from_dict({"source": source_config("alpaca", srv.url)}).source
+    src = HttpSource(config, clock_us=lambda: now[0], environ=ENV)
+
+    async def go() -> list[Any]:
+        out: list[Any] = []
+        await src.start("r")
+        for step in (0, 0, 4_000_000, 7_000_000):
+            now[0] += step
+            try:
+                out.append(await src.fetch("SPY" if step < 4_000_000 else "QQQ"))
+            except SourceError as exc:
+                out.append(exc)
+        await src.aclose()
+        return out
+
+    first, blocked, still, after = asyncio.run(go())
+    assert isinstance(first, Quote)
+    assert isinstance(blocked, RateLimitError)
+    assert blocked.retry_after == pytest.approx(reset_s - NOW_US / 1e6)
+    assert isinstance(still, RateLimitError)  # another symbol, 4 s later: still waiting
+    assert still.retry_after == pytest.approx(reset_s - NOW_US / 1e6 - 4)
+    assert isinstance(after, Quote)  # past the reset: asks again
+    assert len(srv.requests) == 2
+
+
+def test_rate_limit_headers_can_be_ignored(provider_server):
+    prov, srv = provider_server("alpaca")
+    prov.rate_headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "5"}
+    src = make_source("alpaca", srv.url, rate_limit_remaining_header=None)
+    assert all(isinstance(q, Quote) for q in fetch(src, "SPY", "SPY", "SPY"))
+
+
+# -- permanent failures ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("status", [401, 403])
+def test_bad_credentials_are_permanent_with_a_clear_message(provider_server, preset, status):
+    prov, srv = provider_server(preset)
+    # some APIs echo the key they refused: it must not reach our message
+    prov.faults["SPY"] = lambda n: Reply(status, {"error": f"invalid api key {KEY} / {SECRET}"})
+    err = one(make_source(preset, srv.url))
+    assert isinstance(err, AuthenticationError) and err.permanent
+    assert f"{preset} SPY: not authorized (HTTP {status}" in str(err)
+    assert "RC_TEST_KEY" in str(err)  # says where the key came from
+    assert "invalid api key ***" in str(err)
+    assert_clean(err)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_404_is_permanent_for_that_symbol_only(provider_server, preset):
+    prov, srv = provider_server(preset)
+    prov.faults["NOPE"] = lambda n: Reply(404, {"message": "Data not found."})
+    ok1, bad, ok2 = fetch(make_source(preset, srv.url), "SPY", "NOPE", "QQQ")
+    assert isinstance(bad, UnknownSymbolError) and bad.permanent and bad.symbol == "NOPE"
+    assert str(bad) == f"{preset} NOPE: unknown symbol (HTTP 404 Not Found): Data not found."
+    assert isinstance(ok1, Quote) and isinstance(ok2, Quote)
+
+
+@pytest.mark.parametrize(
+    ("preset", "answer"),
+    [
+        ("alpaca", {"symbol": "NOPE", "quote": {}}),
+        ("alpaca", set_path(quote_body("alpaca", "NOPE"), "quote.t", "0001-01-01T00:00:00Z")),
+        ("polygon", {"status": "NOT_FOUND", "request_id": "x", "message": "Data not found."}),
+        ("polygon", {"status": "OK", "request_id": "x", "results": {}}),
+        ("finnhub", {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}),
+        ("custom", {}),
+        ("custom", None),  # an empty body
+    ],
+)
+def test_empty_answers_mean_an_unknown_symbol(provider_server, preset, answer):
+    prov, srv = provider_server(preset)
+    prov.faults["NOPE"] = lambda n: Reply(200, answer)
+    err = one(make_source(preset, srv.url), "NOPE")
+    assert isinstance(err, UnknownSymbolError) and err.permanent
+    assert str(err).startswith(f"{preset} NOPE: unknown symbol")
+    assert_clean(err)
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_request_the_api_calls_malformed_is_permanent(provider_server, status):
+    prov, srv = provider_server("alpaca")
+    prov.faults["SPY"] = lambda n: Reply(status, {"message": "invalid feed"})
+    err = one(make_source("alpaca", srv.url, feed="nope"))
+    assert isinstance(err, BadRequestError) and err.permanent
+    assert f"request rejected as malformed (HTTP {status}" in str(err)
+    assert "invalid feed" in str(err)
+
+
+# -- bodies of the wrong shape and odd values -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "answer", "message"),
+    [
+        ("alpaca", [1, 2], "(body): expected a JSON object, got a list"),
+        ("alpaca", {"symbol": "SPY"}, "quote: missing"),
+        ("alpaca", {"quote": "yes"}, "quote: expected a JSON object, got 'yes'"),
+        ("alpaca", {"quote": {"ap": 1.0}}, "quote.t: missing"),
+        ("alpaca", {"quote": {"t": "yesterday", "ap": 1.0}}, "quote.t: expected an RFC 3339"),
+        ("alpaca", {"quote": {"t": "2025-12-29T09:00:00Z"}}, "quote.ap: missing"),
+        ("alpaca", {"symbol": "QQQ", "quote": {}}, "symbol: expected 'SPY', got 'QQQ'"),
+        (
+            "polygon",
+            {"status": "OK", "results": [1]},
+            "results: expected a JSON object, got a list",
+        ),
+        ("polygon", {"status": "OK", "results": {"P": 1.0}}, "results.t: missing"),
+        ("polygon", {"results": {"t": "abc", "P": 1}}, "results.t: expected a SIP timestamp"),
+        ("polygon", {"foo": 1}, "results: missing"),
+        ("finnhub", {"d": 1}, "c: missing"),
+        ("finnhub", {"c": 1.0}, "t: missing"),
+        ("finnhub", {"c": {"v": 1}, "t": 1}, "c: expected a number, got an object"),
+        ("custom", {"data": {"time": 1}}, "data.bid: missing"),
+        ("custom", {"items": []}, "data.bid: missing"),
+    ],
+)
+def test_json_of_the_wrong_shape_names_the_field(provider_server, preset, answer, message):
+    prov, srv = provider_server(preset)
+    prov.faults["SPY"] = lambda n: Reply(200, answer)
+    err = one(make_source(preset, srv.url))
+    assert isinstance(err, MalformedResponseError) and err.permanent, err
+    assert str(err).startswith(f"{preset} SPY: {message}")
+    assert_clean(err)
+    assert err.field == message.split(":")[0]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_values_that_are_not_numbers_are_named_errors(provider_server, preset):
+    prov, srv = provider_server(preset)
+    f = next(iter(FIELD_PATHS[preset].items()))  # (field, path): bid, or finnhub's c
+    prov.faults["SPY"] = lambda n: Reply(200, set_path(quote_body(preset, "SPY"), f[1], "abc"))
+    prov.faults["QQQ"] = lambda n: Reply(200, set_path(quote_body(preset, "QQQ"), f[1], True))
+    e1, e2 = fetch(make_source(preset, srv.url), "SPY", "QQQ")
+    assert isinstance(e1, MalformedResponseError) and isinstance(e2, MalformedResponseError)
+    assert str(e1) == f"{preset} SPY: {f[1]}: expected a number, got 'abc'"
+    assert str(e2) == f"{preset} QQQ: {f[1]}: expected a number, got True"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("101.25", 101.25),
+        (" 1e2 ", 100.0),
+        (None, None),
+        ("NaN", math.nan),
+        (math.nan, math.nan),
+        (1e300, 1e300),
+        (10**400, math.inf),
+        (math.inf, math.inf),
+    ],
+)
+def test_odd_values_pass_to_the_validator(provider_server, preset, raw, expected):
+    """Numeric strings are read; null is a missing side; NaN and huge values are kept so
+    the validator rejects them (non_finite, price_range)."""
+    prov, srv = provider_server(preset)
+    field_name, path = next(iter(FIELD_PATHS[preset].items()))
+    body = set_path(quote_body(preset, "SPY"), path, raw)
+    text = json.dumps(body).replace(str(10**400), "1" + "0" * 400)
+    prov.faults["SPY"] = lambda n: Reply(200, raw=text.encode())
+    q = one(make_source(preset, srv.url))
+    if preset == "finnhub" and raw is None:  # finnhub: null c with a time is a quote without price
+        assert isinstance(q, Quote) and q.last is None
+        return
+    assert isinstance(q, Quote), q
+    got = getattr(q, field_name)
+    if expected is None or not math.isnan(expected):
+        assert got == expected
+    else:
+        assert got is not None and math.isnan(got)
+
+
+def test_null_sizes_and_absent_polygon_sizes_are_none(provider_server):
+    prov, srv = provider_server("polygon")
+    body = quote_body("polygon", "SPY")
+    del body["results"]["s"]  # polygon omits zero-valued fields
+    body["results"]["S"] = None
+    prov.faults["SPY"] = lambda n: Reply(200, body)
+    q = one(make_source("polygon", srv.url))
+    assert isinstance(q, Quote) and q.bid_size is None and q.ask_size is None and q.bid == 100.0
+
+
+def test_unchanged_quotes_keep_the_providers_time(provider_server):
+    """A poll that sees the same quote again yields the same ts_us and prices (a new seq),
+    so the validator's duplicate rule can drop it."""
+    prov, srv = provider_server("alpaca")
+    prov.faults["SPY"] = lambda n: Reply(200, quote_body("alpaca", "SPY"))
+    q1, q2 = fetch(make_source("alpaca", srv.url), "SPY", "SPY")
+    assert isinstance(q1, Quote) and isinstance(q2, Quote)
+    assert (q1.ts_us, q1.bid, q1.ask) == (q2.ts_us, q2.bid, q2.ask)
+    assert (q1.seq, q2.seq) == (1, 2)
+
+
+def test_custom_preset_with_query_templates_and_timestamp_formats(provider_server):
+    prov, srv = provider_server("custom")
+    prov.faults["SPY"] = lambda n: Reply(
+        200, {"result": [{"px": "42.5", "ts": "2025-12-29T09:20:00.5+01:00"}]}
+    )
+    src = make_source(
+        "custom",
+        srv.url,
+        url="{base_url}/v1/quote/{symbol}",
+        params={"apikey": "{api_key}", "s": "{symbol}"},
+        headers={},
+        fields={"last": "result.0.px", "timestamp": "result.0.ts", "timestamp_format": "rfc3339"},
+    )
+    q = one(src)
+    assert isinstance(q, Quote) and q.last == 42.5
+    assert q.ts_us == int(
+        dt.datetime(2025, 12, 29, 8, 20, 0, 500000, tzinfo=dt.UTC).timestamp() * 1e6
+    )
+    assert srv.requests[0].query == {"apikey": KEY, "s": "SPY"}
+
+
+def test_custom_preset_without_a_timestamp_uses_the_receive_time(provider_server):
+    prov, srv = provider_server("custom")
+    prov.faults["SPY"] = lambda n: Reply(200, {"price": 7})
+    src = make_source("custom", srv.url, fields={"last": "price"}, headers={})
+    q = one(src)
+    assert isinstance(q, Quote) and q.ts_us == q.recv_us == NOW_US and q.last == 7.0
+
+
+def test_custom_preset_reads_a_plain_url_without_credentials(provider_server):
+    prov, srv = provider_server("custom")
+    prov.faults["SPY"] = lambda n: Reply(200, {"p": 1.5, "t": 1_767_000_000_000_000_000})
+    config = config_from_dict(
+        {
+            "source": {
+                "type": "http",
+                "preset": "custom",
+                "url": srv.url + "/v1/quote/{symbol}",
+                "fields": {"last": "p", "timestamp": "t", "timestamp_format": "unix_ns"},
+            }
+        }
+    ).source
+    q = one(HttpSource(config, environ={}))
+    assert isinstance(q, Quote) and q.ts_us == T0_US and q.last == 1.5
+
+
+# -- config and construction -------------------------------------------------------------------
+
+
+def test_create_source_from_config_reads_the_named_environment_variable(monkeypatch):
+    monkeypatch.setenv("RC_TEST_KEY", KEY)
+    monkeypatch.setenv("RC_TEST_SECRET", SECRET)
+    cfg = config_from_dict({"source": source_config("alpaca", "http://127.0.0.1:1")})
+    src = create_source(cfg.source)
+    assert isinstance(src, HttpSource) and src.name == "alpaca"
+    assert redact(f"x {KEY} y") == "x *** y"  # registered for redaction
+    assert KEY not in repr(vars(src)) and SECRET not in repr(vars(src))
+
+
+def test_a_missing_environment_variable_is_a_config_error():
+    cfg = config_from_dict({"source": source_config("polygon", "http://x", api_key_env="RC_NOPE")})
+    with pytest.raises(
+        ConfigError, match=re.escape("source.api_key_env: environment variable RC_NOPE is not set")
+    ):
+        HttpSource(cfg.source, environ={})
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"type": "http"}, "source.preset: required key is missing"),
+        ({"type": "http", "preset": "nope"}, "source.preset: expected one of"),
+        ({"type": "http", "preset": "custom"}, "source.url: required for preset 'custom'"),
+        (
+            {"type": "http", "preset": "custom", "url": "http://x/{sym}", "fields": {"last": "p"}},
+            "source.url: unknown placeholder {sym}",
+        ),
+        ({"type": "http", "preset": "polygon", "url": "http://x"}, "source.url: only for preset"),
+        ({"type": "http", "preset": "alpaca", "auth": "query"}, "source.auth: alpaca takes"),
+        ({"type": "http", "preset": "alpaca", "base_url": "ftp://x"}, "source.base_url: expected"),
+        ({"type": "http", "preset": "alpaca", "timeout_seconds": 0}, "source.timeout_seconds"),
+        ({"type": "http", "preset": "alpaca", "api_key": "x"}, "source.api_key: unknown key"),
+    ],
+)
+def test_config_errors_name_the_key(section, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"source": section})
+
+
+def test_mock_transport_replaces_the_network():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=quote_body("polygon", "SPY"))
+
+    config = config_from_dict({"source": source_config("polygon", "http://api.test")}).source
+    src = HttpSource(config, environ=ENV, transport=httpx.MockTransport(handler))
+    q = one(src)
+    assert isinstance(q, Quote) and q.ask == 100.02
+
+
+# -- parsing helpers ---------------------------------------------------------------------------------
+
+
+def test_retry_after_and_reset_parsing():
+    now = 1_767_000_000.0
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after("1.5", now) == 1.5
+    assert parse_retry_after("Mon, 29 Dec 2025 09:20:30 GMT", now) == 30.0
+    assert parse_retry_after("Mon, 29 Dec 2025 09:00:00 GMT", now) == 0.0  # in the past
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+    assert parse_rate_limit_reset(str(int(now) + 9), now) == 9.0  # epoch seconds
+    assert parse_rate_limit_reset(str(int(now * 1000) + 2500), now) == 2.5  # epoch ms
+    assert parse_rate_limit_reset("42", now) == 42.0  # seconds from now
+    assert parse_rate_limit_reset("x", now) is None
+
+
+def test_timestamp_and_number_parsing():
+    assert parse_rfc3339_us("2025-12-29T09:20:00.123456789Z", "t") == 1_767_000_000_123_456
+    assert parse_rfc3339_us("2025-12-29T04:20:00.1-05:00", "t") == 1_767_000_000_100_000
+    base = 1_767_000_000
+    for fmt, raw in [
+        ("unix_s", base),
+        ("unix_s", float(base)),
+        ("unix_s", str(base)),
+        ("unix_ms", base * 1000),
+        ("unix_us", base * 1_000_000),
+        ("unix_ns", base * 1_000_000_000),
+        ("unix_ns", str(base * 1_000_000_000)),
+    ]:
+        assert parse_timestamp_us(raw, fmt, "t") == base * 1_000_000, (fmt, raw)
+    assert parse_timestamp_us(1_767_000_000.25, "unix_s", "t") == 1_767_000_000_250_000
+    assert to_number("-3.5e-1", "x") == -0.35
+    for bad in ("1_000", "0x10", "", "12abc", [], {}):
+        with pytest.raises(Exception, match=re.escape("x: expected a number")):
+            to_number(bad, "x")
+
+
+def test_every_error_is_a_typed_source_error():
+    # the classes the retry stage reads: permanent ones are never retried
+    for cls in (AuthenticationError, UnknownSymbolError, BadRequestError, MalformedResponseError):
+        assert issubclass(cls, PermanentSourceError) and cls.permanent
+    assert not TransientSourceError.permanent
+
+
+def test_each_call_counts_requests(provider_server):
+    _, srv = provider_server("finnhub")
+    src = make_source("finnhub", srv.url)
+    fetch(src, *itertools.repeat("SPY", 3))
+    assert src.requests == 3 == srv.count("SPY")
