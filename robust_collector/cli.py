@@ -82,6 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if args.duration is not None and now - started >= args.duration:
                 break
+            if collector.finished:
+                print("replay finished: every symbol reached the end of its data", flush=True)
+                break
             if now >= next_status:
                 print(f"[{now - started:7.1f}s] {collector.status().line()}", flush=True)
                 next_status += args.status_interval

@@ -28,7 +28,7 @@ import orjson
 import polars as pl
 
 from robust_collector.config import Config, load_config
-from robust_collector.errors import CircuitOpenError
+from robust_collector.errors import CircuitOpenError, EndOfData
 from robust_collector.health import HealthSnapshot, SystemHealthMonitor
 from robust_collector.health_store import snapshot_rows
 from robust_collector.model import Quote, now_us
@@ -209,6 +209,7 @@ class Collector:
         # event rows may come from any thread (a breaker turns HALF_OPEN when read)
         self._events: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._latest: dict[str, Quote] = {}
+        self._finished: set[str] = set()
         self._transitions = 0
         self._setup_resilience()
         self.validator = Validator(rt.validation)
@@ -276,6 +277,7 @@ class Collector:
                 timeout_seconds=cb.timeout_seconds,
                 success_threshold=cb.success_threshold,
                 half_open_max_calls=cb.half_open_max_calls,
+                exclude=(EndOfData,),
             )
             self.breakers.add_listener(self._on_breaker)
             for sym in self.symbols:
@@ -299,7 +301,13 @@ class Collector:
 
     def _retry_hook(self, symbol: str) -> Callable[[int, float, BaseException], None]:
         def hook(attempt: int, delay: float, exc: BaseException) -> None:
-            log.info("%s: attempt %d failed (%s); retrying in %.2fs", symbol, attempt, exc, delay)
+            log.info(
+                "%s: attempt %d failed (%s); retrying in %.2fs",
+                symbol,
+                attempt,
+                redact(str(exc)),
+                delay,
+            )
 
         return hook
 
@@ -443,6 +451,7 @@ class Collector:
         loop = asyncio.get_running_loop()
         c = self._counters[symbol]
         interval = self._interval
+        self_paced = getattr(self.source, "self_paced", False)  # a replay paces itself
         next_at = loop.time()
         while True:
             c.fetches += 1
@@ -450,6 +459,9 @@ class Collector:
                 quote = await self._fetch(symbol)
             except asyncio.CancelledError:
                 raise
+            except EndOfData as exc:
+                self._symbol_finished(symbol, exc)
+                return
             except CircuitOpenError as exc:
                 # the symbol stays dark until its breaker lets a trial call through
                 next_at = max(next_at, loop.time() + exc.retry_after - interval)
@@ -457,6 +469,9 @@ class Collector:
                 self._fetch_failed(symbol, c, exc)
             else:
                 self._receive(quote, c)
+            if self_paced:
+                await asyncio.sleep(0)  # let the other tasks run; no polling interval
+                continue
             next_at += interval
             now = loop.time()
             if next_at < now:  # the fetch overran its slot: skip missed slots, never burst
@@ -476,7 +491,7 @@ class Collector:
         """One call to the source; every failed attempt is recorded here, exactly once."""
         try:
             quote = await self.source.fetch(symbol)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, EndOfData):
             raise
         except Exception as exc:
             self._attempt_failed(symbol, exc)
@@ -512,6 +527,22 @@ class Collector:
             )
         if len(self._ticks) + len(self._rejects) >= self._buffer_size:
             self._flush()
+
+    def _symbol_finished(self, symbol: str, exc: EndOfData) -> None:
+        """A replayed symbol ran out of rows: stop polling it, and say so once all are done."""
+        self._finished.add(symbol)
+        self._symbol_health[symbol].facts["expects_data"] = False
+        self._collector_health.facts["expects_data"] = len(self._finished) < len(self.symbols)
+        self._source_health.facts["expects_data"] = len(self._finished) < len(self.symbols)
+        log.info("%s: %s", symbol, exc)
+        if self.finished:
+            log.info("replay finished: every symbol has reached the end of its data")
+            self._flush()
+
+    @property
+    def finished(self) -> bool:
+        """True when every symbol's source has ended (a replay reached the end of its file)."""
+        return len(self._finished) == len(self.symbols)
 
     def _attempt_failed(self, symbol: str, exc: BaseException) -> None:
         """Every failed attempt: an error row, and the source's health."""

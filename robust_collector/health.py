@@ -356,7 +356,8 @@ class SystemHealthMonitor:
         )
         level = max((c.level for c in comps), default=HealthLevel.HEALTHY)
         reasons = [r for c in comps for r in c.reasons]
-        symbols = [c for c in comps if c.kind == "symbol"]
+        # symbols whose source has ended (a finished replay) are not expected to produce
+        symbols = [c for c in comps if c.kind == "symbol" and c.metrics.get("expects_data", True)]
         if symbols and self.session.is_open(now):
             # a symbol that has not produced yet gets max_stale_seconds from its start
             producing = [
