@@ -14,7 +14,12 @@ pytestmark = pytest.mark.integration
 
 def test_system_health_script_is_the_health_command(tmp_path):
     p = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "system_health.py"), "--db", str(tmp_path / "none.db")],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "system_health.py"),
+            "--db",
+            str(tmp_path / "none.db"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -32,4 +37,7 @@ def test_test_robustness_script_runs_the_drill(tmp_path):
         timeout=120,
     )
     assert p.returncode == 1
-    assert "Test 1: API fails temporarily" in p.stdout and "Retried after a temporary failure" in p.stdout
+    assert (
+        "Test 1: API fails temporarily" in p.stdout
+        and "Retried after a temporary failure" in p.stdout
+    )
