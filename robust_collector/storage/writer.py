@@ -139,6 +139,10 @@ class SQLiteWriter:
         self._max_held = max_held_batches
         self._events: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max_held_events)
         self._lock = threading.Lock()  # guards the fallback, used by producer spills too
+        # held while a batch is taken from the queue and written, and by a spill:
+        # keeps batches durable in the order they were submitted
+        self._order_lock = threading.Lock()
+        self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._ready = threading.Event()
@@ -160,20 +164,44 @@ class SQLiteWriter:
         """Queue a batch; a full queue blocks at most ``queue_full_block_ms``, then spills."""
         try:
             self._queue.put_nowait(batch)
+            self._wakeup.set()
             return
         except queue.Full:
             self._n["queue_full_waits"] += 1
         try:
             self._queue.put(batch, timeout=self._block)
+            self._wakeup.set()
         except queue.Full:
-            self._n["queue_full_spills"] += 1
-            self._to_fallback(batch)
+            self._spill(batch)
+
+    def _spill(self, batch: Batch) -> None:
+        """Send every queued batch, then ``batch``, to the backup files, in order.
+
+        Taken under the order lock, so the writer is not halfway through an older
+        batch: a crash never leaves a newer batch saved and an older one lost.
+        """
+        with self._order_lock:
+            queued = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:  # keep the stop marker for the writer thread
+                    self._queue.put_nowait(item)
+                    break
+                queued.append(item)
+            for item in (*queued, batch):
+                self._n["queue_full_spills"] += 1
+                self._to_fallback(item)
+        self._wakeup.set()
 
     def stop(self, timeout: float | None = None) -> None:
         """Write everything queued, then close the database and the backup file."""
         if self._thread is None:
             return
         self._queue.put(_STOP)
+        self._wakeup.set()
         self._thread.join(timeout)
         self._thread = None
 
@@ -188,21 +216,29 @@ class SQLiteWriter:
             self._open()
         finally:
             self._ready.set()
-        while True:
-            try:
-                item = self._queue.get(timeout=0.25)
-            except queue.Empty:
-                self._idle()
-                continue
-            if item is _STOP:
-                break
-            self._write(item)
-        while not self._queue.empty():  # batches spilled in after the stop marker
-            item = self._queue.get_nowait()
-            if item is not _STOP:
-                self._write(item)
-        self._retry_held(final=True)
-        self._close()
+        stopping = False
+        while not stopping:
+            self._wakeup.wait(0.25)
+            self._wakeup.clear()
+            wrote = False
+            while True:
+                # one batch at a time under the order lock: a spill waits for it
+                with self._order_lock:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        continue  # write what was queued before and after the marker
+                    self._write(item)
+                    wrote = True
+            if not wrote and not stopping:
+                with self._order_lock:
+                    self._idle()
+        with self._order_lock:
+            self._retry_held(final=True)
+            self._close()
 
     def _open(self) -> bool:
         if self._conn is not None:

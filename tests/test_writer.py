@@ -1,0 +1,88 @@
+"""The writer thread on its own: order of durability, queue overflow, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from robust_collector.errors import CircuitOpenError
+from robust_collector.storage.writer import Batch, SQLiteWriter
+
+
+class RecordingFallback:
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def write_batch(self, ticks, rejects) -> int:
+        self.written.append(ticks[0][0])
+        return len(ticks)
+
+    def rotate(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class StuckGate:
+    """A database breaker whose first call hangs until released, then says OPEN."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def before_call(self):
+        self.entered.set()
+        self.release.wait(10)
+        raise CircuitOpenError("storage", 1.0)
+
+    def on_success(self, token) -> None:
+        pass
+
+    def on_failure(self, token, exc) -> None:
+        pass
+
+
+def batch(name: str) -> Batch:
+    row = (name, "SPY", 1, 1, 1, 1.0, 1.01, 1.0, 1.0, None, "t", "r")
+    return Batch([row])
+
+
+def wait(pred, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.001)
+    return pred()
+
+
+def test_a_spill_never_saves_a_newer_batch_before_older_ones(tmp_path):
+    fb, gate = RecordingFallback(), StuckGate()
+    w = SQLiteWriter(
+        tmp_path / "x.db", queue_max_batches=2, queue_full_block_ms=0, fallback=fb, gate=gate
+    )
+    w.start()
+    w.submit(batch("b1"))
+    assert gate.entered.wait(5)  # the writer is busy with b1
+    w.submit(batch("b2"))
+    w.submit(batch("b3"))  # the queue is full now
+    spiller = threading.Thread(target=w.submit, args=(batch("b4"),))
+    spiller.start()
+    # before the fix b4 went to backup at once, ahead of b1..b3; now it waits its turn
+    assert not wait(lambda: fb.written, timeout=0.3)
+    gate.release.set()
+    spiller.join(10)
+    w.stop(10)
+    assert fb.written == ["b1", "b2", "b3", "b4"]
+    assert 1 <= w.stats().queue_full_spills <= 3  # the writer may take b2, b3 first
+
+
+def test_stop_writes_everything_queued(tmp_path):
+    w = SQLiteWriter(tmp_path / "x.db")
+    w.start()
+    for i in range(50):
+        w.submit(batch(f"t{i}"))
+    w.stop(10)
+    st = w.stats()
+    assert st.ticks_written == 50 and st.mode == "database" and st.lost_rows == 0
