@@ -4,6 +4,8 @@ Per-symbol circuit breakers, retry with backoff, data validation, health
 monitoring and JSONL backup when the database fails, in a background thread.
 """
 
+import logging
+
 from robust_collector.collector import (
     Collector,
     CollectorStatus,
@@ -70,6 +72,10 @@ from robust_collector.validation import (
 )
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where: without this, warnings from the
+# collector's threads would print into whichever notebook cell ran last.
+logging.getLogger("robust_collector").addHandler(logging.NullHandler())
 
 __all__ = [
     "RULES",

@@ -470,7 +470,10 @@ class Collector:
             else:
                 self._receive(quote, c)
             if self_paced:
-                await asyncio.sleep(0)  # let the other tasks run; no polling interval
+                # no polling interval; yield to the other tasks every so often (a yield
+                # per quote would cost more than the quote itself)
+                if c.fetches % 64 == 0:
+                    await asyncio.sleep(0)
                 continue
             next_at += interval
             now = loop.time()
@@ -820,6 +823,12 @@ class Collector:
                 "breaker_state": pl.String,
             },
         )
+
+    def dashboard(self, **kwargs: Any) -> Any:
+        """A live ipywidgets dashboard of this collector (see ``robust_collector.dashboard.live``)."""
+        from robust_collector.dashboard import live
+
+        return live(self, **kwargs)
 
     def ticks(self, symbol: str | None = None, since: Any = None) -> pl.DataFrame:
         """The stored ticks (all runs) as a polars DataFrame with tz-aware UTC times."""

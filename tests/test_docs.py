@@ -54,3 +54,13 @@ def test_every_doc_linked_from_the_readme_exists():
     readme = (REPO / "README.md").read_text()
     for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
         assert (REPO / link).exists(), link
+
+
+def test_notebooks_are_committed_without_outputs():
+    import json
+
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                assert cell.get("outputs") == [] and cell.get("execution_count") is None, nb.name

@@ -1,0 +1,159 @@
+"""End to end: a replay at speed 0 through the whole pipeline vs a bare executemany.
+
+Run: ``python -m benchmarks.bench_e2e [--quotes 200000]`` and
+``python -m benchmarks.bench_e2e --memory [--quotes 2000000]``.
+
+The pipeline: the replay source, retry, circuit breaker, validation, health,
+the batching writer thread, SQLite (WAL), from ``start()`` until the replay has
+ended and ``stop()`` returned with everything committed. The baseline: the same
+rows, already built, inserted with ``executemany`` into the same schema in
+transactions of the same size. Both in one run, alternating; the ratio is
+pipeline rate / bare rate (target >= 0.5, stretch 0.8). ``--memory`` samples
+the process RSS while the pipeline runs and prints its growth (target < 30 MB
+over 2 million quotes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+
+from robust_collector import Collector
+from robust_collector.config import config_from_dict
+from robust_collector.storage.schema import INSERT_TICKS, open_database
+
+SYMBOLS = ("SPY", "QQQ", "IWM")
+
+
+def make_file(path: Path, n: int) -> pl.DataFrame:
+    """A clean synthetic quote file (random walks, 1 ms apart), so nothing is rejected."""
+    rng = random.Random(1)
+    mids = {"SPY": 520.0, "QQQ": 450.0, "IWM": 210.0}
+    rows = []
+    t0 = 1_767_225_600_000_000
+    for i in range(n):
+        sym = SYMBOLS[i % 3]
+        mids[sym] *= math.exp(rng.gauss(0, 0.0001))
+        half = 0.01 * rng.choice((1, 1, 2)) / 2
+        rows.append(
+            (
+                sym,
+                t0 + i * 1000,
+                round(mids[sym] - half, 2),
+                round(mids[sym] + half, 2),
+                100.0 * rng.randint(1, 9),
+                100.0 * rng.randint(1, 9),
+            )
+        )
+    df = pl.DataFrame(
+        rows, schema=["symbol", "ts_us", "bid", "ask", "bid_size", "ask_size"], orient="row"
+    )
+    df.write_parquet(path)
+    return df
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_pipeline(
+    workdir: Path, data: Path, *, sample_rss: bool = False
+) -> tuple[float, int, list[float]]:
+    cfg = config_from_dict(
+        {
+            "symbols": list(SYMBOLS),
+            "source": {"type": "replay", "path": str(data), "speed": 0, "time_unit": "us"},
+            "storage": {"database": str(workdir / "pipe.db")},
+            "realtime_data": {
+                "buffer_size": 1000,
+                "backup": {"backup_path": str(workdir / "backups")},
+                "validation": {"rules": {"duplicate": False}},
+            },
+        }
+    )
+    c = Collector(cfg)
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sampler() -> None:
+        while not done.wait(0.5):
+            samples.append(rss_mb())
+
+    if sample_rss:
+        threading.Thread(target=sampler, daemon=True).start()
+    t0 = time.perf_counter()
+    c.start()
+    c.wait_for(lambda s: c.finished, timeout=3600)
+    summary = c.stop()
+    dt = time.perf_counter() - t0
+    done.set()
+    return dt, summary.stored, samples
+
+
+def run_bare(workdir: Path, df: pl.DataFrame, batch: int) -> float:
+    rows = [
+        (f"bare:{sym}:{i}", sym, i, ts, ts, bid, ask, bs, az, None, "replay", "bare")
+        for i, (sym, ts, bid, ask, bs, az) in enumerate(df.iter_rows(), start=1)
+    ]
+    conn = open_database(workdir / "bare.db")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT_TICKS, rows[i : i + batch])
+        conn.execute("COMMIT")
+    dt = time.perf_counter() - t0
+    conn.close()
+    return dt
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quotes", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--memory", action="store_true", help="track RSS over a long run instead")
+    args = ap.parse_args(argv)
+    n = args.quotes or (2_000_000 if args.memory else 200_000)
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        data = work / "quotes.parquet"
+        df = make_file(data, n)
+        if args.memory:
+            before = rss_mb()
+            dt, stored, samples = run_pipeline(work, data, sample_rss=True)
+            peak = max(samples, default=before)
+            third = samples[len(samples) // 3] if samples else before
+            print(f"memory: {stored:,} quotes through the pipeline in {dt:.0f}s")
+            print(
+                f"RSS before start {before:.0f} MB; after a third {third:.0f} MB; peak {peak:.0f} MB; end {samples[-1] if samples else before:.0f} MB"
+            )
+            print(
+                f"growth from a third of the run to the peak: {peak - third:+.1f} MB (target < 30 MB)"
+            )
+            return
+        pipe, bare = [], []
+        for r in range(args.rounds):
+            sub = work / f"r{r}"
+            sub.mkdir()
+            bare.append(run_bare(sub, df, 1000))
+            dt, stored, _ = run_pipeline(sub, data)
+            assert stored == n, f"pipeline stored {stored} of {n}"
+            pipe.append(dt)
+    print(f"end to end: {n:,} quotes (3 symbols), replay at speed 0, {args.rounds} rounds")
+    print(f"bare executemany   {n / min(bare):>10,.0f} rows/s")
+    print(f"whole pipeline     {n / min(pipe):>10,.0f} quotes/s")
+    print(f"ratio pipeline / bare: {min(bare) / min(pipe):.2f}  (target >= 0.5, stretch 0.8)")
+
+
+if __name__ == "__main__":
+    main()

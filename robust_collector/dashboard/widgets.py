@@ -1,0 +1,278 @@
+"""The dashboard widget and its refresher thread.
+
+One daemon thread per dashboard builds a view from its feed about once a
+second and writes it into ``HTML`` widgets (inside ``hold_sync()``) and plotly
+``FigureWidget``s (inside ``batch_update()``); it never uses ``with output:``.
+The collector's own threads never touch a widget. The refresher stops when the
+collector stops (after drawing the final state) or when the widget is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from robust_collector.analysis import BREAKER_COLORS
+from robust_collector.dashboard.model import STORAGE_ROW, DashboardView, Feed, RateHistory
+from robust_collector.dashboard.render import (
+    rates_data,
+    render_errors,
+    render_footer,
+    render_status,
+    render_storage,
+    render_symbols,
+    timeline_data,
+)
+
+log = logging.getLogger(__name__)
+
+_FIG_MARGIN = {"l": 56, "r": 16, "t": 40, "b": 44}
+FIGURE_WIDTH = 600
+"""Pixels: plotly sizes a figure before its box is laid out, so the width is fixed."""
+
+
+def _layout(title: str, **extra: Any) -> go.Layout:
+    return go.Layout(
+        title={"text": title, "font": {"size": 13}, "x": 0.02},
+        width=FIGURE_WIDTH,
+        height=270,
+        margin=_FIG_MARGIN,
+        xaxis={"type": "date"},
+        legend={"orientation": "h", "x": 0, "y": -0.24},
+        template="plotly_white",
+        showlegend=True,
+        **extra,
+    )
+
+
+def _rates_figure(window_seconds: float) -> go.FigureWidget:
+    # the layout goes to the constructor: a FigureWidget shown inside a Box never
+    # syncs layout changes made before its first view (plotly syncs on its own display)
+    line = {"width": 2}
+    return go.FigureWidget(
+        data=[
+            go.Scatter(x=[], y=[], name="ticks/s", mode="lines", line={**line, "color": "#1565c0"}),
+            go.Scatter(
+                x=[], y=[], name="rejects/s", mode="lines", line={**line, "color": "#c62828"}
+            ),
+        ],
+        layout=_layout(
+            f"Ticks and rejects per second, last {window_seconds / 60:g} min (UTC)",
+            yaxis={"rangemode": "tozero"},
+        ),
+    )
+
+
+def _timeline_figure(window_seconds: float) -> go.FigureWidget:
+    # thick line segments, not bars: a bar's date ``base`` does not survive restyles here
+    return go.FigureWidget(
+        data=[
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="lines",
+                name=state,
+                line={"color": BREAKER_COLORS[state], "width": 16},
+                hovertemplate="%{y}: %{text}<extra></extra>",
+                connectgaps=False,
+            )
+            for state in ("CLOSED", "HALF_OPEN", "OPEN")
+        ],
+        layout=_layout(
+            f"Breaker state, last {window_seconds / 60:g} min (UTC)",
+            yaxis={"type": "category", "autorange": "reversed"},
+        ),
+    )
+
+
+class Dashboard(widgets.VBox):
+    """A live dashboard widget: status, per-symbol breakers, storage, rates, errors.
+
+    Build it with ``live(collector)`` or ``watch(db_path)``. ``refresh()`` draws
+    once; ``start()``/``stop()`` run and stop the refresher; ``close()`` stops it
+    and closes the widgets. ``view`` is the last view drawn.
+    """
+
+    def __init__(
+        self,
+        feed: Feed,
+        *,
+        interval: float = 1.0,
+        window_seconds: float = 300.0,
+        max_errors: int = 20,
+        rate_smoothing: float = 5.0,
+        autostart: bool = True,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        self.status_html = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.symbols_html = widgets.HTML(layout=widgets.Layout(flex="3 1 0", min_width="420px"))
+        self.storage_html = widgets.HTML(layout=widgets.Layout(flex="2 1 0", min_width="260px"))
+        self.errors_html = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.footer_html = widgets.HTML()
+        self.rates_fig = _rates_figure(window_seconds)
+        self.timeline_fig = _timeline_figure(window_seconds)
+        grid = widgets.Layout(width="100%", flex_flow="row wrap", grid_gap="12px")
+
+        def fig_box() -> widgets.Layout:
+            return widgets.Layout(flex="0 0 auto", width=f"{FIGURE_WIDTH}px", overflow="hidden")
+
+        super().__init__(
+            children=[
+                self.status_html,
+                widgets.HBox([self.symbols_html, self.storage_html], layout=grid),
+                widgets.HBox(
+                    [
+                        widgets.Box([self.rates_fig], layout=fig_box()),
+                        widgets.Box([self.timeline_fig], layout=fig_box()),
+                    ],
+                    layout=grid,
+                ),
+                self.errors_html,
+                self.footer_html,
+            ],
+            layout=widgets.Layout(width="100%", grid_gap="8px"),
+        )
+        self.feed = feed
+        self.interval = float(interval)
+        self.window_seconds = float(window_seconds)
+        self.max_errors = int(max_errors)
+        self.rate_smoothing = float(rate_smoothing)
+        self.history = RateHistory(window_seconds)
+        self.view: DashboardView | None = None
+        self.refreshes = 0
+        self.last_error: str | None = None
+        self._rc_lock = threading.Lock()
+        self._rc_stop = threading.Event()
+        self._rc_thread: threading.Thread | None = None
+        self._rc_closed = False
+        self.refresh()
+        if autostart:
+            self.start()
+
+    # -- refresher -------------------------------------------------------------------
+
+    @property
+    def refreshing(self) -> bool:
+        """True while the refresher thread runs."""
+        return self._rc_thread is not None and self._rc_thread.is_alive()
+
+    def start(self) -> Dashboard:
+        """Start the daemon refresher (no-op if it runs or the widget is closed)."""
+        if self.refreshing or self._rc_closed:
+            return self
+        self._rc_stop.clear()
+        self._rc_thread = threading.Thread(target=self._rc_run, name="rc-dashboard", daemon=True)
+        self._rc_thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the refresher, keeping the widget and its last state on screen."""
+        self._rc_stop.set()
+        t = self._rc_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def _rc_run(self) -> None:
+        while not self._rc_stop.wait(self.interval):
+            try:
+                view = self.refresh()
+            except Exception as exc:  # keep refreshing: show it in the footer, log it
+                log.warning("dashboard refresh failed: %s", exc, exc_info=True)
+                continue
+            if self.feed.finished(view):
+                break
+        self._rc_stop.set()
+        with contextlib.suppress(Exception):  # the widget may be closed meanwhile
+            self._paint_footer()
+
+    def refresh(self) -> DashboardView:
+        """Build a view now and draw it (serialised with the refresher); returns the view."""
+        with self._rc_lock:
+            try:
+                view = self.feed.view()
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.view is not None and not self._rc_closed:
+                    self._paint_footer()
+                raise
+            self.last_error = None
+            self.history.add(view)
+            self.view = view
+            if not self._rc_closed:
+                self._paint(view)
+            self.refreshes += 1
+            return view
+
+    # -- drawing ---------------------------------------------------------------------
+
+    def _paint(self, view: DashboardView) -> None:
+        html = {
+            self.status_html: render_status(view),
+            self.symbols_html: render_symbols(view),
+            self.storage_html: render_storage(view),
+            self.errors_html: render_errors(view, self.max_errors),
+        }
+        with contextlib.ExitStack() as stack:
+            for w in html:
+                stack.enter_context(w.hold_sync())
+            for w, value in html.items():
+                if w.value != value:
+                    w.value = value
+        rates = rates_data(self.history.series(self.rate_smoothing))
+        with self.rates_fig.batch_update():
+            self.rates_fig.data[0].x = rates["x"]
+            self.rates_fig.data[0].y = rates["ticks"]
+            self.rates_fig.data[1].x = rates["x"]
+            self.rates_fig.data[1].y = rates["rejects"]
+        timeline = timeline_data(view, self.window_seconds)
+        with self.timeline_fig.batch_update():
+            for trace in self.timeline_fig.data:
+                d = timeline.get(trace.name, {"x": [], "y": [], "text": []})
+                trace.x = d["x"]
+                trace.y = d["y"]
+                trace.text = d["text"]
+            symbols = [s.symbol for s in view.symbols]
+            if view.storage.breaker_state is not None:
+                symbols.append(STORAGE_ROW)
+            self.timeline_fig.layout.yaxis.categoryarray = symbols
+            self.timeline_fig.layout.yaxis.categoryorder = "array"
+        self._paint_footer()
+
+    def _paint_footer(self) -> None:
+        if self.view is None:
+            return
+        stopped = self._rc_stop.is_set() or not self.refreshing
+        value = render_footer(self.view, self.interval, stopped=stopped, error=self.last_error)
+        if self.footer_html.value != value:
+            self.footer_html.value = value
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the refresher, release the feed and close every child widget."""
+        if self._rc_closed:
+            return
+        self.stop()
+        with self._rc_lock:
+            self._rc_closed = True
+        with contextlib.suppress(Exception):
+            self.feed.close()
+        for w in self._rc_all_children():
+            with contextlib.suppress(Exception):
+                w.close()
+        super().close()
+
+    def _rc_all_children(self) -> list[Any]:
+        out: list[Any] = []
+        stack = list(self.children)
+        while stack:
+            w = stack.pop()
+            out.append(w)
+            stack.extend(getattr(w, "children", ()) if isinstance(w, widgets.Box) else ())
+        return out
