@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench_writer",
     "bench_backup",
     "bench_overhead",
+    "bench_e2e",
 )
 
 

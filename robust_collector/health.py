@@ -146,7 +146,9 @@ class HealthChecker:
     last_error: str | None = None
     created: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
-    _events: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=100_000))
+    # one [second, operations, failures] bucket per second of the window: memory stays
+    # the same at 1 quote/s or 100,000 quotes/s
+    _buckets: deque[list[int]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -160,7 +162,7 @@ class HealthChecker:
             self.successes += 1
             if fresh:
                 self.last_success = data_time if data_time is not None else now
-            self._events.append((now, True))
+            self._bucket(now)[1] += 1
 
     def record_failure(self, error: str | BaseException | None = None) -> None:
         """One failed operation; ``error`` becomes ``last_error`` (redacted)."""
@@ -172,18 +174,29 @@ class HealthChecker:
             if error is not None:
                 text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
                 self.last_error = redact(text)
-            self._events.append((now, False))
+            b = self._bucket(now)
+            b[1] += 1
+            b[2] += 1
+
+    def _bucket(self, now: float) -> list[int]:
+        """The current second's bucket (call with the lock held); old ones are dropped."""
+        sec = int(now)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == sec:
+            return buckets[-1]
+        b = [sec, 0, 0]
+        buckets.append(b)
+        oldest = sec - int(self.window_seconds)
+        while buckets[0][0] < oldest:
+            buckets.popleft()
+        return b
 
     def window(self) -> tuple[int, int]:
-        """(operations, failures) inside the rolling window."""
-        cutoff = self.clock() - self.window_seconds
+        """(operations, failures) inside the rolling window (one-second resolution)."""
+        oldest = self.clock() - self.window_seconds
         with self._lock:
-            ev = self._events
-            while ev and ev[0][0] < cutoff:
-                ev.popleft()
-            ops = len(ev)
-            fails = sum(1 for _, ok in ev if not ok)
-        return ops, fails
+            live = [b for b in self._buckets if b[0] + 1 > oldest]
+        return sum(b[1] for b in live), sum(b[2] for b in live)
 
     def metrics(self) -> dict[str, Any]:
         """Totals, window rates and data age, as plain numbers."""

@@ -210,3 +210,17 @@ def test_secrets_never_reach_errors_or_reasons():
     rec = mon.record_error("SPY", "401 for key sk-live-SECRET123")
     assert "SECRET123" not in rec.message and "***" in rec.message
     assert "SECRET123" not in (c.metrics()["last_error"] or "")
+
+
+def test_checker_memory_does_not_grow_with_the_rate():
+    clock = Clock()
+    c = HealthChecker("SPY", kind="symbol", window_seconds=60, clock=clock)
+    for i in range(200_000):
+        clock.t += 0.0015  # 300 seconds at ~670 operations per second
+        if i % 10:
+            c.record_success()
+        else:
+            c.record_failure("x")
+    assert len(c._buckets) <= 62  # one bucket per second of the window, not one per event
+    ops, fails = c.window()
+    assert 39_000 <= ops <= 41_000 and 3_900 <= fails <= 4_100  # ~60 s worth
