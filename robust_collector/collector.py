@@ -55,6 +55,7 @@ from robust_collector.storage.writer import (
 from robust_collector.validation import RULES, Validator
 
 COLLECTOR_COMPONENT = "RobustDataCollector"
+REPLAY_BATCH = 256  # quotes a self-paced source may hand over per call
 INSERT_RUN = (
     "INSERT OR REPLACE INTO runs (run_id, started_us, status, pid, host, symbols, config)"
     " VALUES (?, ?, 'running', ?, ?, ?, ?)"
@@ -452,10 +453,15 @@ class Collector:
         c = self._counters[symbol]
         interval = self._interval
         self_paced = getattr(self.source, "self_paced", False)  # a replay paces itself
+        batched = self_paced and hasattr(self.source, "fetch_batch")
         next_at = loop.time()
         while True:
             c.fetches += 1
             try:
+                if batched:
+                    self._receive_batch(symbol, await self._fetch(symbol, batch=True), c)
+                    await asyncio.sleep(0)  # one yield per batch lets the other tasks run
+                    continue
                 quote = await self._fetch(symbol)
             except asyncio.CancelledError:
                 raise
@@ -482,18 +488,21 @@ class Collector:
                 next_at = now
             await asyncio.sleep(next_at - now)
 
-    async def _fetch(self, symbol: str) -> Quote:
+    async def _fetch(self, symbol: str, batch: bool = False) -> Any:
         """One fetch through retry( breaker( source.fetch ) ), the resilience4j order."""
         breaker = None if self.breakers is None else self.breakers.get(symbol)
         fetch = self._fetch_attempt
         if breaker is not None:
-            return await self.retries[symbol].call_async(breaker.call_async, fetch, symbol)
-        return await self.retries[symbol].call_async(fetch, symbol)
+            return await self.retries[symbol].call_async(breaker.call_async, fetch, symbol, batch)
+        return await self.retries[symbol].call_async(fetch, symbol, batch)
 
-    async def _fetch_attempt(self, symbol: str) -> Quote:
+    async def _fetch_attempt(self, symbol: str, batch: bool = False) -> Any:
         """One call to the source; every failed attempt is recorded here, exactly once."""
         try:
-            quote = await self.source.fetch(symbol)
+            if batch:
+                quote = await self.source.fetch_batch(symbol, REPLAY_BATCH)  # type: ignore[attr-defined]
+            else:
+                quote = await self.source.fetch(symbol)
         except (asyncio.CancelledError, EndOfData):
             raise
         except Exception as exc:
@@ -503,8 +512,27 @@ class Collector:
         return quote
 
     def _receive(self, quote: Quote, c: _SymbolCounters) -> None:
+        """Validate one quote and buffer it as a tick or a reject; health counts it."""
+        fresh = self._judge(quote, c)
+        self._symbol_health[quote.symbol].record_success(fresh=fresh)
+        self._collector_health.record_success(fresh=fresh)
+        if len(self._ticks) + len(self._rejects) >= self._buffer_size:
+            self._flush()
+
+    def _receive_batch(self, symbol: str, quotes: list[Quote], c: _SymbolCounters) -> None:
+        """Validate a run of quotes from one call; health counts them once per batch."""
+        fresh = False
+        for q in quotes:
+            fresh = self._judge(q, c) or fresh
+            if len(self._ticks) + len(self._rejects) >= self._buffer_size:
+                self._flush()
+        n = len(quotes)
+        self._symbol_health[symbol].record_success(fresh=fresh, count=n)
+        self._collector_health.record_success(fresh=fresh, count=n)
+
+    def _judge(self, quote: Quote, c: _SymbolCounters) -> bool:
+        """Buffer ``quote`` by the validator's verdict; True when it was accepted."""
         c.quotes += 1
-        health = self._symbol_health[quote.symbol]
         verdict = self.validator.check(quote)
         if verdict.status == "accepted":
             c.accepted += 1
@@ -513,23 +541,17 @@ class Collector:
             c.last_error = None
             self._latest[quote.symbol] = quote
             self._ticks.append((*quote.as_row(), self.run_id))
-            health.record_success()
-            self._collector_health.record_success()
             if verdict.reason:  # a re-anchor: worth a line in the log
                 log.info("%s: %s", quote.symbol, verdict.reason)
-        elif verdict.status == "duplicate":
+            return True
+        if verdict.status == "duplicate":
             c.duplicates += 1
-            health.record_success(fresh=False)
-            self._collector_health.record_success(fresh=False)
         else:
             c.rejects += 1
-            health.record_success(fresh=False)
-            self._collector_health.record_success(fresh=False)
             self._rejects.append(
                 (*quote.as_row(), self.run_id, verdict.rule, verdict.reason, now_us())
             )
-        if len(self._ticks) + len(self._rejects) >= self._buffer_size:
-            self._flush()
+        return False
 
     def _symbol_finished(self, symbol: str, exc: EndOfData) -> None:
         """A replayed symbol ran out of rows: stop polling it, and say so once all are done."""

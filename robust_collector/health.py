@@ -154,15 +154,17 @@ class HealthChecker:
     def __post_init__(self) -> None:
         self.created = self.clock()
 
-    def record_success(self, data_time: float | None = None, *, fresh: bool = True) -> None:
-        """One successful operation; ``fresh`` ones (good data) also reset the data age."""
+    def record_success(
+        self, data_time: float | None = None, *, fresh: bool = True, count: int = 1
+    ) -> None:
+        """``count`` successful operations; ``fresh`` ones (good data) also reset the data age."""
         now = self.clock()
         with self._lock:
-            self.operations += 1
-            self.successes += 1
+            self.operations += count
+            self.successes += count
             if fresh:
                 self.last_success = data_time if data_time is not None else now
-            self._bucket(now)[1] += 1
+            self._bucket(now)[1] += count
 
     def record_failure(self, error: str | BaseException | None = None) -> None:
         """One failed operation; ``error`` becomes ``last_error`` (redacted)."""

@@ -479,3 +479,35 @@ def test_the_end_of_a_replay_is_reported_not_counted_as_failure(make_config, tmp
     # finished symbols are not "stale" and the system is not "producing no data"
     assert snap.level is not HealthLevel.CRITICAL, snap.reasons
     assert not any("no data" in r for r in snap.reasons), snap.reasons
+
+
+def test_fetch_batch_takes_only_rows_that_are_due_and_at_most_the_limit():
+    df = pl.DataFrame(
+        {"symbol": ["A"] * 6, "ts_us": secs(0, 0, 0, 5, 5, 9), "last": [1.0, 2, 3, 4, 5, 6]}
+    )
+    ft = FakeTime()
+    src = source(df, ft, speed=1.0)
+
+    async def go():
+        await src.start("run1")
+        first = await src.fetch_batch("A", 2)  # limit: 2 of the 3 rows due at once
+        second = await src.fetch_batch("A", 100)  # the third row due now, not the later ones
+        third = await src.fetch_batch("A", 100)  # waits until t=5, takes both rows due then
+        return first, second, third
+
+    first, second, third = asyncio.run(go())
+    assert [q.last for q in first] == [1.0, 2.0]
+    assert [q.last for q in second] == [3.0]
+    assert [q.last for q in third] == [4.0, 5.0]  # the row at t=9 is not due yet
+    assert [q.seq for q in first + second + third] == [1, 2, 3, 4, 5]
+    assert ft.slept == [5.0]
+    src0 = source(df, FakeTime(), speed=0)
+
+    async def all_at_speed_0():
+        await src0.start("r")
+        got = await src0.fetch_batch("A", 100)
+        with pytest.raises(EndOfData):
+            await src0.fetch_batch("A", 100)
+        return got
+
+    assert [q.seq for q in asyncio.run(all_at_speed_0())] == [1, 2, 3, 4, 5, 6]
