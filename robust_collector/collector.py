@@ -240,9 +240,12 @@ class Collector:
             path = Path(bcfg.backup_path)
             fallback = BackupWriter.from_config(bcfg, self.run_id)
 
-            def replay(conn: Any) -> int:
-                report = replay_backlog(conn, path, after=bcfg.after_recovery)
-                return report.raise_for_errors().inserted
+            def replay(conn: Any) -> tuple[int, int]:
+                # one file per call: the writer writes new batches between files
+                report = replay_backlog(conn, path, after=bcfg.after_recovery, max_files=1)
+                report.raise_for_errors()
+                done = report.files.filter(report.files["status"] == "recovered").height
+                return report.inserted, done
 
             def backlog_files() -> int:
                 return backlog(path)[0]
@@ -380,6 +383,11 @@ class Collector:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(ev.set)
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error(
+                    "collector loop still running %ss after stop(); its last batch goes to backup",
+                    timeout,
+                )
             if self._writer is not None:
                 self._writer.stop(timeout)
             self._stopped.set()

@@ -236,3 +236,45 @@ def test_outage_in_the_middle_of_a_run_reconciles(make_config):
         c.stop()
     assert_reconciles(c)
     assert len(recovered_files(c)) >= 2
+
+
+def test_a_large_backlog_replays_while_every_symbol_keeps_polling(make_config, tmp_path):
+    from robust_collector.storage.backup import BackupWriter
+
+    backups = tmp_path / "backups"
+    rows = [
+        (
+            f"old:SPY:{i}",
+            "SPY",
+            i,
+            1_700_000_000_000_000 + i,
+            1_700_000_000_000_000 + i,
+            100.0,
+            100.01,
+            1.0,
+            1.0,
+            None,
+            "simulated",
+            "old",
+        )
+        for i in range(1, 600_001)
+    ]
+    with BackupWriter(backups, "old", max_file_bytes=2_000_000) as w:
+        for i in range(0, len(rows), 10_000):
+            w.write_batch(rows[i : i + 10_000])
+    cfg = make_config(storage={"queue_max_batches": 2, "queue_full_block_ms": 10})
+    c = Collector(cfg).start()
+    try:
+        c.wait_for(lambda s: s.storage.replayed_rows > 0 and s.storage.backup_files > 0, timeout=60)
+        before = {k: v.quotes for k, v in c.status().symbols.items()}
+        # while the old backlog is replayed file by file, new quotes keep coming
+        st = c.wait_for(
+            lambda s: all(s.symbols[k].quotes >= before[k] + 20 for k in before), timeout=30
+        )
+        assert st.storage.backup_files > 0, "the replay finished first: make the backlog bigger"
+        c.wait_for(lambda s: s.storage.backup_files == 0, timeout=120)
+    finally:
+        c.stop()
+    conn = sqlite3.connect(c.db_path)
+    assert conn.execute("SELECT count(*) FROM ticks WHERE run_id = 'old'").fetchone()[0] == 600_000
+    assert_reconciles(c)

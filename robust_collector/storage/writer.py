@@ -114,7 +114,7 @@ class SQLiteWriter:
         queue_full_block_ms: float = 200.0,
         fallback: Fallback | None = None,
         gate: Gate | None = None,
-        replay: Callable[[sqlite3.Connection], int] | None = None,
+        replay: Callable[[sqlite3.Connection], tuple[int, int]] | None = None,
         backlog: Callable[[], int] | None = None,
         replay_on_start: bool = True,
         on_error: Callable[[str, BaseException], None] | None = None,
@@ -133,6 +133,8 @@ class SQLiteWriter:
         self._backlog = backlog
         # backup files left by earlier runs are replayed after the first good write
         self._replay_due = replay_on_start and replay is not None and self._backup_files() > 0
+        self._replay_pending = False
+        self._closed = False
         self._on_error = on_error
         self._on_written = on_written
         self._held: deque[Batch] = deque()
@@ -162,6 +164,10 @@ class SQLiteWriter:
 
     def submit(self, batch: Batch) -> None:
         """Queue a batch; a full queue blocks at most ``queue_full_block_ms``, then spills."""
+        if self._closed:
+            # the writer thread is gone (stop timed out): save it directly, or count it lost
+            self._late(batch)
+            return
         try:
             self._queue.put_nowait(batch)
             self._wakeup.set()
@@ -196,14 +202,53 @@ class SQLiteWriter:
                 self._to_fallback(item)
         self._wakeup.set()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Write everything queued, then close the database and the backup file."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Write everything queued, then close the database and the backup file.
+
+        Returns False when the writer thread did not finish within ``timeout``;
+        batches submitted after that go straight to the backup files (or are
+        counted as lost), never into a queue nobody reads.
+        """
         if self._thread is None:
-            return
-        self._queue.put(_STOP)
+            return True
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.error("writer: queue still full at stop; its batches go to backup")
         self._wakeup.set()
         self._thread.join(timeout)
-        self._thread = None
+        finished = not self._thread.is_alive()
+        self._closed = True
+        if not finished:
+            log.error("writer: still writing after %ss at stop", timeout)
+        else:
+            self._thread = None
+        # anything left in the queue (the writer gave up or never got to it)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                self._late(item)
+        return finished
+
+    def _late(self, batch: Batch) -> None:
+        if not batch.ticks and not batch.rejects:
+            return
+        if self._fallback is not None:
+            with self._lock:
+                try:
+                    self._fallback.write_batch(batch.ticks, batch.rejects)
+                    self._fallback.close()
+                    self._n["batches_to_backup"] += 1
+                    self._n["ticks_to_backup"] += len(batch.ticks)
+                    self._n["rejects_to_backup"] += len(batch.rejects)
+                    return
+                except OSError as exc:
+                    self._record("backup", exc)
+        self._n["lost_rows"] += len(batch)
+        log.error("writer stopped: %d rows could not be saved", len(batch))
 
     @property
     def alive(self) -> bool:
@@ -233,9 +278,14 @@ class SQLiteWriter:
                         continue  # write what was queued before and after the marker
                     self._write(item)
                     wrote = True
+                    if self._replay_pending:
+                        self._replay_step()
             if not wrote and not stopping:
                 with self._order_lock:
                     self._idle()
+                    if self._replay_pending:
+                        self._replay_step()
+                        self._wakeup.set()  # more files may wait: do not sleep in between
         with self._order_lock:
             self._retry_held(final=True)
             self._close()
@@ -343,18 +393,32 @@ class SQLiteWriter:
             self._on_written(len(batch))
 
     def _replay_backups(self) -> None:
-        if self._replay is None or self._conn is None:
+        """The database works again: close the backup file and replay the backlog, file by file."""
+        if self._replay is None:
             return
-        with self._lock:
-            if self._fallback is not None:
+        if self._fallback is not None:
+            with self._lock:
                 try:
                     self._fallback.rotate()
                 except OSError as exc:
                     self._record("backup", exc)
-            try:
-                self._n["replayed_rows"] += self._replay(self._conn)
-            except (sqlite3.Error, OSError) as exc:
-                self._record("storage", exc, db=True)
+        self._replay_pending = True
+
+    def _replay_step(self) -> None:
+        """Replay one backup file; new batches are written between files, so a large
+        backlog never stalls collection (or a spill waiting for the writer)."""
+        if not self._replay_pending or self._replay is None or self._conn is None:
+            return
+        try:
+            with self._lock:
+                inserted, files = self._replay(self._conn)
+        except (sqlite3.Error, OSError) as exc:
+            self._record("storage", exc, db=True)
+            self._replay_pending = False  # tried again when the database next recovers
+            return
+        self._n["replayed_rows"] += inserted
+        if files == 0:
+            self._replay_pending = False
 
     def _to_fallback(self, batch: Batch) -> None:
         self._keep_events(batch)
