@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import robust_collector
 from robust_collector.config import DEFAULT_CONFIG_PATH, Config, load_config
-from robust_collector.errors import ConfigError
+from robust_collector.errors import ConfigError, StorageError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -48,8 +49,8 @@ def _positive(value: str) -> float:
         x = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value!r}")
+    if not 0 < x < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {value!r}")
     return x
 
 
@@ -92,9 +93,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: flushing and stopping...", flush=True)
     finally:
+        summary = collector.stop()  # a repeated SIGTERM meanwhile only sets the flag again
         signal.signal(signal.SIGTERM, previous)
-        summary = collector.stop()
     _print_summary(summary, time.monotonic() - started)
+    st = summary.storage
+    if st is not None and st.ticks_written == 0 and st.db_errors and summary.stored == 0:
+        print(
+            f"robust-collector run: nothing reached the database ({st.last_error}); "
+            "check --db / storage.database",
+            file=sys.stderr,
+        )
+        return 1
     return EXIT_OK
 
 
@@ -122,6 +131,16 @@ def _db_path(args: argparse.Namespace) -> Path:
     if getattr(args, "db", None):
         return Path(args.db)
     return Path(_load(args).storage.database)
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value!r}")
+    return n
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -302,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     health.add_argument(
         "--count",
-        type=int,
+        type=_count,
         help="continuous: stop after N reports; history/errors: rows to show (default 50)",
     )
     health.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -365,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"robust-collector: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (sqlite3.Error, StorageError, OSError, RuntimeError) as exc:
+        # a database or file that is not what the command needs: one line, no traceback
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"robust-collector {args.command}: {text}", file=sys.stderr)
+        return 3 if args.command == "health" else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -28,7 +28,7 @@ import orjson
 import polars as pl
 
 from robust_collector.config import Config, load_config
-from robust_collector.errors import CircuitOpenError, EndOfData
+from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData
 from robust_collector.health import HealthSnapshot, SystemHealthMonitor
 from robust_collector.health_store import snapshot_rows
 from robust_collector.model import Quote, now_us
@@ -199,6 +199,15 @@ class Collector:
         self.run_id = run_id or new_run_id()
         self.source: Source = source or create_source(self.config.source)
         self.symbols: tuple[str, ...] = self.config.symbols
+        available = getattr(self.source, "symbols", None)  # a replay knows its file's symbols
+        if isinstance(available, (list, tuple, set, frozenset)):
+            missing = [s for s in self.symbols if s not in available]
+            if missing:
+                held = ", ".join(sorted(available)) or "no symbols"
+                raise ConfigError(
+                    f"symbols: {', '.join(missing)} not in the replayed file (it holds {held})",
+                    path="symbols",
+                )
         self.db_path = Path(self.config.storage.database)
         rt = self.config.realtime_data
         self._interval = rt.collect_interval_seconds
@@ -610,9 +619,11 @@ class Collector:
 
     async def _health_loop(self) -> None:
         interval = self.config.realtime_data.health_check.check_interval_seconds
+        # the first report comes early, so `robust-collector health` sees a fresh run
+        await asyncio.sleep(min(interval, 2.0))
         while True:
-            await asyncio.sleep(interval)
             self._record_health()
+            await asyncio.sleep(interval)
 
     def _record_health(self) -> None:
         self._update_facts()

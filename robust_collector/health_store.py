@@ -193,6 +193,8 @@ def recent_errors(db: str | Path, *, component: str | None = None, limit: int = 
     """The newest errors (oldest first in the frame), optionally of one component."""
     sql = "SELECT run_id, ts_us, component, symbol, error_type, message FROM errors"
     params: tuple[Any, ...] = ()
+    if component == "RobustDataCollector":
+        component = None  # the collector as a whole: every error it recorded
     if component is not None:
         sql += " WHERE component = ? OR symbol = ?"
         params = (component, component)

@@ -148,3 +148,33 @@ def test_help_is_complete():
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{name} {action.option_strings} has no help"
         assert "usage:" in h
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["health", "--db", "garbage.db"], 3, "file is not a database"),
+        (["health", "--db", "empty.db", "--mode", "errors"], 3, "no such table"),
+        (["health", "--db", "empty.db", "--mode", "history"], 3, "no such table"),
+        (["health", "--mode", "continuous", "--interval", "inf"], 2, "expected a finite number"),
+        (["health", "--mode", "continuous", "--count", "0"], 2, "expected a number >= 1"),
+        (["recover", "--db", "garbage.db", "--backup-path", "bk"], 2, "cannot open database"),
+    ],
+)
+def test_bad_databases_and_arguments_are_one_line_errors(tmp_path, args, code, needle):
+    (tmp_path / "garbage.db").write_bytes(b"this is not sqlite" * 100)
+    sqlite3.connect(tmp_path / "empty.db").close()
+    (tmp_path / "bk").mkdir()
+    (tmp_path / "bk" / "ticks-x-000001.jsonl").write_text("")
+    p = cli(*args, cwd=tmp_path)
+    assert p.returncode == code, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    assert needle in p.stderr.strip().splitlines()[-1]  # argparse adds its usage line above
+
+
+def test_run_into_a_directory_is_not_a_silent_success(tmp_path):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "c.yaml").write_text(FAST)
+    p = cli("run", "--config", "c.yaml", "--db", "adir", "--duration", "0.5", cwd=tmp_path)
+    assert p.returncode == 1
+    assert "nothing reached the database" in p.stderr

@@ -123,6 +123,11 @@ def test_health_cli_errors_and_history_modes(stopped_db):
     p = run_cli("health", "--db", str(stopped_db), "--mode", "errors", "--component", "IWM")
     assert p.returncode == 0
     assert "RECENT ERRORS: IWM" in p.stdout and "simulated connection refused" in p.stdout
+    # the seed's own command: the collector as a whole shows every error it recorded
+    p = run_cli(
+        "health", "--db", str(stopped_db), "--mode", "errors", "--component", "RobustDataCollector"
+    )
+    assert p.returncode == 0 and "simulated connection refused" in p.stdout
     p = run_cli("health", "--db", str(stopped_db), "--mode", "history", "--count", "500")
     assert p.returncode == 0 and "DEGRADED" in p.stdout and "IWM" in p.stdout
     p = run_cli("health", "--db", str(stopped_db), "--mode", "errors", "--json")

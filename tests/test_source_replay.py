@@ -156,27 +156,17 @@ def test_replay_at_speed_0_stores_and_rejects_what_validate_frame_says(make_conf
 
 
 @pytest.mark.integration
-def test_a_symbol_not_in_the_file_fails_alone(make_config, tmp_path):
+def test_a_symbol_not_in_the_file_is_a_config_error_before_anything_runs(make_config, tmp_path):
+    # (it used to fail at run time, retried and breaker-opened, and a replay with it
+    # never reported "finished")
     path = write(taq_frame(40), tmp_path, "parquet")
     cfg = make_config(
         symbols=["AAA", "ZZZ"],
         source={"type": "replay", "path": str(path), "speed": 0, "columns_preset": "taq"},
-        realtime_data={
-            "collect_interval_seconds": 0.0005,
-            "circuit_breaker": {"failure_threshold": 3, "timeout_seconds": 60},
-        },
     )
-    with Collector(cfg) as c:
-        st = c.wait_for(
-            lambda s: s.symbols["AAA"].quotes == 40 and s.symbols["ZZZ"].breaker_state == "OPEN",
-            timeout=30,
-        )
-    assert st.symbols["ZZZ"].retries == 0
-    msgs = db_rows(c.db_path, "SELECT error_type, message FROM errors WHERE symbol = 'ZZZ'")
-    assert msgs[0] == (
-        "PermanentSourceError",
-        "replay ZZZ: symbol not in quotes.parquet (it holds AAA, BBB)",
-    )
+    with pytest.raises(ConfigError) as info:
+        Collector(cfg)
+    assert str(info.value) == "symbols: ZZZ not in the replayed file (it holds AAA, BBB)"
 
 
 @pytest.mark.integration
@@ -511,3 +501,16 @@ def test_fetch_batch_takes_only_rows_that_are_due_and_at_most_the_limit():
         return got
 
     assert [q.seq for q in asyncio.run(all_at_speed_0())] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("q.parquet", b"not parquet at all"), ("q.jsonl", b'{"a": 1}\n{broken\n'), ("q.csv", b"")],
+)
+def test_unreadable_files_are_one_line_config_errors(tmp_path, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        create_source(ReplaySourceConfig(path=str(p)))
+    assert str(info.value).startswith(f"source.path: cannot read {p} as ")
+    assert "\n" not in str(info.value)

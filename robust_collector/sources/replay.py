@@ -65,12 +65,18 @@ def read_quotes_file(path: str | Path, format: str = "auto") -> pl.DataFrame:
             )
     if not p.exists():
         raise ConfigError(f"source.path: file not found: {p}", path="source.path")
-    if fmt == "csv":
-        return pl.read_csv(p, try_parse_dates=True)
-    if fmt == "parquet":
-        return pl.read_parquet(p)
-    if fmt == "jsonl":
-        return pl.read_ndjson(p)
+    try:
+        if fmt == "csv":
+            return pl.read_csv(p, try_parse_dates=True)
+        if fmt == "parquet":
+            return pl.read_parquet(p)
+        if fmt == "jsonl":
+            return pl.read_ndjson(p)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"source.path: cannot read {p} as {fmt}: {first}", path="source.path"
+        ) from None
     raise ConfigError(f"source.format: unknown format {format!r}", path="source.format")
 
 
