@@ -30,7 +30,7 @@ import polars as pl
 from robust_collector.config import Config, load_config
 from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData
 from robust_collector.health import HealthSnapshot, SystemHealthMonitor
-from robust_collector.health_store import snapshot_rows
+from robust_collector.health_store import snapshot_rows, write_heartbeat
 from robust_collector.model import Quote, now_us
 from robust_collector.resilience import (
     BreakerRegistry,
@@ -630,6 +630,11 @@ class Collector:
         snap = self.monitor.check()
         self._events.extend(snapshot_rows(snap, self.run_id))
         self._flush()
+        interval = self.config.realtime_data.health_check.check_interval_seconds
+        try:
+            write_heartbeat(self.db_path, snap, self.run_id, interval)
+        except OSError as exc:  # the folder may be gone with the database: not fatal
+            log.debug("health heartbeat not written: %s", exc)
 
     def _update_facts(self) -> None:
         """Copy breaker and storage state into the health checkers' facts."""

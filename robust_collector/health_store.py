@@ -8,6 +8,8 @@ elsewhere.
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +117,91 @@ def _run_info(conn: sqlite3.Connection, run_id: str) -> tuple[str, int | None, f
     return status, stopped, interval, pid, host
 
 
+def heartbeat_path(db: str | Path) -> Path:
+    """The file beside the database where a collector also writes each snapshot."""
+    return Path(f"{db}.health.json")
+
+
+def write_heartbeat(db: str | Path, snapshot: HealthSnapshot, run_id: str, interval: float) -> None:
+    """Write ``snapshot`` beside the database, atomically: health stays readable while
+    the database itself is locked, read-only or gone."""
+    target = heartbeat_path(db)
+    data = {
+        "run_id": run_id,
+        "ts_us": int(snapshot.ts * 1_000_000),
+        "level": snapshot.level.name,
+        "reasons": list(snapshot.reasons),
+        "check_interval_seconds": interval,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "components": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "level": c.level.name,
+                "reasons": list(c.reasons),
+                "metrics": {k: _jsonable(v) for k, v in c.metrics.items()},
+            }
+            for c in snapshot.components
+        ],
+    }
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+    os.replace(tmp, target)
+
+
+def _read_heartbeat(db: str | Path) -> StoredSnapshot | None:
+    try:
+        data = orjson.loads(heartbeat_path(db).read_bytes())
+        comps = tuple(
+            StoredComponent(
+                c["name"],
+                c["kind"],
+                HealthLevel.parse(c["level"]),
+                tuple(c["reasons"]),
+                c["metrics"],
+            )
+            for c in data["components"]
+        )
+        return StoredSnapshot(
+            data["run_id"],
+            int(data["ts_us"]),
+            HealthLevel.parse(data["level"]),
+            tuple(data["reasons"]),
+            comps,
+            "running",
+            None,
+            float(data["check_interval_seconds"]),
+            data.get("pid"),
+            data.get("host"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no heartbeat, or one from another version: the database decides
+
+
 def latest_snapshot(db: str | Path) -> StoredSnapshot | None:
-    """The newest stored snapshot (any run), or ``None`` when there is none."""
+    """The newest snapshot of the database or of the heartbeat file beside it.
+
+    The heartbeat wins when it is newer: during a database outage the collector
+    keeps writing it, so ``robust-collector health`` still shows the truth.
+    """
+    beat = _read_heartbeat(db)
+    try:
+        stored = _latest_in_database(db)
+    except sqlite3.Error:
+        if beat is None:
+            raise
+        stored = None  # the database cannot be read right now; the heartbeat can
+    if beat is None:
+        return stored
+    if stored is None or beat.ts_us > stored.ts_us:
+        if stored is not None and stored.run_id == beat.run_id and stored.run_status == "stopped":
+            return stored  # the run ended after its last heartbeat
+        return beat
+    return stored
+
+
+def _latest_in_database(db: str | Path) -> StoredSnapshot | None:
     conn = _open(db)
     try:
         try:

@@ -197,3 +197,30 @@ def test_health_cli_against_a_running_collector(make_config, faults, stale, code
         )
     finally:
         c.stop()
+
+
+def test_health_cli_tells_the_truth_while_the_database_is_locked(make_config):
+    cfg = make_config(
+        storage={"write_timeout_seconds": 0.1, "breaker_timeout_seconds": 0.2},
+        realtime_data={"health_check": {"check_interval_seconds": 0.2}},
+    )
+    c = Collector(cfg).start()
+    try:
+        c.wait_for(lambda s: s.health_level == "HEALTHY" and s.stored > 20, timeout=30)
+        blocker = sqlite3.connect(c.db_path, timeout=0, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            c.wait_for(
+                lambda s: s.storage.mode == "backup" and s.health_level == "DEGRADED", timeout=30
+            )
+            # longer than twice the check interval: the database's snapshots are stale now
+            first = c.status().storage.ticks_to_backup
+            c.wait_for(lambda s: s.storage.ticks_to_backup > first + 400, timeout=30)
+            p = run_cli("health", "--db", str(c.db_path))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    finally:
+        c.stop()
+    assert p.returncode == 1, p.stdout
+    assert "Overall Status: DEGRADED" in p.stdout and "writing to backup files" in p.stdout

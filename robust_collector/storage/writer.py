@@ -439,6 +439,8 @@ class SQLiteWriter:
         self._n["batches_to_backup"] += 1
         self._n["ticks_to_backup"] += len(batch.ticks)
         self._n["rejects_to_backup"] += len(batch.rejects)
+        if self._on_written is not None:  # saved, if not where it belongs yet
+            self._on_written(len(batch))
 
     def _keep_events(self, batch: Batch) -> None:
         # event rows wait in memory for the database (bounded: the oldest go first)
