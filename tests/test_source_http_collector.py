@@ -225,8 +225,7 @@ def test_the_api_key_never_leaks(make_config, serve, env, caplog, tmp_path):
             ),
             timeout=30,
         )
-        time.sleep(0.3)  # a health snapshot or two with the failures in them
-        snap = c.health()
+        snap = c.health()  # computed now, with the failures in it
         live = [repr(snap), repr(c.status()), c.errors().write_csv(), repr(c.latest())]
         live += [r for comp in snap.components for r in comp.reasons]
     finally:
