@@ -876,6 +876,9 @@ class Collector:
 
         return live(self, **kwargs)
 
-    def ticks(self, symbol: str | None = None, since: Any = None) -> pl.DataFrame:
-        """The stored ticks (all runs) as a polars DataFrame with tz-aware UTC times."""
-        return read_ticks(self.db_path, symbol=symbol, since=since)
+    def ticks(
+        self, symbol: str | None = None, since: Any = None, *, this_run: bool = False
+    ) -> pl.DataFrame:
+        """The stored ticks (all runs, or only this run's) as a polars DataFrame, UTC times."""
+        run = self.run_id if this_run else None
+        return read_ticks(self.db_path, symbol=symbol, since=since, run_id=run)

@@ -131,3 +131,19 @@ def test_disabled_collection_refuses_to_start(make_config):
     c = Collector(make_config(realtime_data={"enabled": False}))
     with pytest.raises(RuntimeError, match=r"realtime_data\.enabled is false"):
         c.start()
+
+
+def test_ticks_of_one_run_when_the_database_holds_several(make_config):
+    cfg = make_config(symbols=["SPY"])
+    runs = []
+    for _ in range(2):
+        c = Collector(cfg)
+        with c:
+            c.wait_for(lambda s: s.stored >= 10, timeout=30)
+        runs.append(c)
+    both = read_ticks(runs[0].db_path)
+    mine = runs[1].ticks(this_run=True)
+    assert set(both["run_id"].unique()) == {r.run_id for r in runs}
+    assert set(mine["run_id"].unique()) == {runs[1].run_id}
+    assert len(mine) == runs[1].status().stored < len(both)
+    assert len(read_ticks(runs[0].db_path, run_id=runs[0].run_id)) == runs[0].status().stored

@@ -78,9 +78,22 @@ def query_frame(
     return pl.DataFrame(rows, schema={n: schema.get(n, pl.String) for n in names}, orient="row")
 
 
-def read_ticks(db: str | Path, *, symbol: str | None = None, since: Any = None) -> pl.DataFrame:
-    """The stored ticks, oldest first, with ``ts`` and ``recv_ts`` as UTC datetimes."""
+def read_ticks(
+    db: str | Path,
+    *,
+    symbol: str | None = None,
+    since: Any = None,
+    run_id: str | None = None,
+) -> pl.DataFrame:
+    """The stored ticks (every run, or one ``run_id``) with ``ts``/``recv_ts`` as UTC datetimes.
+
+    Each run has its own tick ids, so replaying the same file twice gives two runs:
+    pass ``run_id`` to read one of them.
+    """
     where, params = [], []
+    if run_id is not None:
+        where.append("run_id = ?")
+        params.append(run_id)
     if symbol is not None:
         where.append("symbol = ?")
         params.append(symbol)
