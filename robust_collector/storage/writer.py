@@ -236,17 +236,8 @@ class SQLiteWriter:
     def _late(self, batch: Batch) -> None:
         if not batch.ticks and not batch.rejects:
             return
-        if self._fallback is not None:
-            with self._lock:
-                try:
-                    self._fallback.write_batch(batch.ticks, batch.rejects)
-                    self._fallback.close()
-                    self._n["batches_to_backup"] += 1
-                    self._n["ticks_to_backup"] += len(batch.ticks)
-                    self._n["rejects_to_backup"] += len(batch.rejects)
-                    return
-                except OSError as exc:
-                    self._record("backup", exc)
+        if self._save_to_backup(batch, close=True):
+            return
         self._n["lost_rows"] += len(batch)
         log.error("writer stopped: %d rows could not be saved", len(batch))
 
@@ -424,16 +415,21 @@ class SQLiteWriter:
         self._keep_events(batch)
         if not batch.ticks and not batch.rejects:
             return
-        if self._fallback is None:
+        if not self._save_to_backup(batch):
             self._hold(batch)
-            return
+
+    def _save_to_backup(self, batch: Batch, *, close: bool = False) -> bool:
+        """Write ``batch`` to the backup files (flushed, fsynced); False if that failed."""
+        if self._fallback is None:
+            return False
         with self._lock:
             try:
                 self._fallback.write_batch(batch.ticks, batch.rejects)
+                if close:
+                    self._fallback.close()
             except OSError as exc:
                 self._record("backup", exc)
-                self._hold(batch)
-                return
+                return False
         if self._mode == "database":
             self._mode = "backup"
         self._n["batches_to_backup"] += 1
@@ -441,6 +437,7 @@ class SQLiteWriter:
         self._n["rejects_to_backup"] += len(batch.rejects)
         if self._on_written is not None:  # saved, if not where it belongs yet
             self._on_written(len(batch))
+        return True
 
     def _keep_events(self, batch: Batch) -> None:
         # event rows wait in memory for the database (bounded: the oldest go first)
@@ -465,20 +462,12 @@ class SQLiteWriter:
             if self._try_db(batch):
                 self._held.popleft()
                 continue
-            if self._fallback is not None:
-                with self._lock:
-                    try:
-                        self._fallback.write_batch(batch.ticks, batch.rejects)
-                    except OSError as exc:
-                        self._record("backup", exc)
-                        break
+            if self._save_to_backup(batch):
                 self._held.popleft()
-                self._mode = "backup"
-                self._n["batches_to_backup"] += 1
-                self._n["ticks_to_backup"] += len(batch.ticks)
-                self._n["rejects_to_backup"] += len(batch.rejects)
                 continue
             break
+        if not self._held and self._mode == "failing":
+            self._mode = "backup"  # everything held is saved; the database is still out
         if final and self._held:
             lost = sum(len(b) for b in self._held)
             self._n["lost_rows"] += lost
