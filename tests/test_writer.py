@@ -86,3 +86,19 @@ def test_stop_writes_everything_queued(tmp_path):
     w.stop(10)
     st = w.stats()
     assert st.ticks_written == 50 and st.mode == "database" and st.lost_rows == 0
+
+
+def test_after_a_stop_that_timed_out_no_batch_waits_in_a_dead_queue(tmp_path):
+    fb, gate = RecordingFallback(), StuckGate()
+    w = SQLiteWriter(tmp_path / "x.db", queue_max_batches=4, fallback=fb, gate=gate)
+    w.start()
+    w.submit(batch("b1"))
+    assert gate.entered.wait(5)  # the writer hangs on b1 (a database that never answers)
+    w.submit(batch("b2"))
+    assert w.stop(timeout=0.2) is False  # it did not finish: say so
+    assert fb.written == ["b2"]  # what was still queued went straight to backup
+    w.submit(batch("b3"))  # a late batch (the collector's last flush) too
+    assert fb.written == ["b2", "b3"]
+    gate.release.set()
+    assert wait(lambda: "b1" in fb.written)  # the stuck batch still ends in backup
+    assert w.stats().lost_rows == 0
