@@ -29,7 +29,7 @@ import polars as pl
 
 from robust_collector.config import Config, load_config
 from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData
-from robust_collector.health import HealthSnapshot, SystemHealthMonitor
+from robust_collector.health import ComponentHealth, HealthSnapshot, SystemHealthMonitor
 from robust_collector.health_store import snapshot_rows, write_heartbeat
 from robust_collector.model import Quote, now_us
 from robust_collector.resilience import (
@@ -63,9 +63,8 @@ INSERT_RUN = (
 _RULE_KEYS = frozenset(RULES)
 
 
-def _system_component(snap: HealthSnapshot) -> Any:
-    from robust_collector.health import ComponentHealth
-
+def _system_component(snap: HealthSnapshot) -> ComponentHealth:
+    """The overall level as a row of its own in the health history."""
     return ComponentHealth("system", "system", snap.level, snap.reasons, {})
 
 

@@ -72,7 +72,6 @@ def test_rate_limit_on_one_symbol_makes_the_others_wait(make_config):
     cfg = make_config(
         symbols=["SPY", "QQQ"],
         realtime_data={"retry": {"retry_delay": 0.001}},
-        source={"faults": {"rate_limit_rate": 0.0}},
     )
     c = Collector(cfg).start()
     try:

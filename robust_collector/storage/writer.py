@@ -241,10 +241,6 @@ class SQLiteWriter:
         self._n["lost_rows"] += len(batch)
         log.error("writer stopped: %d rows could not be saved", len(batch))
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     # -- writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
