@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from robust_collector.health import HealthLevel, HealthSnapshot
+from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
 from robust_collector.storage.reader import query_frame, with_datetimes
 from robust_collector.storage.schema import connect
 from robust_collector.storage.writer import INSERT_HEALTH
@@ -68,17 +68,6 @@ def snapshot_rows(snapshot: HealthSnapshot, run_id: str) -> list[tuple[str, tupl
 
 
 @dataclass(frozen=True)
-class StoredComponent:
-    """One component's row of a stored snapshot."""
-
-    name: str
-    kind: str
-    level: HealthLevel
-    reasons: tuple[str, ...]
-    metrics: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class StoredSnapshot:
     """A snapshot read back from the database, with the run it belongs to."""
 
@@ -86,7 +75,7 @@ class StoredSnapshot:
     ts_us: int
     level: HealthLevel
     reasons: tuple[str, ...]
-    components: tuple[StoredComponent, ...]
+    components: tuple[ComponentHealth, ...]
     run_status: str
     run_stopped_us: int | None
     check_interval_seconds: float
@@ -154,7 +143,7 @@ def _read_heartbeat(db: str | Path) -> StoredSnapshot | None:
     try:
         data = orjson.loads(heartbeat_path(db).read_bytes())
         comps = tuple(
-            StoredComponent(
+            ComponentHealth(
                 c["name"],
                 c["kind"],
                 HealthLevel.parse(c["level"]),
@@ -232,7 +221,7 @@ def _load_snapshot(conn: sqlite3.Connection, run_id: str, ts_us: int) -> StoredS
             level, reasons = HealthLevel.parse(lvl), tuple(orjson.loads(rs))
             continue
         comps.append(
-            StoredComponent(
+            ComponentHealth(
                 name,
                 metrics.get("kind", "component"),
                 HealthLevel.parse(lvl),
