@@ -19,6 +19,7 @@ from typing import Any
 
 from robust_collector.collector import Collector
 from robust_collector.config import Config, config_from_dict
+from robust_collector.storage.writer import WriterStats
 
 SYMBOLS = ("SPY", "QQQ", "IWM")
 TARGET_BREAKER_TIMEOUT = 0.5  # seconds the scaled breaker timeout may take
@@ -285,6 +286,17 @@ def _bad_data(s: Scenario, config: Config, workdir: Path, scale: float) -> None:
     s.check("Ticks table stays clean", got and dirty == 0, f"{dirty} bad rows in ticks")
 
 
+def _replayed(ws: WriterStats | None) -> bool:
+    """The database is back, its backlog replayed, nothing held in memory."""
+    return (
+        ws is not None
+        and ws.mode == "database"
+        and ws.backup_files == 0
+        and ws.held_rows == 0
+        and ws.replayed_rows > 0
+    )
+
+
 def _database_fails(s: Scenario, config: Config, workdir: Path, scale: float) -> None:
     c = Collector(drill_config(config, workdir, scale)).start()
     try:
@@ -304,15 +316,9 @@ def _database_fails(s: Scenario, config: Config, workdir: Path, scale: float) ->
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        back = _wait(
-            lambda: (
-                c.status().storage.mode == "database"  # type: ignore[union-attr]
-                and c.status().storage.backup_files == 0  # type: ignore[union-attr]
-                and c.status().storage.held_rows == 0
-            ),  # type: ignore[union-attr]
-            15,
-        )
-        replayed = back and c.status().storage.replayed_rows > 0  # type: ignore[union-attr]
+        # one snapshot per look: the writer moves a replayed file before it adds the
+        # file's rows to replayed_rows, so separate reads can see neither
+        replayed = _wait(lambda: _replayed(c.status().storage), 15)
     finally:
         summary = c.stop()
     ws = summary.storage

@@ -102,3 +102,37 @@ def test_after_a_stop_that_timed_out_no_batch_waits_in_a_dead_queue(tmp_path):
     gate.release.set()
     assert wait(lambda: "b1" in fb.written)  # the stuck batch still ends in backup
     assert w.stats().lost_rows == 0
+
+
+def test_a_replay_that_fails_on_a_busy_database_is_tried_again(tmp_path):
+    """A replay step hitting 'database is locked' once must not leave the backlog
+    waiting until the next outage (the drill's flaky 'replayed' check)."""
+    import sqlite3
+
+    files = [1]
+    calls: list[str] = []
+
+    def replay(conn):
+        calls.append("call")
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        files[0] = 0
+        return 7, 1
+
+    w = SQLiteWriter(
+        tmp_path / "t.db",
+        fallback=RecordingFallback(),
+        replay=replay,
+        backlog=lambda: files[0],
+        replay_on_start=True,
+    )
+    w.start()
+    try:
+        w.submit(batch("a"))
+        assert wait(lambda: len(calls) >= 1)
+        w.submit(batch("b"))
+        assert wait(lambda: w.stats().replayed_rows == 7), calls
+        assert w.stats().backup_files == 0
+        assert w.stats().mode == "database"
+    finally:
+        w.stop()

@@ -401,7 +401,10 @@ class SQLiteWriter:
                 inserted, files = self._replay(self._conn)
         except (sqlite3.Error, OSError) as exc:
             self._record("storage", exc, db=True)
-            self._replay_pending = False  # tried again when the database next recovers
+            # a busy database (a reader's checkpoint, another writer) is no outage:
+            # try again after the next good write rather than at the next recovery
+            self._replay_pending = False
+            self._replay_due = True
             return
         self._n["replayed_rows"] += inserted
         if files == 0:
