@@ -53,6 +53,7 @@ from robust_collector.storage.writer import (
     WriterStats,
 )
 from robust_collector.validation import RULES, Validator
+from robust_collector.validation.streaming import ACCEPTED
 
 COLLECTOR_COMPONENT = "RobustDataCollector"
 REPLAY_BATCH = 256  # quotes a self-paced source may hand over per call
@@ -536,12 +537,73 @@ class Collector:
             self._flush()
 
     def _receive_batch(self, symbol: str, quotes: list[Quote], c: _SymbolCounters) -> None:
-        """Validate a run of quotes from one call; health counts them once per batch."""
+        """Validate a run of quotes from one call; health counts them once per batch.
+
+        What ``_judge`` does per quote, with the accepted path inlined: the symbol's
+        counters and latest quote are settled before each flush and at the end, so
+        a reader never sees more rows handed to the writer than quotes accepted.
+        """
+        check = self.validator.check
+        run_id = self.run_id
+        ticks = self._ticks
+        room = self._buffer_size - len(ticks) - len(self._rejects)
         fresh = False
+        seen = accepted = 0
+        last: Quote | None = None
         for q in quotes:
-            fresh = self._judge(q, c) or fresh
-            if len(self._ticks) + len(self._rejects) >= self._buffer_size:
+            seen += 1
+            v = check(q)
+            if v is ACCEPTED or v.status == "accepted":
+                ticks.append(
+                    (
+                        q.tick_id,
+                        q.symbol,
+                        q.seq,
+                        q.ts_us,
+                        q.recv_us,
+                        q.bid,
+                        q.ask,
+                        q.bid_size,
+                        q.ask_size,
+                        q.last,
+                        q.source,
+                        run_id,
+                    )
+                )
+                room -= 1
+                accepted += 1
+                last = q
+                if v.reason:  # a re-anchor: worth a line in the log
+                    log.info("%s: %s", q.symbol, v.reason)
+            elif v.status == "duplicate":
+                c.duplicates += 1
+            else:
+                c.rejects += 1
+                self._rejects.append((*q.as_row(), run_id, v.rule, v.reason, now_us()))
+                room -= 1
+            if room <= 0:
+                c.quotes += seen
+                seen = 0
+                if last is not None:
+                    c.accepted += accepted
+                    c.last_price = last.price
+                    c.last_quote_us = last.recv_us
+                    c.last_error = None
+                    self._latest[last.symbol] = last
+                    fresh = True
+                    accepted = 0
+                    last = None
                 self._flush()
+                ticks = self._ticks
+                room = self._buffer_size - len(ticks) - len(self._rejects)
+        c.quotes += seen
+        if last is not None:
+            c.accepted += accepted
+            c.last_price = last.price
+            c.last_quote_us = last.recv_us
+            c.last_error = None
+            self._latest[last.symbol] = last
+            fresh = True
         n = len(quotes)
         self._symbol_health[symbol].record_success(fresh=fresh, count=n)
         self._collector_health.record_success(fresh=fresh, count=n)
@@ -556,7 +618,23 @@ class Collector:
             c.last_quote_us = quote.recv_us
             c.last_error = None
             self._latest[quote.symbol] = quote
-            self._ticks.append((*quote.as_row(), self.run_id))
+            q = quote
+            self._ticks.append(
+                (
+                    q.tick_id,
+                    q.symbol,
+                    q.seq,
+                    q.ts_us,
+                    q.recv_us,
+                    q.bid,
+                    q.ask,
+                    q.bid_size,
+                    q.ask_size,
+                    q.last,
+                    q.source,
+                    self.run_id,
+                )
+            )
             if verdict.reason:  # a re-anchor: worth a line in the log
                 log.info("%s: %s", quote.symbol, verdict.reason)
             return True

@@ -7,6 +7,7 @@ store, and turned into tz-aware datetimes only by the loaders.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -84,6 +85,59 @@ class Quote:
     def from_dict(cls, data: dict[str, Any]) -> Quote:
         """Rebuild a quote from ``as_dict`` output; unknown keys are ignored."""
         return cls(**{k: data.get(k) for k in QUOTE_FIELDS})
+
+
+class _QuoteBuilder:
+    """``Quote``'s slot layout without the frozen ``__setattr__``: a hot-path constructor.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``
+    (about 1 µs for a quote); this class fills the same slots with plain stores and
+    then becomes a ``Quote`` (``__class__`` assignment between identical slot
+    layouts), which is then exactly what ``Quote(...)`` builds, frozen as usual.
+    """
+
+    __slots__ = QUOTE_FIELDS
+
+    def __init__(
+        self,
+        tick_id: str,
+        symbol: str,
+        seq: int,
+        ts_us: int,
+        recv_us: int,
+        bid: float | None,
+        ask: float | None,
+        bid_size: float | None,
+        ask_size: float | None,
+        last: float | None,
+        source: str,
+    ) -> None:
+        self.tick_id = tick_id
+        self.symbol = symbol
+        self.seq = seq
+        self.ts_us = ts_us
+        self.recv_us = recv_us
+        self.bid = bid
+        self.ask = ask
+        self.bid_size = bid_size
+        self.ask_size = ask_size
+        self.last = last
+        self.source = source
+        self.__class__ = Quote  # type: ignore[assignment]
+
+
+def _fast_quote_works() -> bool:
+    try:
+        q = _QuoteBuilder("t", "S", 1, 2, 3, 1.0, 2.0, 3.0, 4.0, None, "x")
+    except TypeError:  # an interpreter that refuses the layout swap
+        return False
+    return type(q) is Quote and q == Quote("t", "S", 1, 2, 3, 1.0, 2.0, 3.0, 4.0, None, "x")
+
+
+new_quote: Callable[..., Quote] = _QuoteBuilder if _fast_quote_works() else Quote  # type: ignore[assignment]
+"""``new_quote(tick_id, symbol, seq, ts_us, recv_us, bid, ask, bid_size, ask_size, last,
+source)``: the same ``Quote`` as ``Quote(...)`` with all eleven fields given by position,
+built about five times faster (for sources that emit many quotes)."""
 
 
 def make_tick_id(run_id: str, symbol: str, seq: int) -> str:

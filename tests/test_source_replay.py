@@ -503,6 +503,60 @@ def test_fetch_batch_takes_only_rows_that_are_due_and_at_most_the_limit():
     assert [q.seq for q in asyncio.run(all_at_speed_0())] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("with_recv", [False, True])
+@pytest.mark.parametrize("limit", [1, 2, 7, 256])
+def test_fetch_batch_builds_the_quotes_fetch_builds_row_by_row(with_recv, limit):
+    """The batch is built column by column; it must be the very quotes ``fetch`` gives:
+    nulls as None, NaN kept, tick ids and sequence numbers, the recv column or our clock."""
+    rng = random.Random(3)
+    n = 40
+    cols: dict[str, Any] = {
+        "symbol": [rng.choice("AB") for _ in range(n)],
+        "ts_us": secs(*range(n)),
+        "bid": [rng.choice([1.0, 2.5, None, math.nan]) for _ in range(n)],
+        "ask": [rng.choice([1.1, 2.6, 3.0]) for _ in range(n)],
+        "bid_size": [rng.choice([100.0, None]) for _ in range(n)],
+        "last": [None] * (n - 1) + [4.0],
+    }
+    extra: dict[str, Any] = {}
+    if with_recv:
+        cols["seen"] = [t + 5 for t in cols["ts_us"]]
+        extra["columns"] = {"recv_us": "seen"}
+    df = pl.DataFrame(cols)
+    ticks = iter(range(10**6))
+    clock = lambda: 1_800_000_000_000_000 + next(ticks)  # noqa: E731
+
+    def build() -> ReplaySource:
+        return ReplaySource(ReplaySourceConfig(speed=0, **extra), frame=df, clock_us=clock)
+
+    one, batched = build(), build()
+
+    async def go() -> tuple[list[Quote], list[Quote]]:
+        await one.start("run1")
+        await batched.start("run1")
+        a: list[Quote] = []
+        b: list[Quote] = []
+        for s in ("A", "B"):
+            while one.served(s) < one.rows(s):
+                a.append(await one.fetch(s))
+            while batched.served(s) < batched.rows(s):
+                got = await batched.fetch_batch(s, limit)
+                assert 1 <= len(got) <= limit
+                b.extend(got)
+        return a, b
+
+    a, b = asyncio.run(go())
+    assert len(a) == len(b) == n
+    for x, y in zip(a, b, strict=True):
+        assert type(y) is Quote
+        rx, ry = x.as_row(), y.as_row()
+        same = [u == v or (u != u and v != v) for u, v in zip(rx, ry, strict=True)]
+        # recv_us is our clock when fetched: a later reading for the second source
+        if not with_recv:
+            same[4] = ry[4] >= 1_800_000_000_000_000
+        assert all(same), (rx, ry)
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [("q.parquet", b"not parquet at all"), ("q.jsonl", b'{"a": 1}\n{broken\n'), ("q.csv", b"")],

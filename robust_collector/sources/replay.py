@@ -24,15 +24,17 @@ import asyncio
 import math
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 import polars as pl
 
 from robust_collector.errors import ConfigError, EndOfData, PermanentSourceError
-from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.model import Quote, make_tick_id, new_quote, now_us
 from robust_collector.sources.base import register_source
 from robust_collector.sources.settings import ReplaySourceConfig
 from robust_collector.validation.frame import DEFAULT_COLUMNS, TAQ_COLUMNS
@@ -337,28 +339,80 @@ class ReplaySource:
         horizon = None
         if speed > 0 and self._started is not None:
             horizon = self.t0_us + (self._monotonic() - self._started) * speed * 1e6
-        while len(out) < limit and t.pos < t.rows:
-            i = t.pos
-            if horizon is not None and t.ts[i] > horizon:
-                break
-            t.pos = i + 1
-            out.append(self._quote_at(symbol, t, i))
+        start = t.pos
+        end = min(t.rows, start + limit - 1)
+        if horizon is not None:
+            # the rows are in file order, not necessarily time order: stop at the first
+            # row that is not due yet, as a row-by-row loop would
+            ts = t.ts
+            i = start
+            while i < end and ts[i] <= horizon:
+                i += 1
+            end = i
+        if end > start:
+            t.pos = end
+            out.extend(self._quotes_between(symbol, t, start, end))
         return out
+
+    def _column(self, t: _Track, field: str, start: int, end: int) -> Iterable[float | None]:
+        """``t.value(field, i)`` for ``i`` in ``start:end``, as one iterable."""
+        arr = t.values.get(field)
+        if arr is None:
+            return repeat(None, end - start)
+        mask = t.nulls.get(field)
+        values = arr[start:end]
+        if mask is None or not any(mask[start:end]):
+            return values
+        return [None if null else v for v, null in zip(values, mask[start:end], strict=True)]
+
+    def _quotes_between(self, symbol: str, t: _Track, start: int, end: int) -> list[Quote]:
+        """Rows ``start:end`` of ``t`` as quotes, column by column (what ``_quote_at`` builds)."""
+        n = end - start
+        seqs = range(start + 1, end + 1)
+        prefix = make_tick_id(self._run_id, symbol, 0)[:-1]  # "run:symbol:"
+        if prefix + "1" == make_tick_id(self._run_id, symbol, 1):
+            tick_ids: Iterable[str] = map(prefix.__add__, map(str, seqs))
+        else:  # not a plain "prefix + seq" id: one call per row
+            tick_ids = [make_tick_id(self._run_id, symbol, s) for s in seqs]
+        if t.recv is not None:
+            recv: Iterable[int] = t.recv[start:end]
+        elif self._clock_us is now_us:  # the same reading, without a call per row
+            recv = [time_ns() // 1000 for _ in range(n)]
+        else:
+            clock = self._clock_us
+            recv = [clock() for _ in range(n)]
+        col = self._column
+        return list(
+            map(
+                new_quote,
+                tick_ids,
+                repeat(symbol, n),
+                seqs,
+                t.ts[start:end],
+                recv,
+                col(t, "bid", start, end),
+                col(t, "ask", start, end),
+                col(t, "bid_size", start, end),
+                col(t, "ask_size", start, end),
+                col(t, "last", start, end),
+                repeat(self.name, n),
+            )
+        )
 
     def _quote_at(self, symbol: str, t: Any, i: int) -> Quote:
         seq = i + 1
-        return Quote(
-            tick_id=make_tick_id(self._run_id, symbol, seq),
-            symbol=symbol,
-            seq=seq,
-            ts_us=t.ts[i],
-            recv_us=t.recv[i] if t.recv is not None else self._clock_us(),
-            bid=t.value("bid", i),
-            ask=t.value("ask", i),
-            bid_size=t.value("bid_size", i),
-            ask_size=t.value("ask_size", i),
-            last=t.value("last", i),
-            source=self.name,
+        return new_quote(
+            make_tick_id(self._run_id, symbol, seq),
+            symbol,
+            seq,
+            t.ts[i],
+            t.recv[i] if t.recv is not None else self._clock_us(),
+            t.value("bid", i),
+            t.value("ask", i),
+            t.value("bid_size", i),
+            t.value("ask_size", i),
+            t.value("last", i),
+            self.name,
         )
 
 

@@ -8,9 +8,11 @@ the two engines cannot drift apart on the rules that need history.
 from __future__ import annotations
 
 import logging
+import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Final, Literal
 
 from robust_collector.model import Quote
@@ -18,6 +20,7 @@ from robust_collector.validation.config import ValidationConfig
 from robust_collector.validation.rules import (
     LIMIT_SLACK,
     RULES,
+    future_tolerance_us,
     has_nan,
     mid_outlier_reason,
     out_of_order_reason,
@@ -29,6 +32,8 @@ from robust_collector.validation.rules import (
 )
 
 log = logging.getLogger("robust_collector.validation")
+
+_INF: Final[float] = math.inf
 
 Status = Literal["accepted", "rejected", "duplicate"]
 
@@ -68,16 +73,26 @@ ACCEPTED: Final[Verdict] = Verdict("accepted")
 DUPLICATE: Final[Verdict] = Verdict("duplicate", "duplicate", "same quote as the last accepted one")
 
 
+def _mad_of(sl: list[float], med: float) -> float:
+    """Mean absolute deviation of the sorted ``sl`` from its median ``med``."""
+    n = len(sl)
+    h = n >> 1
+    # sum |x - med| = (sum of the upper half) - (sum of the lower half) + med * (2h - n)
+    return (sum(sl) - 2.0 * sum(sl[:h]) + med * (2 * h - n)) / n
+
+
 class RollingWindow:
     """The last ``size`` values in arrival order plus a sorted copy, for a cheap median.
 
-    ``push`` is O(log n) search plus a small memmove; ``median`` (and, with
-    ``with_mad``, the mean absolute deviation from it) is refreshed on each push
-    once the window holds ``active`` values (then ``ready``), so a check reads
-    attributes only.
+    ``push`` is O(log n) search plus a small memmove; ``median`` is refreshed on
+    each push once the window holds ``active`` values (then ``ready``), so a check
+    reads an attribute. ``mad`` (with ``with_mad``: the mean absolute deviation
+    from the median) is computed from the sorted copy when first read after a
+    push: the rules need it only for a mid far from the median, so most pushes
+    never pay its O(n) sum. The value is the one an eager refresh would store.
     """
 
-    __slots__ = ("_fifo", "_size", "_sorted", "active", "mad", "median", "ready", "with_mad")
+    __slots__ = ("_fifo", "_mad", "_size", "_sorted", "active", "median", "ready", "with_mad")
 
     def __init__(self, size: int, active: int, with_mad: bool = False) -> None:
         self._size = size
@@ -87,16 +102,25 @@ class RollingWindow:
         self.with_mad = with_mad
         self.ready = False
         self.median = 0.0
-        self.mad = 0.0
+        self._mad: float | None = 0.0  # None: stale, recomputed on read
 
     def __len__(self) -> int:
         return len(self._fifo)
+
+    @property
+    def mad(self) -> float:
+        """Mean absolute deviation from ``median`` (0.0 until ``ready`` or without ``with_mad``)."""
+        m = self._mad
+        if m is None:
+            m = self._mad = _mad_of(self._sorted, self.median)
+        return m
 
     def clear(self) -> None:
         self._fifo.clear()
         self._sorted.clear()
         self.ready = False
-        self.median = self.mad = 0.0
+        self.median = 0.0
+        self._mad = 0.0
 
     def push(self, x: float) -> None:
         fifo = self._fifo
@@ -116,11 +140,118 @@ class RollingWindow:
             return
         self.ready = True
         h = n >> 1
-        med = sl[h] if n & 1 else (sl[h - 1] + sl[h]) / 2.0
-        self.median = med
+        self.median = sl[h] if n & 1 else (sl[h - 1] + sl[h]) / 2.0
         if self.with_mad:
-            # sum |x - med| = (sum of the upper half) - (sum of the lower half) + med * (2h - n)
-            self.mad = (sum(sl) - 2.0 * sum(sl[:h]) + med * (2 * h - n)) / n
+            self._mad = None
+
+
+class LazyWindow:
+    """A rolling window whose median is worked out only when it is read.
+
+    Same values as ``RollingWindow`` (``ready``, ``median``), for a window whose
+    median is rarely needed (the spread rule reads it only for a spread above
+    ``k`` times its floor): ``push`` only appends to the arrival-order deque and
+    remembers what left it; reading ``median`` brings the sorted copy up to date,
+    by insorting the pending values (few of them) or by re-sorting the window
+    (many), whichever is cheaper. Both give the list ``RollingWindow`` keeps: the
+    window stably sorted by value (ties in arrival order). A NaN breaks that
+    order, so once one is pushed the window falls back to ``RollingWindow``'s
+    eager update, step for step (reachable only with ``non_finite`` switched off).
+    """
+
+    __slots__ = (
+        "_eager",
+        "_fifo",
+        "_median",
+        "_out",
+        "_pending",
+        "_size",
+        "_sorted",
+        "active",
+        "ready",
+    )
+
+    def __init__(self, size: int, active: int) -> None:
+        self._size = size
+        self._fifo: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._out: list[float] | None = []  # values that left since the last sync (None: many)
+        self._pending = 0  # values pushed since the last sync
+        self._eager: RollingWindow | None = None
+        self.active = min(active, size)
+        self.ready = False
+        self._median = 0.0
+
+    def __len__(self) -> int:
+        return len(self._fifo)
+
+    @property
+    def median(self) -> float:
+        if self._eager is not None:
+            return self._eager.median
+        if self._pending:
+            self._sync()
+        return self._median
+
+    def clear(self) -> None:
+        self._fifo.clear()
+        self._sorted.clear()
+        self._out = []
+        self._pending = 0
+        self._eager = None
+        self.ready = False
+        self._median = 0.0
+
+    def push(self, x: float) -> None:
+        eager = self._eager
+        if eager is None and x != x:  # NaN: switch to the eager window, from the same state
+            eager = self._to_eager()
+        if eager is not None:
+            eager.push(x)
+            self.ready = eager.ready
+            return
+        fifo = self._fifo
+        fifo.append(x)
+        self._pending += 1
+        if len(fifo) > self._size:
+            old = fifo.popleft()
+            out = self._out
+            if out is not None:
+                if len(out) < 64:
+                    out.append(old)
+                else:
+                    self._out = None
+        elif not self.ready and len(fifo) >= self.active:
+            self.ready = True
+
+    def _sync(self) -> None:
+        fifo = self._fifo
+        n = len(fifo)
+        out = self._out
+        if out is None or 4 * self._pending > n:
+            sl = self._sorted = sorted(fifo)
+        else:
+            sl = self._sorted
+            for x in islice(fifo, n - self._pending, None):
+                insort(sl, x)
+            for old in out:  # the oldest first, each the first of its equal run
+                del sl[bisect_left(sl, old)]
+        self._out = []
+        self._pending = 0
+        if self.ready:
+            h = n >> 1
+            self._median = sl[h] if n & 1 else (sl[h - 1] + sl[h]) / 2.0
+
+    def _to_eager(self) -> RollingWindow:
+        if self._pending:
+            self._sync()
+        w = RollingWindow(self._size, self.active)
+        w._fifo = self._fifo
+        w._sorted = self._sorted
+        w.ready = self.ready
+        w.median = self._median
+        self._eager = w
+        return w
 
 
 class _Params:
@@ -199,7 +330,7 @@ class SymbolState:
         self.last_key: tuple[Any, ...] | None = None
         self.last_ts: int | None = None
         self.ref: float | None = None
-        self.spreads = RollingWindow(params.spread_window, params.spread_active)
+        self.spreads = LazyWindow(params.spread_window, params.spread_active)
         self.mids = RollingWindow(params.mid_window, params.mid_active, with_mad=True)
         self.run_n = 0
         self.run_lo = 0.0
@@ -234,12 +365,14 @@ class SymbolState:
         if spread is not None and p.spread_outlier:
             sw = self.spreads
             if sw.ready:
-                med = sw.median
                 floor = p.spread_floor * mid  # type: ignore[operator]
-                if spread > p.spread_k * (med if med > floor else floor):
-                    return self.reject(
-                        "spread_outlier", spread_reason(spread, p.spread_k, med, floor)
-                    )
+                # k * max(median, floor) >= k * floor: a spread within that needs no median
+                if not spread <= p.spread_k * floor:
+                    med = sw.median
+                    if spread > p.spread_k * (med if med > floor else floor):
+                        return self.reject(
+                            "spread_outlier", spread_reason(spread, p.spread_k, med, floor)
+                        )
         failed: str | None = None
         ref = self.ref
         if p.price_change and ref is not None and abs(price - ref) > ref * p.change_lim:
@@ -248,12 +381,15 @@ class SymbolState:
             mw = self.mids
             if mw.ready:
                 mmed = mw.median
-                mad = mw.mad
                 mfloor = p.mad_floor * mmed
-                if mad < mfloor:
-                    mad = mfloor
-                if abs(mid - mmed) > p.mid_k * mad:
-                    failed = "mid_outlier"
+                dev = abs(mid - mmed)
+                # the MAD used is at least the floor: a mid within k floors needs no MAD
+                if not dev <= p.mid_k * mfloor:
+                    mad = mw.mad
+                    if mad < mfloor:
+                        mad = mfloor
+                    if dev > p.mid_k * mad:
+                        failed = "mid_outlier"
         if failed is not None:
             n = self.run_n
             values = (key[1], key[2], key[5])  # bid, ask, last
@@ -372,6 +508,7 @@ class Validator:
         self._enabled = self.config.enabled
         self._dup = self.config.rules.duplicate
         self._log_every_us = round(self.config.log_interval_seconds * 1_000_000)
+        self._tol_us = future_tolerance_us(self.config)
 
     def _state(self, symbol: str) -> SymbolState:
         st = self._states.get(symbol)
@@ -391,16 +528,39 @@ class Validator:
         ask = quote.ask
         last = quote.last
         ts = quote.ts_us
-        key = (ts, bid, ask, quote.bid_size, quote.ask_size, last)
+        bsz = quote.bid_size
+        asz = quote.ask_size
+        key = (ts, bid, ask, bsz, asz, last)
         if self._dup and key == st.last_key and not has_nan(key):
             st.counts["duplicate"] += 1
             return DUPLICATE
+        if bid is not None and ask is not None:
+            fmid = (bid + ask) / 2.0
+            price = fmid if last is None else last
+            # The common case, decided without stateless_failure: a quote that passes
+            # every stateless rule whichever are switched on (finite, positive, not
+            # crossed, in range, not ahead of our clock). Anything else takes the
+            # full path below, which names the failing rule.
+            if (
+                0.0 < bid <= ask < _INF
+                and (last is None or 0.0 < last < _INF)
+                and (bsz is None or bsz >= 0.0)
+                and (asz is None or asz >= 0.0)
+                and st.lo <= price <= st.hi
+                and ts - quote.recv_us <= self._tol_us
+            ):
+                verdict = st.judge(ts, price, fmid, ask - bid, key)
+                if verdict is ACCEPTED:
+                    return verdict
+                if verdict.status == "rejected":
+                    self._log(st, quote, verdict)
+                return verdict
         fail = stateless_failure(
             self.config,
             bid,
             ask,
-            quote.bid_size,
-            quote.ask_size,
+            bsz,
+            asz,
             last,
             ts,
             quote.recv_us,
