@@ -23,6 +23,7 @@ from robust_collector.errors import (
     StorageError,
     TransientSourceError,
 )
+from robust_collector.fleet import InstanceStatus, fleet_status
 from robust_collector.health import (
     ComponentHealth,
     HealthChecker,
@@ -60,7 +61,10 @@ from robust_collector.sources import (
     create_source,
     register_source,
 )
+from robust_collector.storage.backend import Backend, SQLiteBackend, make_backend
+from robust_collector.storage.postgres import PostgresBackend
 from robust_collector.storage.reader import read_ticks
+from robust_collector.storage.writer import StorageWriter
 from robust_collector.validation import (
     RULES,
     TAQ_COLUMNS,
@@ -81,6 +85,7 @@ __all__ = [
     "RULES",
     "TAQ_COLUMNS",
     "AuthenticationError",
+    "Backend",
     "BadRequestError",
     "BreakerRegistry",
     "BreakerState",
@@ -100,11 +105,13 @@ __all__ = [
     "HealthSnapshot",
     "HttpSource",
     "HttpSourceConfig",
+    "InstanceStatus",
     "LatestQuote",
     "MalformedResponseError",
     "ManualClock",
     "MarketSession",
     "PermanentSourceError",
+    "PostgresBackend",
     "Quote",
     "RateLimitError",
     "RateLimitGate",
@@ -113,10 +120,12 @@ __all__ = [
     "RetryInterrupted",
     "RetryPolicy",
     "RetryStats",
+    "SQLiteBackend",
     "SimulatedSource",
     "Source",
     "SourceError",
     "StorageError",
+    "StorageWriter",
     "SymbolStatus",
     "SystemHealthMonitor",
     "TransientSourceError",
@@ -126,9 +135,11 @@ __all__ = [
     "Verdict",
     "__version__",
     "create_source",
+    "fleet_status",
     "health_history",
     "latest_snapshot",
     "load_config",
+    "make_backend",
     "read_ticks",
     "recent_errors",
     "redact",

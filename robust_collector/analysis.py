@@ -1,7 +1,7 @@
 """Notebook helpers: what a collector stored, rejected, failed on and wrote to backup.
 
-Loaders take a database path (any process's database; each opens its own
-read-only connection) and return polars DataFrames with the epoch-µs columns
+Loaders take a database path or a ``postgresql://`` URL (any process's database;
+each opens its own read-only connection) and return polars DataFrames with the epoch-µs columns
 kept and tz-aware UTC datetimes added. ``scan_backups`` looks inside JSONL
 backup files; ``gaps`` finds the holes in each symbol's series and says why
 each one is there. The ``plot_*`` functions turn those frames into plotly
@@ -14,10 +14,9 @@ import bisect
 import contextlib
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,21 +28,24 @@ import polars as pl
 from robust_collector.config import SessionConfig
 from robust_collector.health import HealthLevel, MarketSession
 from robust_collector.model import now_us
+from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.backup import RECOVERED_DIR, list_backup_files, read_backup_file
 from robust_collector.storage.reader import (
     TICK_SCHEMA,
+    open_reader,
     query_frame,
     read_ticks,
     to_epoch_us,
     with_datetimes,
 )
-from robust_collector.storage.schema import connect
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 __all__ = [
     "BREAKER_COLORS",
+    "database_locked",
+    "storage_settings",
     "CAUSES",
     "LEVEL_COLORS",
     "BackupScan",
@@ -328,6 +330,41 @@ RUN_SCHEMA: dict[str, Any] = {
 }
 
 
+def storage_settings(db: Pathish) -> dict[str, Any]:
+    """The ``storage`` config overrides that write to ``db``: a SQLite path or a
+    ``postgresql://`` URL (so a notebook's ``RC_DB`` may be either)."""
+    if is_postgres_url(db):
+        return {"backend": "postgresql", "url": str(db)}
+    return {"backend": "sqlite", "database": str(db)}
+
+
+@contextlib.contextmanager
+def database_locked(db: Pathish) -> Iterator[None]:
+    """Make ``db`` refuse writes from other connections until the block ends (readers
+    still read): a database outage on demand, for demonstrations and drills."""
+    if is_postgres_url(db):
+        from robust_collector.storage.postgres import connect_postgres
+
+        conn = connect_postgres(str(db))
+        try:
+            with conn.transaction():
+                conn.execute("LOCK TABLE ticks, rejects IN EXCLUSIVE MODE")
+                yield
+        finally:
+            conn.close()
+        return
+    import sqlite3
+
+    blocker = sqlite3.connect(str(db), timeout=0, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            blocker.execute("ROLLBACK")
+        blocker.close()
+
+
 def load_runs(db: Pathish) -> pl.DataFrame:
     """One row per collector run (oldest first), with ``symbols`` as a list and the
     run's ``config`` and ``summary`` as JSON text."""
@@ -514,7 +551,7 @@ class BackupScan:
         )
 
 
-def _present(conn: sqlite3.Connection | None, table: str, ids: list[str]) -> set[str]:
+def _present(conn: Any, table: str, ids: list[str]) -> set[str]:
     if conn is None or not ids:
         return set()
     found: set[str] = set()
@@ -537,8 +574,8 @@ def scan_backups(
     if include_recovered:
         files += [("recovered", p) for p in list_backup_files(folder / RECOVERED_DIR)]
     conn = None
-    if db is not None and Path(db).exists():
-        conn = connect(db, readonly=True)
+    if db is not None and (is_postgres_url(db) or Path(db).exists()):
+        conn = open_reader(db)
     file_rows: list[dict[str, Any]] = []
     records: list[tuple[Any, ...]] = []
     problems: list[tuple[Any, ...]] = []

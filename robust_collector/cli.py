@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -20,6 +19,9 @@ from typing import Any
 import robust_collector
 from robust_collector.config import DEFAULT_CONFIG_PATH, Config, load_config
 from robust_collector.errors import ConfigError, StorageError
+from robust_collector.secrets import redact
+from robust_collector.storage.backend import is_postgres_url
+from robust_collector.storage.reader import reader_errors
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -35,7 +37,11 @@ def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> 
         path = DEFAULT_CONFIG_PATH
     over: dict[str, Any] = dict(overrides or {})
     if getattr(args, "db", None):
-        over.setdefault("storage", {})["database"] = args.db
+        storage = over.setdefault("storage", {})
+        if is_postgres_url(args.db):
+            storage.update(backend="postgresql", url=args.db)
+        else:
+            storage.update(backend="sqlite", database=args.db)
     config = load_config(path, overrides=over or None)
     if path is None:
         print(
@@ -124,13 +130,24 @@ def _print_summary(summary: Any, elapsed: float) -> None:
         print(
             f"WARNING: {st.lost_rows} rows could be written neither to the database nor to backup"
         )
-    print("read it in Python: robust_collector.read_ticks(" + repr(summary.database) + ")")
+    shown = repr(summary.database) if "://" not in summary.database else "<the postgresql URL>"
+    print(f"read it in Python: robust_collector.read_ticks({shown})")
 
 
-def _db_path(args: argparse.Namespace) -> Path:
+def _db_target(args: argparse.Namespace) -> Path | str:
+    """The database a command reads: --db (a file or a postgresql:// URL), else the config's."""
     if getattr(args, "db", None):
-        return Path(args.db)
-    return Path(_load(args).storage.database)
+        return args.db if is_postgres_url(args.db) else Path(args.db)
+    target = _load(args).storage.target()
+    return target if is_postgres_url(target) else Path(target)
+
+
+def _label(db: Path | str) -> str:
+    if isinstance(db, Path):
+        return str(db)
+    from robust_collector.storage.postgres import redact_url
+
+    return redact_url(db)
 
 
 def _count(value: str) -> int:
@@ -151,8 +168,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     from robust_collector.health_store import health_history, latest_snapshot, recent_errors
     from robust_collector.model import now_us
 
-    db = _db_path(args)
-    if not db.exists():
+    db = _db_target(args)
+    if isinstance(db, str) and args.mode in ("single", "continuous"):
+        return _fleet_health(args, db)
+    if isinstance(db, Path) and not db.exists():
         msg = f"❔ UNKNOWN: no database at {db}"
         print(json.dumps({"level": "UNKNOWN", "error": msg}) if args.json else msg)
         return hr.EXIT_UNKNOWN
@@ -204,12 +223,69 @@ def cmd_health(args: argparse.Namespace) -> int:
             print()
 
 
+def _fleet_health(args: argparse.Namespace, db: str) -> int:
+    """Every instance writing into a shared server: level, last heartbeat, symbols."""
+    import json
+
+    from robust_collector.fleet import fleet_exit_code, fleet_status, render_fleet
+
+    shown = 0
+    while True:
+        instances = fleet_status(db)
+        if args.component:
+            instances = [i for i in instances if i.instance == args.component] or instances
+        code = fleet_exit_code(instances)
+        if args.json:
+            data = {"database": _label(db), "instances": [i.as_dict() for i in instances]}
+            print(json.dumps(data, indent=None if args.mode == "continuous" else 2), flush=True)
+        else:
+            print(render_fleet(instances, _label(db)), flush=True)
+        shown += 1
+        if args.mode != "continuous" or (args.count and shown >= args.count):
+            return code
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return code
+        if not args.json:
+            print()
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    """Create or migrate the database schema (idempotent; safe while collectors run)."""
+    db = _db_target(args)
+    if isinstance(db, Path):
+        from robust_collector.storage.schema import SCHEMA_VERSION, open_database
+
+        open_database(db).close()
+        print(f"SQLite database {db}: schema version {SCHEMA_VERSION}, ready")
+        return EXIT_OK
+    from robust_collector.storage.postgres import connect_postgres, init_postgres
+
+    conn = connect_postgres(db, init=False)
+    try:
+        done = init_postgres(conn)
+    finally:
+        conn.close()
+    if done["from_version"] == done["version"] and not done["created"]:
+        what = "already up to date"
+    elif done["from_version"] == 0:
+        what = f"created tables {', '.join(done['created'])}"
+    else:
+        what = f"migrated from version {done['from_version']}"
+        if done["created"]:
+            what += f", created {', '.join(done['created'])}"
+    kind = "TimescaleDB hypertable for ticks" if done["timescale"] else "plain tables"
+    print(f"PostgreSQL {_label(db)}: schema version {done['version']} ({kind}): {what}")
+    return EXIT_OK
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     """Replay every backup file into the database and print a per-file report."""
     from robust_collector.storage.recovery import recover
 
     config = _load(args) if (args.config or not (args.db and args.backup_path)) else None
-    db = Path(args.db) if args.db else Path(config.storage.database)  # type: ignore[union-attr]
+    db = _db_target(args)
     backup_path = (
         Path(args.backup_path)
         if args.backup_path
@@ -285,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"YAML config file (default: {DEFAULT_CONFIG_PATH} if it exists, else built-in defaults)",
     )
     run.add_argument("--duration", type=_positive, help="stop after this many seconds")
-    run.add_argument("--db", help="SQLite database file (overrides storage.database)")
+    run.add_argument(
+        "--db", help="SQLite database file or postgresql:// URL (overrides the config's storage)"
+    )
     run.add_argument(
         "--status-interval",
         type=_positive,
@@ -305,7 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = health.add_mutually_exclusive_group()
     where.add_argument("--config", type=Path, help="read the database named in this config")
-    where.add_argument("--db", help="read this SQLite database")
+    where.add_argument(
+        "--db",
+        help="read this SQLite database, or a postgresql:// URL: the fleet view of every instance",
+    )
     health.add_argument(
         "--mode",
         choices=("single", "continuous", "history", "errors"),
@@ -341,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="read the database and backup folder from this config"
     )
     rec.add_argument("--backup-path", help="backup folder (overrides backup.backup_path)")
-    rec.add_argument("--db", help="SQLite database file (overrides storage.database)")
+    rec.add_argument(
+        "--db", help="SQLite database file or postgresql:// URL (overrides the config's storage)"
+    )
     rec.add_argument(
         "--dry-run", action="store_true", help="count what would be inserted; change nothing"
     )
@@ -361,6 +444,23 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--config", type=Path, help="config whose thresholds to drill")
     drill.add_argument("--json", action="store_true", help="print the checklist as JSON")
     drill.set_defaults(func=cmd_drill)
+
+    db = sub.add_parser(
+        "db",
+        help="manage the database schema (init creates or migrates it)",
+        description=(
+            "Create the tables and indexes, or migrate an older schema, in the SQLite file or "
+            "PostgreSQL database named by --db or the config. On PostgreSQL with the TimescaleDB "
+            "extension, ticks become a hypertable. Idempotent: running it again changes nothing."
+        ),
+    )
+    db.set_defaults(func=lambda _args: (db.print_help(), EXIT_USAGE)[1])
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    init = db_sub.add_parser("init", help="create or migrate the schema")
+    where = init.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, help="the database named in this config")
+    where.add_argument("--db", help="SQLite database file or postgresql:// URL")
+    init.set_defaults(func=cmd_db_init)
     return parser
 
 
@@ -384,9 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"robust-collector: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (sqlite3.Error, StorageError, OSError, RuntimeError) as exc:
+    except (*reader_errors(), StorageError, OSError, RuntimeError) as exc:
         # a database or file that is not what the command needs: one line, no traceback
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = redact(text)
         print(f"robust-collector {args.command}: {text}", file=sys.stderr)
         return 3 if args.command == "health" else EXIT_USAGE
     except KeyboardInterrupt:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -41,15 +40,16 @@ from robust_collector.resilience import (
 )
 from robust_collector.secrets import redact
 from robust_collector.sources import Source, create_source
+from robust_collector.storage.backend import execute_once, is_postgres_url, make_backend
 from robust_collector.storage.backup import BackupWriter, backlog
+from robust_collector.storage.postgres import redact_url
 from robust_collector.storage.reader import read_ticks
 from robust_collector.storage.recovery import replay_backlog
-from robust_collector.storage.schema import open_database
 from robust_collector.storage.writer import (
     INSERT_BREAKER_EVENT,
     INSERT_ERROR,
     Batch,
-    SQLiteWriter,
+    StorageWriter,
     WriterStats,
 )
 from robust_collector.validation import RULES, Validator
@@ -58,9 +58,10 @@ from robust_collector.validation.streaming import ACCEPTED
 COLLECTOR_COMPONENT = "RobustDataCollector"
 REPLAY_BATCH = 256  # quotes a self-paced source may hand over per call
 INSERT_RUN = (
-    "INSERT OR REPLACE INTO runs (run_id, started_us, status, pid, host, symbols, config)"
-    " VALUES (?, ?, 'running', ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO runs (run_id, started_us, status, pid, host, instance, symbols, config)"
+    " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)"
 )
+STOP_RUN = "UPDATE runs SET stopped_us = ?, status = 'stopped', summary = ? WHERE run_id = ?"
 _RULE_KEYS = frozenset(RULES)
 
 
@@ -180,6 +181,15 @@ class LatestQuote:
     stale: bool
 
 
+def redacted_config(config: Config) -> dict[str, Any]:
+    """``config`` as plain data with any database password masked (stored with each run)."""
+    data = config.as_dict()
+    url = data.get("storage", {}).get("url")
+    if url:
+        data["storage"]["url"] = redact_url(url)
+    return data
+
+
 def new_run_id() -> str:
     """A short, sortable, unique run id: UTC time plus random hex."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
@@ -208,7 +218,11 @@ class Collector:
                     f"symbols: {', '.join(missing)} not in the replayed file (it holds {held})",
                     path="symbols",
                 )
-        self.db_path = Path(self.config.storage.database)
+        # a SQLite file's Path, or a postgresql:// URL (readers take either)
+        target = self.config.storage.target()
+        self.backend = make_backend(target, timeout=self.config.storage.write_timeout_seconds)
+        self.db_path: Path | str = target if is_postgres_url(target) else Path(target)
+        self.instance = self.config.storage.instance_name()
         rt = self.config.realtime_data
         self._interval = rt.collect_interval_seconds
         self._buffer_size = rt.buffer_size
@@ -236,11 +250,11 @@ class Collector:
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._started_us: int | None = None
-        self._writer: SQLiteWriter | None = None
+        self._writer: StorageWriter | None = None
         self._fatal: BaseException | None = None
         self._summary: CollectorStatus | None = None
 
-    def _make_writer(self) -> SQLiteWriter:
+    def _make_writer(self) -> StorageWriter:
         """The writer thread, with JSONL backup, the database's breaker and replay."""
         st = self.config.storage
         bcfg = self.config.realtime_data.backup
@@ -251,7 +265,8 @@ class Collector:
 
             def replay(conn: Any) -> tuple[int, int]:
                 # one file per call: the writer writes new batches between files
-                report = replay_backlog(conn, path, after=bcfg.after_recovery, max_files=1)
+                sink = self.backend.sink(conn)
+                report = replay_backlog(sink, path, after=bcfg.after_recovery, max_files=1)
                 report.raise_for_errors()
                 done = report.files.filter(report.files["status"] == "recovered").height
                 return report.inserted, done
@@ -266,8 +281,8 @@ class Collector:
             success_threshold=1,
         )
         self.storage_breaker.add_listener(self._on_breaker)
-        return SQLiteWriter(
-            self.db_path,
+        return StorageWriter(
+            self.backend,
             write_timeout=st.write_timeout_seconds,
             queue_max_batches=st.queue_max_batches,
             queue_full_block_ms=st.queue_full_block_ms,
@@ -708,6 +723,8 @@ class Collector:
         self._events.extend(snapshot_rows(snap, self.run_id))
         self._flush()
         interval = self.config.realtime_data.health_check.check_interval_seconds
+        if not isinstance(self.db_path, Path):
+            return  # a fleet's server: readers take the newest stored snapshot per instance
         try:
             write_heartbeat(self.db_path, snap, self.run_id, interval)
         except OSError as exc:  # the folder may be gone with the database: not fatal
@@ -760,16 +777,13 @@ class Collector:
             now_us(),
             os.getpid(),
             socket.gethostname(),
+            self.instance,
             orjson.dumps(list(self.symbols)).decode(),
-            orjson.dumps(self.config.as_dict()).decode(),
+            orjson.dumps(redacted_config(self.config)).decode(),
         )
         try:
-            conn = open_database(self.db_path, timeout=self.config.storage.write_timeout_seconds)
-            try:
-                conn.execute(INSERT_RUN, row)
-            finally:
-                conn.close()
-        except (sqlite3.Error, OSError) as exc:
+            execute_once(self.backend, INSERT_RUN, row)
+        except (*self.backend.errors, OSError) as exc:
             # the database is down at start: collect anyway; the writer falls back to
             # backup files and writes this row once the database takes writes again
             self._storage_error("storage", exc)
@@ -781,16 +795,11 @@ class Collector:
             for s in summary.symbols.values()
         }
         try:
-            conn = open_database(self.db_path, timeout=self.config.storage.write_timeout_seconds)
-            try:
-                conn.execute(
-                    "UPDATE runs SET stopped_us = ?, status = 'stopped', summary = ? WHERE run_id = ?",
-                    (now_us(), orjson.dumps(data).decode(), self.run_id),
-                )
-            finally:
-                conn.close()
+            execute_once(
+                self.backend, STOP_RUN, (now_us(), orjson.dumps(data).decode(), self.run_id)
+            )
         except Exception as exc:  # the run's data is safe; only its bookkeeping row is stale
-            log.warning("could not record the end of run %s: %s", self.run_id, exc)
+            log.warning("could not record the end of run %s: %s", self.run_id, redact(str(exc)))
 
     # -- reading -------------------------------------------------------------------
 
@@ -839,7 +848,7 @@ class Collector:
             running=self.running,
             started_us=started,
             uptime_seconds=uptime,
-            database=str(self.db_path),
+            database=self.backend.describe(),
             symbols=symbols,
             storage=ws,
             breaker_transitions=self._transitions,

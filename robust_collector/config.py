@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,12 +230,28 @@ SOURCE_TYPES: dict[str, type] = {
 }
 
 
+DATABASE_URL_ENV = "ROBUST_COLLECTOR_DATABASE_URL"
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Where accepted quotes are written and how the writer behaves."""
 
-    backend: Literal["sqlite"] = setting("sqlite", doc="storage backend")
+    backend: Literal["sqlite", "postgresql"] = setting(
+        "sqlite",
+        doc="storage backend: sqlite (one embedded file) or postgresql (a server a fleet shares)",
+    )
     database: str = setting("data/market_data.db", doc="SQLite database file (WAL mode)")
+    url: str = setting(
+        "",
+        doc="PostgreSQL URL (postgresql://user@host:5432/db) for backend postgresql; "
+        f"empty: the {DATABASE_URL_ENV} environment variable (keeps a password out of the file)",
+    )
+    instance: str = setting(
+        "",
+        doc="this collector's name in a fleet (shown per instance by health and watch); "
+        "empty: the host name",
+    )
     write_timeout_seconds: float = setting(
         5.0, doc="a write slower than this goes to the backup files instead", gt=0
     )
@@ -257,6 +275,35 @@ class StorageConfig:
     replay_on_start: bool = setting(
         True, doc="replay backup files left by earlier runs once the database takes a write"
     )
+
+    def _check(self, path: str) -> None:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            shown = self.url.split("://", 1)[0] + "://..." if "://" in self.url else "..."
+            raise ConfigError(
+                f"{path}.url: expected a postgresql:// URL, got {shown!r}", path=f"{path}.url"
+            )
+
+    def target(self) -> str:
+        """Where rows go: the SQLite file, or the PostgreSQL URL (from the environment
+        when ``url`` is empty)."""
+        if self.backend == "sqlite":
+            return self.database
+        url = self.url or os.environ.get(DATABASE_URL_ENV, "")
+        if not url:
+            raise ConfigError(
+                f"storage.url: backend is postgresql but no URL is set: give storage.url "
+                f"or set {DATABASE_URL_ENV}",
+                path="storage.url",
+            )
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"{DATABASE_URL_ENV}: expected a postgresql:// URL", path="storage.url"
+            )
+        return url
+
+    def instance_name(self) -> str:
+        """This collector's name in a fleet: ``instance``, else the host name."""
+        return self.instance or socket.gethostname()
 
 
 @dataclass(frozen=True)

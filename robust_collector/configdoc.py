@@ -42,7 +42,7 @@ def _fmt(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, dict, tuple)):
+    if isinstance(value, (list, dict, tuple)) or value == "":
         return json.dumps(value)
     return str(value)
 

@@ -138,6 +138,8 @@ def drill_config(config: Config, workdir: Path, scale: float) -> Config:
     data["source"] = {"type": "simulated", "seed": 7}
     st = data["storage"]
     st.update(
+        backend="sqlite",  # the drill's outages are its own: never the user's server
+        url="",
         database=str(workdir / "drill.db"),
         flush_interval_seconds=0.05,
         write_timeout_seconds=0.1,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,14 @@ import orjson
 import polars as pl
 
 from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
-from robust_collector.storage.reader import query_frame, with_datetimes
-from robust_collector.storage.schema import connect
+from robust_collector.storage.backend import is_postgres_url
+from robust_collector.storage.reader import (
+    missing_table,
+    open_reader,
+    query_frame,
+    reader_errors,
+    with_datetimes,
+)
 from robust_collector.storage.writer import INSERT_HEALTH
 
 SYSTEM = "system"
@@ -83,14 +88,11 @@ class StoredSnapshot:
     host: str | None
 
 
-def _open(db: str | Path) -> sqlite3.Connection:
-    p = Path(db)
-    if not p.exists():
-        raise FileNotFoundError(f"no database at {p}")
-    return connect(p, readonly=True)
+def _open(db: str | Path) -> Any:
+    return open_reader(db)
 
 
-def _run_info(conn: sqlite3.Connection, run_id: str) -> tuple[str, int | None, float, Any, Any]:
+def _run_info(conn: Any, run_id: str) -> tuple[str, int | None, float, Any, Any]:
     row = conn.execute(
         "SELECT status, stopped_us, config, pid, host FROM runs WHERE run_id = ?", (run_id,)
     ).fetchone()
@@ -174,10 +176,10 @@ def latest_snapshot(db: str | Path) -> StoredSnapshot | None:
     The heartbeat wins when it is newer: during a database outage the collector
     keeps writing it, so ``robust-collector health`` still shows the truth.
     """
-    beat = _read_heartbeat(db)
+    beat = None if is_postgres_url(db) else _read_heartbeat(db)
     try:
         stored = _latest_in_database(db)
-    except sqlite3.Error:
+    except reader_errors():
         if beat is None:
             raise
         stored = None  # the database cannot be read right now; the heartbeat can
@@ -199,8 +201,10 @@ def _latest_in_database(db: str | Path) -> StoredSnapshot | None:
                 "ORDER BY ts_us DESC, id DESC LIMIT 1",
                 (SYSTEM,),
             ).fetchone()
-        except sqlite3.OperationalError:
-            return None  # not a collector database (no such table)
+        except reader_errors() as exc:
+            if missing_table(exc):
+                return None  # not a collector database (no such table)
+            raise
         if head is None:
             return None
         return _load_snapshot(conn, head[0], head[1])
@@ -208,7 +212,7 @@ def _latest_in_database(db: str | Path) -> StoredSnapshot | None:
         conn.close()
 
 
-def _load_snapshot(conn: sqlite3.Connection, run_id: str, ts_us: int) -> StoredSnapshot:
+def _load_snapshot(conn: Any, run_id: str, ts_us: int) -> StoredSnapshot:
     rows = conn.execute(
         "SELECT component, level, reasons, metrics FROM health_snapshots "
         "WHERE run_id = ? AND ts_us = ? ORDER BY id",

@@ -202,7 +202,9 @@ def build(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     kwargs = {}
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name
-        if name in data:
+        if name in data and data[name] == "" and f.default == "":
+            kwargs[name] = ""  # a key whose default is empty means "unset" when empty
+        elif name in data:
             kwargs[name] = _convert(hints[name], data[name], where, f.metadata.get("constraint"))
         elif f.default is MISSING and f.default_factory is MISSING:
             tp = hints[name]

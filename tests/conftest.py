@@ -48,3 +48,33 @@ def taq_dir() -> Path:
     if not (d / "sampleQDataRaw.parquet").exists():
         pytest.skip(f"TAQ sample not found at {d} (set RC_TAQ_DIR to its folder)")
     return d
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server: ``RC_TEST_POSTGRES_URL``'s, else a throwaway one of our own."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL tests need psycopg (the test extra)")
+    from helpers.pgserver import HOW_TO_ENABLE, URL_ENV, PgServer, find_bin_dir
+
+    url = os.environ.get(URL_ENV)
+    if url:
+        server = PgServer(url)
+        server.wait_ready(timeout=10)
+        yield server
+        return
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(HOW_TO_ENABLE)
+    server = PgServer.start_throwaway(bin_dir)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh empty database on the test server, dropped afterwards."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)

@@ -120,7 +120,10 @@ def test_missing_keys_take_defaults(tmp_path):
             "source:\n  faults:\n    outages: [{start_seconds: 1}]\n",
             "source.faults.outages[0].duration_seconds: required key is missing",
         ),
-        ("storage:\n  backend: mysql\n", "storage.backend: expected one of 'sqlite', got 'mysql'"),
+        (
+            "storage:\n  backend: mysql\n",
+            "storage.backend: expected one of 'sqlite', 'postgresql', got 'mysql'",
+        ),
         ("realtme_data: {}\n", "realtme_data: unknown key; did you mean 'realtime_data'?"),
         ("- a\n- b\n", "expected a mapping at the top level, got ['a', 'b']"),
         ("realtime_data: {retry: [\n", "invalid YAML"),
@@ -175,3 +178,18 @@ def test_every_key_has_a_doc():
     assert len(keys) > 40
     missing = [k.path for k in keys if not k.doc]
     assert missing == []
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_loads(path):
+    config = load_config(path)
+    assert config.symbols
+
+
+def test_a_config_survives_a_round_trip_through_plain_data():
+    from robust_collector.config import config_from_dict
+
+    config = load_config(None)
+    assert config_from_dict(config.as_dict()) == config
+    fleet = config_from_dict({"storage": {"backend": "postgresql", "instance": "east"}})
+    assert config_from_dict(fleet.as_dict()) == fleet

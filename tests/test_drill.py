@@ -62,3 +62,15 @@ def test_drill_cli_json_and_exit_code(tmp_path):
     s3 = data["scenarios"][2]
     assert s3["title"] == "Bad data received" and s3["passed"] is False
     assert data["scenarios"][0]["passed"] is True
+
+
+def test_the_drill_never_writes_to_the_users_postgres_server(tmp_path):
+    from robust_collector.config import config_from_dict
+    from robust_collector.drill import drill_config
+
+    user = config_from_dict(
+        {"storage": {"backend": "postgresql", "url": "postgresql://u:pw@db-host/market"}}
+    )
+    drilled = drill_config(user, tmp_path, 0.01)
+    assert drilled.storage.backend == "sqlite" and drilled.storage.url == ""
+    assert drilled.storage.target() == str(tmp_path / "drill.db")

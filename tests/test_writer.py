@@ -136,3 +136,34 @@ def test_a_replay_that_fails_on_a_busy_database_is_tried_again(tmp_path):
         assert w.stats().mode == "database"
     finally:
         w.stop()
+
+
+def test_many_row_statements_store_every_tick_once_and_skip_stored_ones(tmp_path):
+    """Ticks go in 64 per INSERT: a batch not a multiple of 64, and one that repeats
+    stored ticks, store each tick exactly once."""
+    import sqlite3
+
+    from robust_collector.storage.backend import TICKS_PER_STATEMENT, SQLiteBackend
+
+    def rows(lo, hi):
+        return [
+            (f"r:SPY:{i}", "SPY", i, i, i, 1.0, 1.01, 1.0, 1.0, None, "t", "r")
+            for i in range(lo, hi)
+        ]
+
+    n = TICKS_PER_STATEMENT
+    b = SQLiteBackend(tmp_path / "m.db")
+    conn = b.connect()
+    b.write(conn, rows(0, 2 * n + 5), [], [])
+    b.write(conn, rows(n, 3 * n + 7), [], [])  # overlaps the first batch by n + 5 rows
+    got = conn.execute(
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM ticks"
+    ).fetchone()
+    assert got == (3 * n + 7, 3 * n + 7, 0, 3 * n + 6)
+    stored = (
+        sqlite3.connect(tmp_path / "m.db")
+        .execute("SELECT bid, ask, last, source FROM ticks WHERE seq = ?", (n + 3,))
+        .fetchone()
+    )
+    assert stored == (1.0, 1.01, None, "t")
+    b.close(conn)

@@ -114,7 +114,22 @@ def watch(
     autostart: bool = True,
 ) -> Dashboard:
     """The same dashboard, read-only, for the newest run (or ``run_id``) in a database a
-    collector in another process writes (e.g. ``robust-collector run``)."""
+    collector in another process writes (e.g. ``robust-collector run``).
+
+    Given a ``postgresql://`` URL it is the fleet view instead: one row per collector
+    instance writing into that server (level, last heartbeat, symbols, running or not).
+    """
+    from robust_collector.storage.backend import is_postgres_url
+
+    if is_postgres_url(db_path):
+        if run_id is not None:
+            raise ValueError(
+                "watch(url, run_id=...): one run's dashboard reads a SQLite file; "
+                "watch(url) shows every instance writing into the PostgreSQL server"
+            )
+        from robust_collector.dashboard.fleet import FleetDashboard
+
+        return FleetDashboard(db_path, interval=max(interval, 1.0), autostart=autostart)  # type: ignore[return-value]
     from robust_collector.dashboard.widgets import Dashboard
 
     feed = DatabaseFeed(

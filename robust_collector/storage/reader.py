@@ -2,6 +2,7 @@
 
 Readers open their own read-only connection (WAL lets them read while the
 writer writes) and turn epoch-microsecond columns into tz-aware UTC datetimes.
+``db`` is a SQLite file or a ``postgresql://`` URL wherever a reader takes one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,57 @@ from typing import Any
 
 import polars as pl
 
+from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.schema import connect
+
+DatabaseRef = str | Path
+"""A SQLite file path or a ``postgresql://`` URL."""
+
+
+class _PostgresReader:
+    """A read connection to PostgreSQL that takes our SQLite-dialect statements."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        from robust_collector.storage.postgres import connect_postgres
+
+        self._conn = connect_postgres(url, timeout=timeout, init=False)
+        self._conn.read_only = True
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
+        from robust_collector.storage.postgres import pg_sql
+
+        return self._conn.execute(pg_sql(sql), tuple(params))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_reader(db: DatabaseRef, *, timeout: float = 5.0) -> Any:
+    """A read-only connection with ``execute(sql, params)`` (``?`` placeholders) and
+    ``close()``, to a SQLite file or a PostgreSQL URL; a missing file raises
+    ``FileNotFoundError``."""
+    if is_postgres_url(db):
+        return _PostgresReader(str(db), timeout)
+    path = Path(db)
+    if not path.exists():
+        raise FileNotFoundError(f"no database at {path}")
+    return connect(path, readonly=True, timeout=timeout)
+
+
+def reader_errors() -> tuple[type[BaseException], ...]:
+    """The database errors a reader may raise (SQLite's, and psycopg's when installed)."""
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+def missing_table(exc: BaseException) -> bool:
+    """True when ``exc`` says a table does not exist (not a collector database yet)."""
+    text = str(exc)
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
 
 TICK_SCHEMA: dict[str, Any] = {
     "tick_id": pl.String,
@@ -58,24 +109,30 @@ def with_datetimes(df: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
 
 
 def query_frame(
-    db: str | Path, sql: str, params: tuple[Any, ...] = (), schema: dict[str, Any] | None = None
+    db: DatabaseRef, sql: str, params: tuple[Any, ...] = (), schema: dict[str, Any] | None = None
 ) -> pl.DataFrame:
-    """Run ``sql`` on a read-only connection and return the rows as a DataFrame."""
-    path = Path(db)
-    if not path.exists():
-        raise FileNotFoundError(f"no database at {path}")
-    conn = connect(path, readonly=True)
+    """Run ``sql`` (``?`` placeholders) on a read-only connection; rows as a DataFrame."""
+    conn = open_reader(db)
     try:
         cur = conn.execute(sql, params)
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
-    except sqlite3.OperationalError as exc:
-        raise RuntimeError(f"{path}: {exc}") from None
+    except reader_errors() as exc:
+        where = _shown(db)
+        raise RuntimeError(f"{where}: {str(exc).strip().splitlines()[0]}") from None
     finally:
         conn.close()
     if schema is None:
         return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
     return pl.DataFrame(rows, schema={n: schema.get(n, pl.String) for n in names}, orient="row")
+
+
+def _shown(db: DatabaseRef) -> str:
+    if is_postgres_url(db):
+        from robust_collector.storage.postgres import redact_url
+
+        return redact_url(str(db))
+    return str(db)
 
 
 def read_ticks(

@@ -1,10 +1,11 @@
-"""Replay JSONL backup files into SQLite, idempotently, and report what happened.
+"""Replay JSONL backup files into the database, idempotently, and report what happened.
 
 ``recover`` is what ``robust-collector recover`` runs: it opens (or creates) the
 database and replays every waiting backup file, oldest first. ``replay_backlog``
 does the same on a connection the caller owns (the writer thread, when the
-database comes back), and ``replay_file`` replays one file. Rows go in with
-``INSERT OR IGNORE`` on the unique ``tick_id``, so replaying twice stores nothing
+database comes back), and ``replay_file`` replays one file. A connection is a
+SQLite connection or any backend's ``RowSink``. Rows go in ignoring those whose
+unique ``tick_id`` is stored already, so replaying twice stores nothing
 twice; a file is moved to ``recovered/`` (or deleted) only after all of its good
 lines are committed.
 """
@@ -19,7 +20,6 @@ import pickle
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -29,6 +29,7 @@ from typing import IO, Any, Literal
 import polars as pl
 
 from robust_collector.errors import StorageError
+from robust_collector.storage.backend import RowSink, SQLiteSink, is_postgres_url
 from robust_collector.storage.backup import (
     RECOVERED_DIR,
     BackupChunk,
@@ -36,13 +37,7 @@ from robust_collector.storage.backup import (
     iter_backup_chunks,
     list_backup_files,
 )
-from robust_collector.storage.schema import (
-    INSERT_REJECTS,
-    INSERT_TICKS,
-    connect,
-    init_db,
-    open_database,
-)
+from robust_collector.storage.schema import connect, init_db, open_database
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -167,7 +162,7 @@ class RecoveryReport:
         return [r.error for r in self.results if r.error is not None]
 
     def raise_for_errors(self) -> RecoveryReport:
-        """Raise the first failure's exception (``sqlite3.Error`` or ``OSError``), else
+        """Raise the first failure's exception (a database error or ``OSError``), else
         return ``self``."""
         errors = self.errors
         if errors:
@@ -192,61 +187,6 @@ class RecoveryReport:
             )
         lines.extend(f"{r.file}: {r.status}" for r in self.results if r.status.startswith("failed"))
         return "\n".join(lines)
-
-
-class _DryRun:
-    """Counts which tick ids are new to the database (and to this dry run) in temp tables."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        tag = uuid.uuid4().hex[:8]
-        present = {
-            row[0] for row in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
-        }
-        self.tables = (f"rc_dry_ticks_{tag}", f"rc_dry_rejects_{tag}")
-        self.sql = []
-        for temp, main in zip(self.tables, ("ticks", "rejects"), strict=True):
-            conn.execute(f"CREATE TEMP TABLE {temp} (tick_id TEXT PRIMARY KEY)")
-            sql = f"INSERT OR IGNORE INTO temp.{temp} (tick_id) SELECT ?1"
-            if main in present:
-                sql += f" WHERE NOT EXISTS (SELECT 1 FROM main.{main} WHERE tick_id = ?1)"
-            self.sql.append(sql)
-
-    def count(self, ticks: list[tuple[Any, ...]], rejects: list[tuple[Any, ...]]) -> int:
-        before = self.conn.total_changes
-        with _transaction(self.conn):
-            self.conn.executemany(self.sql[0], [(r[0],) for r in ticks])
-            self.conn.executemany(self.sql[1], [(r[0],) for r in rejects])
-        return self.conn.total_changes - before
-
-    def close(self) -> None:
-        for temp in self.tables:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute(f"DROP TABLE IF EXISTS temp.{temp}")
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN")
-    try:
-        yield
-        conn.commit()
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.rollback()
-        raise
-
-
-@contextlib.contextmanager
-def _synchronous_full(conn: sqlite3.Connection) -> Iterator[None]:
-    # Commits must be durable before their file is moved or deleted.
-    (previous,) = conn.execute("PRAGMA synchronous").fetchone()
-    conn.execute("PRAGMA synchronous=FULL")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute(f"PRAGMA synchronous={int(previous)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -384,7 +324,7 @@ def _start_reader(use: bool | None, files: list[Path]) -> _ReaderProcess | None:
 
 
 def replay_file(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection | RowSink,
     path: str | Path,
     *,
     dry_run: bool = False,
@@ -401,30 +341,36 @@ def replay_file(
     skips them). ``on_lines(n)`` is called after each chunk of ``n`` lines.
     """
     _check_args(after, batch_size)
-    if conn.in_transaction:
-        raise ValueError("replay needs a connection without an open transaction")
-    tracker = _DryRun(conn) if dry_run else None
-    sync = contextlib.nullcontext() if dry_run else _synchronous_full(conn)
+    sink = as_sink(conn)
+    sink.check_idle()
+    sync = contextlib.nullcontext() if dry_run else sink.durable()
     try:
         with sync:
             return _replay_file(
-                conn,
+                sink,
                 Path(path),
-                tracker=tracker,
+                dry_run=dry_run,
                 after=after,
                 batch_size=batch_size,
                 on_lines=on_lines,
             )
     finally:
-        if tracker is not None:
-            tracker.close()
+        if dry_run:
+            sink.close_dry_run()
+
+
+def as_sink(conn: sqlite3.Connection | RowSink) -> RowSink:
+    """A SQLite connection wrapped as a ``RowSink``; a sink as it is."""
+    if isinstance(conn, sqlite3.Connection):
+        return SQLiteSink(conn)
+    return conn
 
 
 def _replay_file(
-    conn: sqlite3.Connection,
+    sink: RowSink,
     path: Path,
     *,
-    tracker: _DryRun | None,
+    dry_run: bool,
     after: After,
     batch_size: int,
     on_lines: Callable[[int], object] | None,
@@ -462,16 +408,10 @@ def _replay_file(
         try:
             for chunk in read(f, path, batch_size, result.problems):
                 stage = "database"
-                if tracker is not None:
-                    result.inserted += tracker.count(chunk.ticks, chunk.rejects)
+                if dry_run:
+                    result.inserted += sink.new_rows(chunk.ticks, chunk.rejects)
                 elif chunk.ticks or chunk.rejects:
-                    before = conn.total_changes
-                    with _transaction(conn):
-                        if chunk.ticks:
-                            conn.executemany(INSERT_TICKS, chunk.ticks)
-                        if chunk.rejects:
-                            conn.executemany(INSERT_REJECTS, chunk.rejects)
-                    result.inserted += conn.total_changes - before
+                    result.inserted += sink.insert(chunk.ticks, chunk.rejects)
                 # counted once committed, so a failed file reports what went in
                 result.lines += chunk.lines
                 result.ticks += len(chunk.ticks)
@@ -482,13 +422,13 @@ def _replay_file(
             result.already_present = result.ticks + result.rejects - result.inserted
             result.torn = sum(p.kind == "torn" for p in result.problems)
             result.corrupt = len(result.problems) - result.torn
-            if tracker is not None:
+            if dry_run:
                 result.status = "dry-run"
                 return result
             stage = "after"
             result.moved_to = _dispose(path, after)
             result.status = "recovered"
-        except (sqlite3.Error, OSError) as exc:
+        except (*sink.errors, OSError) as exc:
             result.already_present = result.ticks + result.rejects - result.inserted
             result.torn = sum(p.kind == "torn" for p in result.problems)
             result.corrupt = len(result.problems) - result.torn
@@ -522,7 +462,7 @@ def _check_args(after: str, batch_size: int) -> None:
 
 
 def replay_backlog(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Connection | RowSink,
     backup_path: str | Path,
     *,
     dry_run: bool = False,
@@ -542,8 +482,8 @@ def replay_backlog(
     and two CPUs are free to use; off by default here, on the writer thread).
     """
     _check_args(after, batch_size)
-    if conn.in_transaction:
-        raise ValueError("replay needs a connection without an open transaction")
+    sink = as_sink(conn)
+    sink.check_idle()
     report = RecoveryReport(Path(backup_path), dry_run=dry_run)
     files = list_backup_files(backup_path)
     if max_files is not None:
@@ -551,8 +491,7 @@ def replay_backlog(
     if not files:
         return report
     bar = _progress_bar(files) if progress else None
-    tracker = _DryRun(conn) if dry_run else None
-    sync = contextlib.nullcontext() if dry_run else _synchronous_full(conn)
+    sync = contextlib.nullcontext() if dry_run else sink.durable()
     db_error: BaseException | None = None
     reader = _start_reader(reader_process, files)
     try:
@@ -565,22 +504,22 @@ def replay_backlog(
                     report.results.append(skipped)
                     continue
                 result = _replay_file(
-                    conn,
+                    sink,
                     path,
-                    tracker=tracker,
+                    dry_run=dry_run,
                     after=after,
                     batch_size=batch_size,
                     on_lines=bar.update if bar is not None else None,
                     reader=reader,
                 )
                 report.results.append(result)
-                if isinstance(result.error, sqlite3.Error):
+                if isinstance(result.error, sink.errors):
                     db_error = result.error
     finally:
         if reader is not None:
             reader.close()
-        if tracker is not None:
-            tracker.close()
+        if dry_run:
+            sink.close_dry_run()
         if bar is not None:
             bar.close()
     return report
@@ -616,6 +555,16 @@ def recover(
     trouble is in the report.
     """
     _check_args(after, batch_size)
+    if is_postgres_url(db_path):
+        return _recover_postgres(
+            str(db_path),
+            backup_path,
+            dry_run=dry_run,
+            after=after,
+            progress=progress,
+            batch_size=batch_size,
+            reader_process=reader_process,
+        )
     try:
         conn = _open_for(db_path, dry_run=dry_run)
     except (sqlite3.Error, OSError) as exc:
@@ -650,3 +599,16 @@ def _open_for(db_path: str | Path, *, dry_run: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _recover_postgres(url: str, backup_path: str | Path, **kwargs: Any) -> RecoveryReport:
+    from robust_collector.storage.postgres import PostgresSink, connect_postgres, redact_url
+
+    try:
+        conn = connect_postgres(url, init=not kwargs.get("dry_run"))
+    except Exception as exc:  # psycopg's errors, without importing it where it is absent
+        raise StorageError(f"cannot open database {redact_url(url)}: {_describe(exc)}") from exc
+    try:
+        return replay_backlog(PostgresSink(conn), backup_path, **kwargs)
+    finally:
+        conn.close()

@@ -14,7 +14,7 @@ import sqlite_utils
 
 from robust_collector.model import QUOTE_FIELDS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.instance (which collector of a fleet)
 
 QUOTE_COLUMNS_SQL = """
     tick_id   TEXT PRIMARY KEY,
@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status     TEXT NOT NULL,
     pid        INTEGER,
     host       TEXT,
+    instance   TEXT,
     symbols    TEXT NOT NULL,
     config     TEXT NOT NULL,
     summary    TEXT
@@ -113,6 +114,9 @@ def connect(
 def init_db(conn: sqlite3.Connection) -> sqlite_utils.Database:
     """Create every table and index if missing; returns the sqlite-utils view of it."""
     conn.executescript(DDL)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "instance" not in columns:  # a version-1 database
+        conn.execute("ALTER TABLE runs ADD COLUMN instance TEXT")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return sqlite_utils.Database(conn)
 

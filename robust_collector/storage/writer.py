@@ -1,4 +1,4 @@
-"""The database writer: one thread owns the SQLite connection and writes batches.
+"""The database writer: one thread owns the database connection and writes batches.
 
 The collector hands over batches through a bounded queue; each batch is one
 transaction. A failing or slow database sends the batch to the backup files
@@ -10,19 +10,17 @@ anywhere is held in memory within a bound, counted and reported.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import sqlite3
 import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-from robust_collector.storage.schema import INSERT_REJECTS, INSERT_TICKS, open_database
+from robust_collector.storage.backend import Backend, SQLiteBackend
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +100,22 @@ class WriterStats:
 _STOP = object()
 
 
-class SQLiteWriter:
-    """Writes batches to SQLite from its own thread, falling back to backup files."""
+class StorageWriter:
+    """Writes batches to a database from its own thread, falling back to backup files.
+
+    ``target`` is a SQLite file path or a ``Backend`` (e.g. ``PostgresBackend``).
+    """
 
     def __init__(
         self,
-        path: str | Path,
+        target: str | Path | Backend,
         *,
         write_timeout: float = 5.0,
         queue_max_batches: int = 64,
         queue_full_block_ms: float = 200.0,
         fallback: Fallback | None = None,
         gate: Gate | None = None,
-        replay: Callable[[sqlite3.Connection], tuple[int, int]] | None = None,
+        replay: Callable[[Any], tuple[int, int]] | None = None,
         backlog: Callable[[], int] | None = None,
         replay_on_start: bool = True,
         on_error: Callable[[str, BaseException], None] | None = None,
@@ -122,7 +123,10 @@ class SQLiteWriter:
         max_held_batches: int = 1024,
         max_held_events: int = 10_000,
     ) -> None:
-        self.path = Path(path)
+        if isinstance(target, str | Path):
+            target = SQLiteBackend(target, timeout=write_timeout)
+        self.backend: Backend = target
+        self._db_errors = (*target.errors, OSError)
         self.write_timeout = write_timeout
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max_batches)
         self._capacity = queue_max_batches
@@ -146,13 +150,12 @@ class SQLiteWriter:
         self._order_lock = threading.Lock()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None
         self._ready = threading.Event()
         self._mode = "database"
         self._n = Counter[str]()
         self._stored_by_symbol = Counter[str]()
         self._last_error: str | None = None
-        self._deadline = 0.0
 
     # -- producer side -----------------------------------------------------------
 
@@ -281,17 +284,18 @@ class SQLiteWriter:
         if self._conn is not None:
             return True
         try:
-            conn = open_database(self.path, timeout=self.write_timeout)
-        except (sqlite3.Error, OSError) as exc:
+            conn = self.backend.connect()
+        except self._db_errors as exc:
             self._record("storage", exc, db=True)
             return False
-        conn.set_progress_handler(self._progress, 10_000)
         self._conn = conn
         return True
 
-    def _progress(self) -> int:
-        # abort a statement that runs past the write timeout (a slow disk, a huge batch)
-        return 1 if time.monotonic() > self._deadline else 0
+    def _drop_broken(self) -> None:
+        # a lost server connection is reopened on the next try (the breaker paces it)
+        if self._conn is not None and self.backend.broken(self._conn):
+            self.backend.close(self._conn)
+            self._conn = None
 
     def _close(self) -> None:
         if self._fallback is not None:
@@ -301,8 +305,7 @@ class SQLiteWriter:
                 except OSError as exc:
                     self._record("backup", exc)
         if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
+            self.backend.close(self._conn)
             self._conn = None
 
     def _idle(self) -> None:
@@ -334,24 +337,13 @@ class SQLiteWriter:
             return False
         conn = self._conn
         assert conn is not None
-        events = list(self._events)
-        self._deadline = time.monotonic() + self.write_timeout
+        held_events = len(self._events)
+        events = [*self._events, *batch.events]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            if batch.ticks:
-                conn.executemany(INSERT_TICKS, batch.ticks)
-            if batch.rejects:
-                conn.executemany(INSERT_REJECTS, batch.rejects)
-            for sql, row in events:
-                conn.execute(sql, row)
-            for sql, row in batch.events:
-                conn.execute(sql, row)
-            conn.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
-                exc = TimeoutError(f"database write took longer than {self.write_timeout:g}s")
+            self.backend.set_deadline(conn, self.write_timeout)
+            self.backend.write(conn, batch.ticks, batch.rejects, events)
+        except (*self._db_errors, TimeoutError) as exc:
+            self._drop_broken()
             self._record("storage", exc, db=True)
             if self._gate is not None:
                 self._gate.on_failure(token, exc)
@@ -359,7 +351,7 @@ class SQLiteWriter:
                 return False
             self._keep_events(batch)
             return False
-        for _ in events:
+        for _ in range(held_events):
             self._events.popleft()
         if self._gate is not None:
             self._gate.on_success(token)
@@ -375,7 +367,7 @@ class SQLiteWriter:
         n["batches_written"] += 1
         n["ticks_written"] += len(batch.ticks)
         n["rejects_written"] += len(batch.rejects)
-        self._stored_by_symbol.update(row[1] for row in batch.ticks)
+        self._stored_by_symbol.update(map(itemgetter(1), batch.ticks))
         if self._on_written is not None and (batch.ticks or batch.rejects):
             self._on_written(len(batch))
 
@@ -399,7 +391,8 @@ class SQLiteWriter:
         try:
             with self._lock:
                 inserted, files = self._replay(self._conn)
-        except (sqlite3.Error, OSError) as exc:
+        except self._db_errors as exc:
+            self._drop_broken()
             self._record("storage", exc, db=True)
             # a busy database (a reader's checkpoint, another writer) is no outage:
             # try again after the next good write rather than at the next recovery
@@ -518,3 +511,6 @@ class SQLiteWriter:
             return self._backlog()
         except OSError:
             return 0
+
+
+SQLiteWriter = StorageWriter  # the name before other backends existed

@@ -1,0 +1,206 @@
+"""The fleet view: every collector instance writing into one database, at a glance.
+
+Each instance's newest run is read from ``runs`` and its newest system health
+snapshot from ``health_snapshots``; an instance is *not running* when its run was
+stopped, or when it has not reported for two health intervals (it crashed or
+lost the database). ``robust-collector health --db postgresql://...`` prints this
+and ``dashboard.watch(url)`` shows it live; it works on a SQLite file too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from robust_collector.health import HealthLevel
+from robust_collector.model import now_us as _now_us
+from robust_collector.storage.reader import DatabaseRef, missing_table, open_reader, reader_errors
+
+__all__ = ["InstanceStatus", "fleet_exit_code", "fleet_status", "render_fleet"]
+
+SYSTEM = "RobustDataCollector"
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One collector instance: its newest run, its last heartbeat and whether it runs."""
+
+    instance: str
+    host: str | None
+    pid: int | None
+    run_id: str
+    symbols: tuple[str, ...]
+    started_us: int
+    level: HealthLevel | None
+    reasons: tuple[str, ...]
+    last_heartbeat_us: int | None
+    check_interval_seconds: float
+    running: bool
+    not_running_since_us: int | None
+    stopped_cleanly: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {
+            "instance": self.instance,
+            "host": self.host,
+            "pid": self.pid,
+            "run_id": self.run_id,
+            "symbols": list(self.symbols),
+            "started": _iso(self.started_us),
+            "level": None if self.level is None else self.level.name,
+            "reasons": list(self.reasons),
+            "last_heartbeat": None
+            if self.last_heartbeat_us is None
+            else _iso(self.last_heartbeat_us),
+            "running": self.running,
+            "not_running_since": None
+            if self.not_running_since_us is None
+            else _iso(self.not_running_since_us),
+            "stopped_cleanly": self.stopped_cleanly,
+        }
+
+
+def _iso(us: int) -> str:
+    return dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _interval(config: Any) -> float:
+    try:
+        return float(
+            orjson.loads(config)["realtime_data"]["health_check"]["check_interval_seconds"]
+        )
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+        return 60.0
+
+
+def fleet_status(db: DatabaseRef, *, now_us: int | None = None) -> list[InstanceStatus]:
+    """The newest run of every instance in ``db`` (a SQLite file or a PostgreSQL URL)."""
+    now = _now_us() if now_us is None else now_us
+    conn = open_reader(db)
+    try:
+        try:
+            runs = conn.execute(
+                "SELECT run_id, started_us, stopped_us, status, pid, host, instance, symbols, "
+                "config FROM runs ORDER BY started_us"
+            ).fetchall()
+        except reader_errors() as exc:
+            if missing_table(exc):
+                return []
+            raise
+        newest: dict[str, tuple[Any, ...]] = {}
+        for row in runs:
+            newest[row[6] or row[5] or row[0]] = row  # later runs replace earlier ones
+        out = []
+        for name, (run_id, started, stopped, status, pid, host, _, symbols, config) in sorted(
+            newest.items()
+        ):
+            beat = conn.execute(
+                "SELECT ts_us, level, reasons FROM health_snapshots "
+                "WHERE run_id = ? AND component = ? ORDER BY ts_us DESC LIMIT 1",
+                (run_id, SYSTEM),
+            ).fetchone()
+            interval = _interval(config)
+            last = None if beat is None else int(beat[0])
+            seen = last if last is not None else int(started)
+            since: int | None = None
+            if status == "stopped":
+                since = int(stopped) if stopped is not None else seen
+            elif now - seen > 2 * interval * 1_000_000 + 2_000_000:
+                since = seen
+            try:
+                syms = tuple(orjson.loads(symbols))
+            except (TypeError, ValueError, orjson.JSONDecodeError):
+                syms = ()
+            out.append(
+                InstanceStatus(
+                    instance=name,
+                    host=host,
+                    pid=pid,
+                    run_id=run_id,
+                    symbols=syms,
+                    started_us=int(started),
+                    level=None if beat is None else HealthLevel.parse(beat[1]),
+                    reasons=() if beat is None else tuple(orjson.loads(beat[2])),
+                    last_heartbeat_us=last,
+                    check_interval_seconds=interval,
+                    running=since is None,
+                    not_running_since_us=since,
+                    stopped_cleanly=status == "stopped",
+                )
+            )
+        return out
+    finally:
+        conn.close()
+
+
+def fleet_exit_code(instances: list[InstanceStatus]) -> int:
+    """0 all running instances healthy, 1 one degraded, 2 one unhealthy or critical or an
+    instance that died without stopping, 3 nothing running (or nothing known)."""
+    running = [i for i in instances if i.running]
+    if not running:
+        return 3
+    code = 0
+    for i in instances:
+        if not i.running and not i.stopped_cleanly:
+            code = max(code, 2)
+        elif i.running and i.level is not None:
+            if i.level >= HealthLevel.UNHEALTHY:
+                code = max(code, 2)
+            elif i.level >= HealthLevel.DEGRADED:
+                code = max(code, 1)
+    return code
+
+
+def _age(us: int | None, now: int) -> str:
+    if us is None:
+        return "never"
+    s = max(0.0, (now - us) / 1e6)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def render_fleet(
+    instances: list[InstanceStatus], db_label: str, *, now_us: int | None = None
+) -> str:
+    """A text table, one line per instance, for the terminal."""
+    now = _now_us() if now_us is None else now_us
+    if not instances:
+        return f"❔ UNKNOWN: no collector has written to {db_label} yet"
+    running = sum(i.running for i in instances)
+    lines = [f"fleet at {db_label}: {running} of {len(instances)} instance(s) running", ""]
+    rows = [("instance", "host/pid", "level", "last heartbeat", "symbols", "state")]
+    for i in instances:
+        level = "-" if i.level is None else i.level.name
+        if not i.running:
+            level = f"({level})"
+        state = (
+            "running"
+            if i.running
+            else f"not running since {_iso(i.not_running_since_us or i.started_us)}"
+            + ("" if i.stopped_cleanly else " (stopped reporting)")
+        )
+        syms = ", ".join(i.symbols[:6]) + (f" +{len(i.symbols) - 6}" if len(i.symbols) > 6 else "")
+        rows.append(
+            (
+                i.instance,
+                f"{i.host or '-'}/{i.pid or '-'}",
+                level,
+                _age(i.last_heartbeat_us, now),
+                f"{len(i.symbols)}: {syms}",
+                state,
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for i in instances:
+        if i.running and i.reasons and i.level is not None and i.level > HealthLevel.HEALTHY:
+            lines.append(f"  {i.instance}: {'; '.join(i.reasons)}")
+    return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""The storage backend interface the writer thread drives, and its SQLite form.
+
+The writer (queue, order, breaker, backup, replay) is the same for every
+database; a backend only knows how to connect, write one batch as one
+transaction, and hand the replay a row sink. ``storage.backend`` picks one:
+``sqlite`` (embedded, the default) or ``postgresql`` (a shared server for fleets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
+from typing import Any, Protocol
+
+from robust_collector.storage.schema import INSERT_REJECTS, INSERT_TICKS, open_database
+
+__all__ = ["Backend", "RowSink", "SQLiteBackend", "SQLiteSink", "is_postgres_url"]
+
+Row = tuple[Any, ...]
+Event = tuple[str, Row]
+
+# Ticks go in 64 rows per INSERT: each statement then runs longer inside SQLite,
+# without the GIL, so the collector thread validates while the writer writes
+# (measured: end-to-end 0.50 -> 0.63 of a bare executemany). 64 x 12 parameters
+# stays under SQLite's variable limit; OR IGNORE still skips row by row.
+TICKS_PER_STATEMENT = 64
+_HEAD, _VALUES = INSERT_TICKS.split(" VALUES ")
+INSERT_TICKS_MULTI = f"{_HEAD} VALUES {','.join([_VALUES] * TICKS_PER_STATEMENT)}"
+
+
+def insert_ticks(conn: sqlite3.Connection, ticks: list[Row]) -> None:
+    """``INSERT OR IGNORE`` ``ticks``, ``TICKS_PER_STATEMENT`` rows per statement."""
+    n = TICKS_PER_STATEMENT
+    full = len(ticks) - len(ticks) % n
+    for i in range(0, full, n):
+        conn.execute(INSERT_TICKS_MULTI, list(chain.from_iterable(ticks[i : i + n])))
+    if full < len(ticks):
+        conn.executemany(INSERT_TICKS, ticks[full:])
+
+
+def is_postgres_url(target: object) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL (not a SQLite path)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+class RowSink(Protocol):
+    """Where replayed backup rows go: idempotent inserts that report what was new."""
+
+    errors: tuple[type[BaseException], ...]
+
+    def check_idle(self) -> None:
+        """Raise ``ValueError`` if a transaction is open (replay commits its own)."""
+
+    def durable(self) -> contextlib.AbstractContextManager[None]:
+        """Commits inside are on disk before a replayed file is moved or deleted."""
+
+    def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+        """Insert (ignoring rows already stored) in one transaction; returns rows added."""
+
+    def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
+        """Dry run: how many of these rows the database (and earlier calls) lack."""
+
+    def close_dry_run(self) -> None:
+        """Drop what ``new_rows`` kept."""
+
+
+class Backend(Protocol):
+    """One database the writer thread owns a connection to."""
+
+    kind: str
+    errors: tuple[type[BaseException], ...]
+
+    def describe(self) -> str:
+        """Where it writes, for messages (never with a password)."""
+
+    def connect(self) -> Any:
+        """Open a connection with the schema in place; raises one of ``errors``."""
+
+    def write(self, conn: Any, ticks: list[Row], rejects: list[Row], events: list[Event]) -> None:
+        """Write it all in one transaction within ``deadline``; rolled back on failure."""
+
+    def set_deadline(self, conn: Any, seconds: float) -> None:
+        """Abort the next write if it runs longer than ``seconds``."""
+
+    def broken(self, conn: Any) -> bool:
+        """True when ``conn`` is unusable and the writer must reconnect."""
+
+    def close(self, conn: Any) -> None:
+        """Close ``conn``, ignoring errors."""
+
+    def sink(self, conn: Any) -> RowSink:
+        """The replay's view of ``conn``."""
+
+
+class SQLiteBackend:
+    """The embedded default: one WAL file, written by one connection."""
+
+    kind = "sqlite"
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._deadline = 0.0
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def connect(self) -> sqlite3.Connection:
+        conn = open_database(self.path, timeout=self.timeout)
+        # abort a statement that runs past the write timeout (a slow disk, a huge batch)
+        conn.set_progress_handler(self._progress, 10_000)
+        return conn
+
+    def _progress(self) -> int:
+        return 1 if time.monotonic() > self._deadline else 0
+
+    def set_deadline(self, conn: Any, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def write(
+        self,
+        conn: sqlite3.Connection,
+        ticks: list[Row],
+        rejects: list[Row],
+        events: list[Event],
+    ) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if ticks:
+                insert_ticks(conn, ticks)
+            if rejects:
+                conn.executemany(INSERT_REJECTS, rejects)
+            for sql, row in events:
+                conn.execute(sql, row)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
+                raise TimeoutError(f"database write took longer than {self.timeout:g}s") from exc
+            raise
+
+    def broken(self, conn: Any) -> bool:
+        return False  # a file connection survives its errors
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def sink(self, conn: sqlite3.Connection) -> SQLiteSink:
+        return SQLiteSink(conn)
+
+
+class SQLiteSink:
+    """Replay into SQLite: ``INSERT OR IGNORE`` on the unique tick id."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._dry: Any = None
+
+    def check_idle(self) -> None:
+        if self.conn.in_transaction:
+            raise ValueError("replay needs a connection without an open transaction")
+
+    @contextlib.contextmanager
+    def durable(self) -> Iterator[None]:
+        (previous,) = self.conn.execute("PRAGMA synchronous").fetchone()
+        self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute(f"PRAGMA synchronous={int(previous)}")
+
+    def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+        conn = self.conn
+        before = conn.total_changes
+        with _transaction(conn):
+            if ticks:
+                conn.executemany(INSERT_TICKS, ticks)
+            if rejects:
+                conn.executemany(INSERT_REJECTS, rejects)
+        return conn.total_changes - before
+
+    def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
+        if self._dry is None:
+            self._dry = _SQLiteDryRun(self.conn)
+        return self._dry.count(ticks, rejects)
+
+    def close_dry_run(self) -> None:
+        if self._dry is not None:
+            self._dry.close()
+            self._dry = None
+
+
+class _SQLiteDryRun:
+    """Counts which tick ids are new to the database (and to this dry run) in temp tables."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        import uuid
+
+        self.conn = conn
+        tag = uuid.uuid4().hex[:8]
+        present = {
+            row[0] for row in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
+        }
+        self.tables = (f"rc_dry_ticks_{tag}", f"rc_dry_rejects_{tag}")
+        self.sql = []
+        for temp, main in zip(self.tables, ("ticks", "rejects"), strict=True):
+            conn.execute(f"CREATE TEMP TABLE {temp} (tick_id TEXT PRIMARY KEY)")
+            sql = f"INSERT OR IGNORE INTO temp.{temp} (tick_id) SELECT ?1"
+            if main in present:
+                sql += f" WHERE NOT EXISTS (SELECT 1 FROM main.{main} WHERE tick_id = ?1)"
+            self.sql.append(sql)
+
+    def count(self, ticks: list[Row], rejects: list[Row]) -> int:
+        before = self.conn.total_changes
+        with _transaction(self.conn):
+            self.conn.executemany(self.sql[0], [(r[0],) for r in ticks])
+            self.conn.executemany(self.sql[1], [(r[0],) for r in rejects])
+        return self.conn.total_changes - before
+
+    def close(self) -> None:
+        for temp in self.tables:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN")
+    try:
+        yield
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+        raise
+
+
+def make_backend(target: str | Path, *, timeout: float = 5.0) -> Backend:
+    """The backend for a SQLite path or a ``postgresql://`` URL."""
+    if is_postgres_url(target):
+        from robust_collector.storage.postgres import PostgresBackend
+
+        return PostgresBackend(str(target), timeout=timeout)
+    return SQLiteBackend(target, timeout=timeout)
+
+
+def execute_once(backend: Backend, sql: str, params: Row) -> None:
+    """Run one of our (SQLite-dialect) statements on a short-lived connection."""
+    conn = backend.connect()
+    try:
+        if backend.kind == "postgresql":
+            from robust_collector.storage.postgres import pg_sql
+
+            conn.execute(pg_sql(sql), params)
+        else:
+            conn.execute(sql, params)
+    finally:
+        backend.close(conn)

@@ -1,0 +1,384 @@
+"""The PostgreSQL backend: one shared server for a fleet of collectors.
+
+Same tables as SQLite (the DDL is translated from the one schema). A live batch
+is COPYed straight into its table inside a savepoint (its rows are new); replay,
+and a live batch that meets a row already stored, go by COPY into a per-session
+staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so replaying
+a backup file twice stores nothing twice. A lost connection or a restarted server
+is an ordinary storage failure: the breaker opens, batches go to the JSONL
+backup, and the writer reconnects and replays them. ``psycopg`` (3.x) is an
+optional dependency: ``pip install 'robust-collector[postgresql]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from robust_collector.errors import StorageError
+from robust_collector.secrets import register_secret
+from robust_collector.storage.schema import DDL, REJECT_COLUMNS, TABLES, TICK_COLUMNS
+
+__all__ = [
+    "PG_SCHEMA_VERSION",
+    "PostgresBackend",
+    "PostgresSink",
+    "connect_postgres",
+    "init_postgres",
+    "pg_sql",
+    "postgres_ddl",
+    "redact_url",
+]
+
+PG_SCHEMA_VERSION = 2
+# one lock id for schema changes, so collectors starting together do not race
+_SCHEMA_LOCK = 0x7263_5343  # "rcSC"
+_CHUNK_US = 86_400 * 1_000_000  # a TimescaleDB chunk per day of ticks
+
+Row = tuple[Any, ...]
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - exercised where psycopg is absent
+        raise StorageError(
+            "the PostgreSQL backend needs psycopg: pip install 'robust-collector[postgresql]'"
+        ) from exc
+    return psycopg
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and health output)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://***"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def _register_password(url: str) -> None:
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password:
+            register_secret(password)
+
+
+_TRANSLATE = (
+    (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGSERIAL PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+)
+
+
+def postgres_ddl(*, timescale: bool = False) -> str:
+    """The SQLite schema in PostgreSQL types, plus a BRIN time index on ticks.
+
+    With TimescaleDB, ticks' key is ``(tick_id, ts_us)``: a hypertable's unique
+    keys must hold its time column (a tick id fixes its time, so it is as unique).
+    """
+    ddl = DDL
+    for pattern, repl in _TRANSLATE:
+        ddl = pattern.sub(repl, ddl)
+    if timescale:
+        head, rest = ddl.split("CREATE TABLE IF NOT EXISTS ticks (", 1)
+        body, tail = rest.split(");", 1)
+        body = body.replace("tick_id   TEXT PRIMARY KEY", "tick_id   TEXT NOT NULL")
+        ddl = f"{head}CREATE TABLE IF NOT EXISTS ticks ({body.rstrip()},\n    PRIMARY KEY (tick_id, ts_us)\n);{tail}"
+    return (
+        ddl
+        + "\nCREATE INDEX IF NOT EXISTS ticks_ts ON ticks USING brin (ts_us);"
+        + "\nCREATE TABLE IF NOT EXISTS rc_schema (version INTEGER NOT NULL);"
+    )
+
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: runs name the collector instance (a fleet writes into one database)
+    2: ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS instance TEXT",),
+}
+
+
+def init_postgres(conn: Any) -> dict[str, Any]:
+    """Create or migrate the schema (idempotent, safe for collectors starting together).
+
+    Returns what it did: ``{"version", "from_version", "timescale", "created"}``.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        existing = {
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            ).fetchall()
+        }
+        timescale = bool(
+            conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        )
+        from_version = 0
+        if "rc_schema" in existing:
+            row = conn.execute("SELECT max(version) FROM rc_schema").fetchone()
+            from_version = int(row[0] or 0)
+        if from_version >= PG_SCHEMA_VERSION and set(TABLES) <= existing:
+            return {
+                "version": from_version,
+                "from_version": from_version,
+                "timescale": timescale,
+                "created": [],
+            }
+        for statement in postgres_ddl(timescale=timescale and "ticks" not in existing).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        for version in range(max(from_version, 1) + 1, PG_SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS.get(version, ()):
+                conn.execute(statement)
+        if timescale and "ticks" not in existing:
+            conn.execute(
+                "SELECT create_hypertable('ticks', 'ts_us', chunk_time_interval => %s, "
+                "if_not_exists => TRUE)",
+                (_CHUNK_US,),
+            )
+        conn.execute("DELETE FROM rc_schema")
+        conn.execute("INSERT INTO rc_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))
+    created = sorted(set(TABLES) - existing)
+    return {
+        "version": PG_SCHEMA_VERSION,
+        "from_version": from_version,
+        "timescale": timescale,
+        "created": created,
+    }
+
+
+def connect_postgres(url: str, *, timeout: float = 5.0, init: bool = True) -> Any:
+    """An autocommit psycopg connection to ``url``, schema created or migrated if ``init``."""
+    psycopg = _psycopg()
+    _register_password(url)
+    conn = psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=max(1, round(timeout)),
+        application_name="robust-collector",
+        # a server that stops answering (not just closing) fails the write in time
+        tcp_user_timeout=int(timeout * 1000) + 1000,
+        keepalives=1,
+        keepalives_idle=max(1, round(timeout)),
+    )
+    if init:
+        try:
+            init_postgres(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+_sql_cache: dict[str, str] = {}
+
+
+def pg_sql(sql: str) -> str:
+    """A SQLite statement of ours in PostgreSQL's dialect (``?`` -> ``%s``, OR IGNORE)."""
+    out = _sql_cache.get(sql)
+    if out is None:
+        out = sql.replace("%", "%%").replace("?", "%s")
+        if out.startswith("INSERT OR IGNORE INTO"):
+            out = "INSERT INTO" + out[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"
+        _sql_cache[sql] = out
+    return out
+
+
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS rc_stage_ticks (LIKE ticks INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS rc_stage_rejects (LIKE rejects INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS",
+)
+_TICK_COLS = ", ".join(TICK_COLUMNS)
+_REJECT_COLS = ", ".join(REJECT_COLUMNS)
+COPY_TICKS = f"COPY rc_stage_ticks ({_TICK_COLS}) FROM STDIN"
+COPY_REJECTS = f"COPY rc_stage_rejects ({_REJECT_COLS}) FROM STDIN"
+COPY_TICKS_DIRECT = f"COPY ticks ({_TICK_COLS}) FROM STDIN"
+COPY_REJECTS_DIRECT = f"COPY rejects ({_REJECT_COLS}) FROM STDIN"
+MOVE_TICKS = (
+    f"INSERT INTO ticks ({_TICK_COLS}) SELECT {_TICK_COLS} FROM rc_stage_ticks "
+    "ON CONFLICT DO NOTHING"
+)
+MOVE_REJECTS = (
+    f"INSERT INTO rejects ({_REJECT_COLS}) SELECT {_REJECT_COLS} FROM rc_stage_rejects "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def _stage(conn: Any) -> None:
+    for statement in _STAGE_DDL:
+        conn.execute(statement)
+
+
+def _copy_in(cur: Any, ticks: list[Row], rejects: list[Row]) -> int:
+    """COPY into the staging tables and move what is new; returns rows inserted."""
+    inserted = 0
+    for rows, copy_sql, move_sql in (
+        (ticks, COPY_TICKS, MOVE_TICKS),
+        (rejects, COPY_REJECTS, MOVE_REJECTS),
+    ):
+        if not rows:
+            continue
+        with cur.copy(copy_sql) as copy:
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+        cur.execute(move_sql)
+        inserted += max(cur.rowcount, 0)
+    return inserted
+
+
+def _copy_direct(cur: Any, ticks: list[Row], rejects: list[Row]) -> None:
+    """COPY straight into the tables: fails on a row already stored (a unique violation)."""
+    for rows, copy_sql in ((ticks, COPY_TICKS_DIRECT), (rejects, COPY_REJECTS_DIRECT)):
+        if rows:
+            with cur.copy(copy_sql) as copy:
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+
+
+class PostgresBackend:
+    """Writes batches to a PostgreSQL server over one connection (the writer's)."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        psycopg = _psycopg()
+        self.url = url
+        self.timeout = timeout
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self._unique_violation = psycopg.errors.UniqueViolation
+        self._timeout_ms = max(1, int(timeout * 1000))
+        _register_password(url)
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+    def connect(self) -> Any:
+        conn = connect_postgres(self.url, timeout=self.timeout)
+        try:
+            _stage(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def set_deadline(self, conn: Any, seconds: float) -> None:
+        self._timeout_ms = max(1, int(seconds * 1000))
+
+    def write(
+        self, conn: Any, ticks: list[Row], rejects: list[Row], events: list[tuple[str, Row]]
+    ) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
+            if ticks or rejects:
+                # Live batches are new rows: COPY them straight in (as fast as a bare
+                # COPY). A row already stored (a batch that reached both the database
+                # and the backup) fails that savepoint; the staged path then skips it.
+                try:
+                    with conn.transaction():
+                        _copy_direct(cur, ticks, rejects)
+                except self._unique_violation:
+                    _copy_in(cur, ticks, rejects)
+            if events:
+                for sql, rows in _grouped(events):
+                    cur.executemany(pg_sql(sql), rows)
+
+    def broken(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def sink(self, conn: Any) -> PostgresSink:
+        return PostgresSink(conn)
+
+
+def _grouped(events: list[tuple[str, Row]]) -> Iterator[tuple[str, list[Row]]]:
+    """Consecutive events with the same statement, as one executemany each (in order)."""
+    sql: str | None = None
+    rows: list[Row] = []
+    for s, row in events:
+        if s != sql and rows:
+            yield sql, rows  # type: ignore[misc]
+            rows = []
+        sql = s
+        rows.append(row)
+    if rows:
+        yield sql, rows  # type: ignore[misc]
+
+
+class PostgresSink:
+    """Replay into PostgreSQL: the same COPY and staged ``ON CONFLICT DO NOTHING``."""
+
+    def __init__(self, conn: Any) -> None:
+        psycopg = _psycopg()
+        self.conn = conn
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self._seen: set[str] | None = None
+        self._staged = False
+        self._tables: set[str] | None = None
+
+    def check_idle(self) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            raise ValueError("replay needs a connection without an open transaction")
+
+    @contextlib.contextmanager
+    def durable(self) -> Iterator[None]:
+        # commits wait for the server's WAL flush before a file is moved or deleted
+        self.conn.execute("SET synchronous_commit TO on")
+        yield
+
+    def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+        if not self._staged:
+            _stage(self.conn)
+            self._staged = True
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            return _copy_in(cur, ticks, rejects)
+
+    def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
+        if self._seen is None:
+            self._seen = set()
+        if self._tables is None:  # a dry run creates nothing: a missing table holds nothing
+            self._tables = {
+                t
+                for t in ("ticks", "rejects")
+                if self.conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None
+            }
+        new = 0
+        for table, rows in (("ticks", ticks), ("rejects", rejects)):
+            ids = list(dict.fromkeys(r[0] for r in rows if r[0] not in self._seen))
+            if not ids:
+                continue
+            if table not in self._tables:
+                self._seen.update(ids)
+                new += len(ids)
+                continue
+            present = {
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT tick_id FROM {table} WHERE tick_id = ANY(%s)", (ids,)
+                ).fetchall()
+            }
+            fresh = [i for i in ids if i not in present]
+            self._seen.update(ids)
+            new += len(fresh)
+        return new
+
+    def close_dry_run(self) -> None:
+        self._seen = None
+        self._tables = None
