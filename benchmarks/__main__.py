@@ -17,6 +17,7 @@ BENCHMARKS = (
     "bench_backup",
     "bench_overhead",
     "bench_e2e",
+    "bench_stream",
     "bench_postgres",
 )
 

@@ -44,12 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BREAKER_COLORS",
-    "database_locked",
-    "storage_settings",
     "CAUSES",
     "LEVEL_COLORS",
     "BackupScan",
     "breaker_intervals",
+    "database_locked",
     "gaps",
     "load_breaker_events",
     "load_errors",
@@ -66,6 +65,7 @@ __all__ = [
     "project_root",
     "rejects_by",
     "scan_backups",
+    "storage_settings",
     "tick_rates",
     "under_test",
 ]
@@ -97,6 +97,8 @@ CAUSES: tuple[str, ...] = (
     "outside_session",
     "storage_outage",
     "breaker_open",
+    "stream_down",
+    "symbol_silent",
     "source_errors",
     "rejects",
     "unknown",
@@ -657,6 +659,8 @@ GAP_SCHEMA: dict[str, Any] = {
     "storage_errors": pl.Int64,
     "rejects": pl.Int64,
     "backup_ticks": pl.Int64,
+    "stream_down_s": pl.Float64,
+    "silent_s": pl.Float64,
 }
 
 
@@ -701,6 +705,23 @@ def _session_from(config: dict[str, Any]) -> MarketSession:
         return MarketSession()
 
 
+def _stream_gaps(db: Pathish) -> dict[tuple[str, str], list[tuple[int, int, str]]]:
+    """A stream's recorded outages and silences by (symbol, cause); none in older databases."""
+    try:
+        rows = query_frame(
+            db,
+            "SELECT symbol, start_us, end_us, cause, detail FROM gaps ORDER BY start_us",
+            (),
+            {"symbol": pl.String, "start_us": pl.Int64, "end_us": pl.Int64},
+        )
+    except RuntimeError:  # no gaps table: the database predates streaming sources
+        return {}
+    out: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
+    for sym, a, b, cause, detail in rows.iter_rows():
+        out.setdefault((sym, cause), []).append((a, b, detail))
+    return out
+
+
 def _fmt_clock(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, tz=UTC).strftime("%H:%M:%S")
 
@@ -725,8 +746,9 @@ def gaps(
     ``collect_interval_seconds``) or ``min_gap_seconds``. Each hole is overlapped
     with the collector's runs, the market session, storage errors and ticks still
     waiting in backup files (``backup_path``, default: the run's backup folder),
-    the database's breaker, the symbol's breaker OPEN/HALF_OPEN intervals, its
-    source errors and rejects;
+    the database's breaker, the symbol's breaker OPEN/HALF_OPEN intervals, a
+    stream's recorded outages and silences (the ``gaps`` table), its source errors
+    and rejects;
     ``cause`` is the first of ``CAUSES`` with evidence, ``causes`` all of them and
     ``detail`` says what was found. One row per hole, oldest first; with ``at`` (a
     time), only the holes around it: "why is there a hole in my SPY data at 9:47?"
@@ -804,6 +826,7 @@ def gaps(
         str(s): (g["ts_us"].to_list(), g["rule"].to_list())
         for (s,), g in rejects.group_by(["symbol"], maintain_order=True)
     }
+    stream_by_sym = _stream_gaps(db)
     backup_by_sym: dict[str, list[int]] = {}
     if backup_path is not None and Path(backup_path).is_dir():
         scan = scan_backups(backup_path, db)
@@ -850,6 +873,17 @@ def gaps(
                 f"breaker open {open_s:.1f}s from {_fmt_clock(max(a, x))}"
                 + (f" ({why})" if why else "")
             )
+        stream_s: dict[str, float] = {}
+        for cause in ("stream_down", "symbol_silent"):
+            spans = [
+                (x, y, why)
+                for x, y, why in stream_by_sym.get((sym, cause), [])
+                if min(b, y) > max(a, x)
+            ]
+            stream_s[cause] = _overlap(a, b, [(x, y) for x, y, _ in spans]) / 1e6
+            if stream_s[cause] > 0:
+                what = "stream down" if cause == "stream_down" else "symbol silent"
+                evidence[cause] = f"{what} {stream_s[cause]:.1f}s of it ({spans[0][2]})"
         if n_src:
             evidence["source_errors"] = f"{n_src} source errors ({src_msg[i]})"
         if n_rej:
@@ -875,6 +909,8 @@ def gaps(
                 "storage_errors": n_sto,
                 "rejects": n_rej,
                 "backup_ticks": n_bak,
+                "stream_down_s": stream_s["stream_down"],
+                "silent_s": stream_s["symbol_silent"],
             }
         )
     df = pl.DataFrame(rows, schema=GAP_SCHEMA).sort("start_us", "symbol")
@@ -1052,6 +1088,8 @@ GAP_COLORS: dict[str, str] = {
     "outside_session": "#9e9e9e",
     "storage_outage": "#6a1b9a",
     "breaker_open": BREAKER_COLORS["OPEN"],
+    "stream_down": "#c62828",
+    "symbol_silent": "#ff8f00",
     "source_errors": "#e65100",
     "rejects": "#f9a825",
     "unknown": "#000000",

@@ -253,6 +253,7 @@ class Collector:
         self._writer: StorageWriter | None = None
         self._fatal: BaseException | None = None
         self._summary: CollectorStatus | None = None
+        self._setup_stream()
 
     def _make_writer(self) -> StorageWriter:
         """The writer thread, with JSONL backup, the database's breaker and replay."""
@@ -462,10 +463,15 @@ class Collector:
         self._loop = asyncio.get_running_loop()
         self._stop_async = asyncio.Event()
         await self.source.start(self.run_id)
-        tasks = [asyncio.create_task(self._poll(sym), name=f"poll-{sym}") for sym in self.symbols]
-        tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
-        if self._health_enabled:
-            tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        if self._stream is not None:  # one connection for every symbol (see stream_runner)
+            tasks = self._stream.tasks()
+        else:
+            tasks = [
+                asyncio.create_task(self._poll(sym), name=f"poll-{sym}") for sym in self.symbols
+            ]
+            tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
+            if self._health_enabled:
+                tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         self._started.set()
         try:
             await self._stop_async.wait()
@@ -473,12 +479,29 @@ class Collector:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._stream is not None:
+                self._stream.finish()
+                await self._stream.aclose()
             if self._health_enabled:
                 self._record_health()  # the final snapshot, so readers see the end state
             try:
                 await self.source.aclose()
             except Exception as exc:  # closing a broken source must not lose buffered data
                 log.warning("closing source failed: %s", redact(str(exc)))
+
+    def _setup_stream(self) -> None:
+        """A streaming source gets a ``StreamRunner`` (reader, validation task, silence)."""
+        from robust_collector.sources.stream import is_streaming
+        from robust_collector.sources.stream_runner import StreamRunner
+
+        self._stream: StreamRunner | None = (
+            StreamRunner(self) if is_streaming(self.source) else None
+        )
+
+    def stream_status(self) -> dict[str, Any] | None:
+        """A streaming source's state and counters (connects, reconnects, malformed, spills,
+        silent symbols...); ``None`` for a polling source."""
+        return None if self._stream is None else self._stream.status()
 
     async def _poll(self, symbol: str) -> None:
         loop = asyncio.get_running_loop()

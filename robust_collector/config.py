@@ -221,12 +221,14 @@ class SimulatedSourceConfig:
 from robust_collector.sources.settings import (  # noqa: E402
     HttpSourceConfig,
     ReplaySourceConfig,
+    WebSocketSourceConfig,
 )
 
 SOURCE_TYPES: dict[str, type] = {
     "simulated": SimulatedSourceConfig,
     "http": HttpSourceConfig,
     "replay": ReplaySourceConfig,
+    "websocket": WebSocketSourceConfig,
 }
 
 
@@ -311,9 +313,9 @@ class Config:
     """The whole configuration file."""
 
     symbols: tuple[str, ...] = setting(["SPY", "QQQ", "IWM"], doc="symbols to collect")
-    source: SimulatedSourceConfig | HttpSourceConfig | ReplaySourceConfig = setting(
-        factory=SimulatedSourceConfig, doc="where quotes come from"
-    )
+    source: (
+        SimulatedSourceConfig | HttpSourceConfig | ReplaySourceConfig | WebSocketSourceConfig
+    ) = setting(factory=SimulatedSourceConfig, doc="where quotes come from")
     storage: StorageConfig = setting(factory=StorageConfig, doc="database and writer")
     realtime_data: RealtimeDataConfig = setting(
         factory=RealtimeDataConfig, doc="the seed's collector settings"

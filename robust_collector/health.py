@@ -275,6 +275,31 @@ def evaluate(
             f"{name}: write queue overflowed {m['queue_full_spills']} times (spilled to backup)",
         )
 
+    # a streaming source (see sources/stream_runner.py): its state, overflow, silent symbols
+    stream = m.get("stream_state")
+    if stream == "failed":
+        raise_to(HealthLevel.CRITICAL, f"{name}: stream stopped: {m.get('stream_error')}")
+    elif stream in ("connecting", "reconnecting"):
+        cause = m.get("stream_down_cause")
+        raise_to(
+            HealthLevel.UNHEALTHY,
+            f"{name}: stream down{f' ({cause})' if cause else ''}, reconnecting "
+            f"(attempt {m.get('reconnect_attempts', 0) + 1})",
+        )
+    if m.get("stream_spills"):
+        raise_to(
+            HealthLevel.DEGRADED,
+            f"{name}: stream queue overflowed {m['stream_spills']} times "
+            f"({m.get('stream_spilled_messages', 0)} messages validated at once and spilled "
+            "to backup)",
+        )
+    if m.get("silent"):
+        raise_to(
+            HealthLevel.DEGRADED,
+            f"{name}: stale, no quote for {m.get('silent_seconds', 0.0):.1f}s "
+            f"(threshold {m.get('silence_threshold_seconds', 0.0):.1f}s) while the stream is up",
+        )
+
     tracks_data = checker.kind in ("symbol", "source", "collector")
     if tracks_data and m.get("expects_data", True):
         age = m["data_age_seconds"]

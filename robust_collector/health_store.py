@@ -115,7 +115,10 @@ def heartbeat_path(db: str | Path) -> Path:
 
 def write_heartbeat(db: str | Path, snapshot: HealthSnapshot, run_id: str, interval: float) -> None:
     """Write ``snapshot`` beside the database, atomically: health stays readable while
-    the database itself is locked, read-only or gone."""
+    the database itself is locked, read-only or gone. Nothing for a PostgreSQL URL
+    (no file to put it beside: the fleet view reads the stored snapshots)."""
+    if is_postgres_url(db):
+        return
     target = heartbeat_path(db)
     data = {
         "run_id": run_id,

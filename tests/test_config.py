@@ -109,7 +109,7 @@ def test_missing_keys_take_defaults(tmp_path):
         ("symbols: [SPY, 5]\n", "symbols[1]: expected a non-empty string, got 5"),
         (
             "source:\n  type: bloomberg\n",
-            "source.type: expected one of 'simulated', 'http', 'replay', got 'bloomberg'",
+            "source.type: expected one of 'simulated', 'http', 'replay', 'websocket', got 'bloomberg'",
         ),
         ("source:\n  seeed: 1\n", "source.seeed: unknown key; did you mean 'seed'?"),
         (

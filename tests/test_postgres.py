@@ -127,7 +127,15 @@ def test_db_init_creates_the_schema_and_is_idempotent(pg_url, capsys):
     first = capsys.readouterr().out
     assert "schema version 2" in first and "created tables" in first and "ticks" in first
     tables = {r[0] for r in query(pg_url, "SELECT tablename FROM pg_tables")}
-    assert {"ticks", "rejects", "errors", "health_snapshots", "breaker_events", "runs"} <= tables
+    assert {
+        "ticks",
+        "rejects",
+        "errors",
+        "health_snapshots",
+        "breaker_events",
+        "runs",
+        "gaps",
+    } <= tables
     indexes = {r[0] for r in query(pg_url, "SELECT indexname FROM pg_indexes")}
     assert {"ticks_ts", "ticks_symbol_ts"} <= indexes
     assert main(["db", "init", "--db", pg_url]) == 0
@@ -565,3 +573,15 @@ def test_the_backup_notebook_runs_against_postgres(pg_url, tmp_path):
     (ticks,) = query(pg_url, "SELECT count(*) FROM ticks")[0]
     (runs,) = query(pg_url, "SELECT count(*) FROM runs")[0]
     assert ticks > 0 and runs >= 1
+
+
+def test_no_heartbeat_file_is_written_for_a_server_url(tmp_path, monkeypatch):
+    """The stream runner and the collector both call write_heartbeat with the
+    database they write to; for a URL that must not create a stray file."""
+    from robust_collector.health import HealthLevel, HealthSnapshot
+    from robust_collector.health_store import write_heartbeat
+
+    monkeypatch.chdir(tmp_path)
+    snap = HealthSnapshot(ts=time.time(), level=HealthLevel.HEALTHY, reasons=(), components=())
+    write_heartbeat("postgresql://u@h/db", snap, "run", 1.0)
+    assert list(tmp_path.rglob("*")) == []

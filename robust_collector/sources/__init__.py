@@ -2,9 +2,11 @@
 
 - ``simulated``: the offline random-walk feed with fault injection;
 - ``http``: latest quotes from a REST API (alpaca, polygon, finnhub, custom);
-- ``replay``: a recorded CSV, Parquet or JSONL file replayed as a feed.
+- ``replay``: a recorded CSV, Parquet or JSONL file replayed as a feed;
+- ``websocket``: quotes streamed over one WebSocket (alpaca, polygon), the
+  streaming form of the protocol (``StreamSource``).
 
-Importing this package registers all three with ``create_source``.
+Importing this package registers all four with ``create_source``.
 """
 
 from robust_collector.sources.base import Source, create_source, register_source
@@ -20,8 +22,20 @@ from robust_collector.sources.settings import (
     FieldMapConfig,
     HttpSourceConfig,
     ReplaySourceConfig,
+    WebSocketSourceConfig,
 )
 from robust_collector.sources.simulated import FaultState, SimulatedSource
+from robust_collector.sources.stream import (
+    ReconnectBackoff,
+    SilenceDetector,
+    StreamAuthError,
+    StreamClosed,
+    StreamRefused,
+    StreamSource,
+    is_streaming,
+    iter_quotes,
+)
+from robust_collector.sources.websocket import WebSocketSource
 
 __all__ = [
     "AuthenticationError",
@@ -32,12 +46,22 @@ __all__ = [
     "HttpSource",
     "HttpSourceConfig",
     "MalformedResponseError",
+    "ReconnectBackoff",
     "ReplaySource",
     "ReplaySourceConfig",
+    "SilenceDetector",
     "SimulatedSource",
     "Source",
+    "StreamAuthError",
+    "StreamClosed",
+    "StreamRefused",
+    "StreamSource",
     "UnknownSymbolError",
+    "WebSocketSource",
+    "WebSocketSourceConfig",
     "create_source",
+    "is_streaming",
+    "iter_quotes",
     "read_quotes_file",
     "register_source",
 ]

@@ -1,4 +1,4 @@
-"""Config sections of the real sources: ``source: {type: http, ...}`` and ``{type: replay, ...}``.
+"""Config sections of the real sources: ``source: {type: http | replay | websocket, ...}``.
 
 Built with ``schema.setting`` like every other section, so ``load_config`` checks
 them with key-path errors and ``configdoc`` documents them. Credentials are never
@@ -214,3 +214,126 @@ class ReplaySourceConfig:
                     f"{p}columns.{key}: unknown quote field; known: {', '.join(FIELDS)}",
                     path=f"{p}columns.{key}",
                 )
+
+
+WEBSOCKET_PRESETS: tuple[str, ...] = ("alpaca", "polygon")
+
+
+@dataclass(frozen=True)
+class WebSocketSourceConfig:
+    """Streamed quotes over one WebSocket (alpaca or polygon); keys come from env vars."""
+
+    type: Literal["websocket"] = setting("websocket", doc="source type")
+    preset: Literal["alpaca", "polygon"] | None = setting(
+        None, doc="the stream protocol (required): alpaca or polygon"
+    )
+    name: str | None = setting(
+        None, doc="name in errors and the ticks' source column (default: the preset)"
+    )
+    base_url: str | None = setting(
+        None,
+        doc="stream root (default per preset: wss://stream.data.alpaca.markets, "
+        "wss://socket.polygon.io); point it at a local server in tests",
+    )
+    feed: str | None = setting(
+        None,
+        doc="alpaca: the feed in {base_url}/v2/{feed} (default iex); polygon: the cluster in "
+        "{base_url}/{feed} (default stocks)",
+    )
+    api_key_env: str | None = setting(
+        None,
+        doc="environment variable holding the API key (default: APCA_API_KEY_ID, POLYGON_API_KEY)",
+    )
+    api_secret_env: str | None = setting(
+        None,
+        doc="environment variable holding the API secret (alpaca default: APCA_API_SECRET_KEY)",
+    )
+    open_timeout_seconds: float = setting(
+        10.0, doc="time allowed to open the connection and authenticate", gt=0
+    )
+    ping_interval_seconds: float = setting(
+        10.0, doc="seconds between pings that check the connection is alive", gt=0
+    )
+    ping_timeout_seconds: float = setting(
+        10.0, doc="a pong later than this closes the connection as dead", gt=0
+    )
+    reconnect_delay_seconds: float = setting(
+        0.5, doc="first wait before reconnecting; doubles per failed attempt, with jitter", ge=0
+    )
+    reconnect_max_delay_seconds: float = setting(
+        30.0, doc="cap on the wait between reconnect attempts", ge=0
+    )
+    silence_factor: float = setting(
+        3.0,
+        doc="a symbol is silent after this many times its recent 99th-percentile gap "
+        "between quotes (inside the session only)",
+        gt=0,
+    )
+    silence_floor_seconds: float = setting(
+        2.0, doc="never call a symbol silent sooner than this", gt=0
+    )
+    silence_ceiling_seconds: float = setting(
+        120.0, doc="always call a symbol silent after this long without a quote", gt=0
+    )
+    silence_window: int = setting(
+        100, doc="recent gaps between quotes kept per symbol to learn its threshold", ge=2
+    )
+    silence_min_samples: int = setting(
+        10, doc="gaps needed before the learned threshold replaces the ceiling", ge=1
+    )
+    silence_check_interval_seconds: float = setting(
+        0.5, doc="how often symbols are checked for silence", gt=0
+    )
+    queue_max_messages: int = setting(
+        10_000,
+        doc="messages held between the reader and validation; when full, queued messages "
+        "are validated at once and spilled to the backup files",
+        ge=1,
+    )
+    max_message_bytes: int = setting(
+        1_048_576, doc="largest message accepted from the server", ge=1024
+    )
+    refresh_preset: Literal["alpaca", "polygon"] | None = setting(
+        None,
+        doc="after each reconnect, fetch every symbol's latest quote over this REST preset "
+        "(null: no refresh)",
+    )
+    refresh_base_url: str | None = setting(
+        None, doc="REST root for the refresh (default: the REST preset's)"
+    )
+
+    def _check(self, path: str) -> None:
+        p = f"{path}." if path else ""
+        if self.preset is None:
+            choices = ", ".join(repr(x) for x in WEBSOCKET_PRESETS)
+            raise ConfigError(
+                f"{p}preset: required key is missing; one of {choices}", path=f"{p}preset"
+            )
+        if self.base_url is not None and not self.base_url.startswith(("ws://", "wss://")):
+            raise ConfigError(
+                f"{p}base_url: expected a ws:// or wss:// URL, got {self.base_url!r}",
+                path=f"{p}base_url",
+            )
+        if self.refresh_base_url is not None:
+            if self.refresh_preset is None:
+                raise ConfigError(
+                    f"{p}refresh_base_url: set refresh_preset too (the REST API to ask)",
+                    path=f"{p}refresh_base_url",
+                )
+            if not self.refresh_base_url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"{p}refresh_base_url: expected an http:// or https:// URL, "
+                    f"got {self.refresh_base_url!r}",
+                    path=f"{p}refresh_base_url",
+                )
+        if self.silence_floor_seconds > self.silence_ceiling_seconds:
+            raise ConfigError(
+                f"{p}silence_floor_seconds: {self.silence_floor_seconds:g} is above "
+                f"silence_ceiling_seconds ({self.silence_ceiling_seconds:g})",
+                path=f"{p}silence_floor_seconds",
+            )
+        if self.feed is not None and (not self.feed or "/" in self.feed or "?" in self.feed):
+            raise ConfigError(
+                f"{p}feed: expected a plain name such as 'iex' or 'stocks', got {self.feed!r}",
+                path=f"{p}feed",
+            )

@@ -81,6 +81,16 @@ CREATE TABLE IF NOT EXISTS runs (
     config     TEXT NOT NULL,
     summary    TEXT
 );
+CREATE TABLE IF NOT EXISTS gaps (
+    id       INTEGER PRIMARY KEY,
+    run_id   TEXT NOT NULL,
+    symbol   TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us   INTEGER NOT NULL,
+    cause    TEXT NOT NULL,
+    detail   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gaps_symbol_start ON gaps(symbol, start_us);
 """
 
 TICK_COLUMNS: tuple[str, ...] = (*QUOTE_FIELDS, "run_id")
@@ -93,7 +103,11 @@ INSERT_REJECTS = (
     f"INSERT OR IGNORE INTO rejects ({', '.join(REJECT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(REJECT_COLUMNS))})"
 )
-TABLES = ("ticks", "rejects", "errors", "health_snapshots", "breaker_events", "runs")
+TABLES = ("ticks", "rejects", "errors", "health_snapshots", "breaker_events", "runs", "gaps")
+# a stream's outages and silences (cause: stream_down | symbol_silent), one row per symbol
+INSERT_GAP = (
+    "INSERT INTO gaps (run_id, symbol, start_us, end_us, cause, detail) VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 def connect(

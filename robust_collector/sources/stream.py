@@ -1,0 +1,323 @@
+"""The streaming form of the ``Source`` protocol, and the two clocks-injected pieces it needs.
+
+A polling source answers ``fetch(symbol)``; a streaming source opens ONE
+connection for many symbols (``connect(symbols)``, which authenticates and
+subscribes) and hands back a ``StreamConnection``: an async iterator of raw
+frames. ``parse(frame)`` turns a frame into quote fields, problems (malformed
+items) and control messages. Reading and parsing are separate so the collector's
+reader only reads (it never waits on validation or storage) and a benchmark can
+time a bare parse of the same frames.
+
+``ReconnectBackoff`` spaces reconnect attempts (exponential, equal jitter) and
+``SilenceDetector`` learns each symbol's normal gap between quotes and says
+which symbols have gone quiet; both take a clock so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from robust_collector.errors import PermanentSourceError, TransientSourceError
+from robust_collector.model import Quote
+
+__all__ = [
+    "Control",
+    "ParsedFrame",
+    "QuoteFields",
+    "ReconnectBackoff",
+    "Silence",
+    "SilenceDetector",
+    "StreamAuthError",
+    "StreamClosed",
+    "StreamConnection",
+    "StreamRefused",
+    "StreamSource",
+    "is_streaming",
+    "iter_quotes",
+]
+
+QuoteFields = tuple[str, int | None, float | None, float | None, float | None, float | None]
+"""One parsed quote: (symbol, ts_us or None, bid, ask, bid_size, ask_size)."""
+
+
+class StreamClosed(TransientSourceError):
+    """The connection closed (dropped, ping timeout, or closed by us); reconnecting may help."""
+
+    def __init__(self, message: str, *, cause: str = "connection closed") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class StreamRefused(TransientSourceError):
+    """The server refused us for now (e.g. connection limit exceeded): back off and retry."""
+
+
+class StreamAuthError(PermanentSourceError):
+    """The server refused the credentials or the subscription: reconnecting cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A non-quote message: ``kind`` is subscribed, error or status."""
+
+    kind: str
+    message: str
+    code: int | str | None = None
+    permanent: bool = False
+    symbols: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ParsedFrame:
+    """What one frame held: quotes, problems (one line per malformed item) and controls."""
+
+    quotes: list[QuoteFields] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    controls: list[Control] = field(default_factory=list)
+    ignored: int = 0
+
+
+@runtime_checkable
+class StreamConnection(Protocol):
+    """One open, authenticated, subscribed connection: an async iterator of raw frames."""
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]: ...
+
+    async def close(self) -> None:
+        """Close the connection; the iterator then ends with ``StreamClosed``."""
+
+
+@runtime_checkable
+class StreamSource(Protocol):
+    """A streaming market-data source (see the module docs)."""
+
+    name: str
+    streaming: bool
+
+    async def start(self, run_id: str) -> None:
+        """Prepare (nothing is opened yet); ``run_id`` goes into every tick id."""
+
+    async def connect(self, symbols: Sequence[str]) -> StreamConnection:
+        """Open, authenticate and subscribe; ``StreamAuthError`` when that cannot work."""
+        ...
+
+    def parse(self, frame: str | bytes) -> ParsedFrame:
+        """Quote fields, problems and controls from one frame; never raises."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release everything; called once when the collector stops."""
+
+
+def is_streaming(source: object) -> bool:
+    """True for a source that streams (``streaming = True`` and a ``connect`` method)."""
+    return bool(getattr(source, "streaming", False)) and hasattr(source, "connect")
+
+
+async def iter_quotes(
+    source: StreamSource,
+    symbols: Sequence[str],
+    *,
+    run_id: str = "stream",
+    clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+) -> AsyncIterator[Quote]:
+    """Quotes from one connection, unvalidated, until it closes: for notebooks and tools.
+
+    The collector does more (reconnects, silence, validation, storage); this is
+    the bare feed, e.g. ``async for q in iter_quotes(src, ["SPY"]): ...``.
+    """
+    from robust_collector.model import make_tick_id
+
+    await source.start(run_id)
+    seq: dict[str, int] = {}
+    conn = await source.connect(symbols)
+    try:
+        async for frame in conn:
+            recv = clock_us()
+            for sym, ts, bid, ask, bs, asz in source.parse(frame).quotes:
+                n = seq[sym] = seq.get(sym, 0) + 1
+                yield Quote(
+                    make_tick_id(run_id, sym, n),
+                    sym,
+                    n,
+                    ts or recv,
+                    recv,
+                    bid,
+                    ask,
+                    bs,
+                    asz,
+                    None,
+                    source.name,
+                )
+    finally:
+        await conn.close()
+
+
+class ReconnectBackoff:
+    """Waits between reconnect attempts: ``base × 2^(n-1)`` capped, with equal jitter.
+
+    Equal jitter keeps at least half of each wait (no instant retries) and spreads
+    the rest, so many collectors cut off at once do not reconnect in lockstep.
+    ``reset()`` after a connection has delivered data.
+    """
+
+    def __init__(
+        self, base: float, cap: float, *, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self.attempts = 0
+        self._rng = rng
+
+    def next_delay(self, at_least: float | None = None) -> float:
+        """The wait before the next attempt (and count the attempt); ``at_least`` is a floor."""
+        self.attempts += 1
+        d = min(self.cap, self.base * 2 ** min(self.attempts - 1, 60))
+        delay = d / 2 + self._rng() * d / 2
+        return max(delay, at_least or 0.0)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """One symbol's quiet interval: from its last quote (``start``) to ``end`` (seconds)."""
+
+    symbol: str
+    start: float
+    end: float
+    threshold: float
+
+
+class _SymbolTrack:
+    __slots__ = ("gaps", "last", "silent_since", "threshold")
+
+    def __init__(self, window: int, now: float, threshold: float) -> None:
+        self.gaps: deque[float] = deque(maxlen=window)
+        self.last = now
+        self.silent_since: float | None = None
+        self.threshold = threshold
+
+
+class SilenceDetector:
+    """Per-symbol silence with an adaptive threshold: ``factor × p99`` of recent gaps.
+
+    The threshold is clamped to ``[floor, ceiling]``; until ``min_samples`` gaps
+    are known it is the ceiling (a symbol never seen quoting is not judged on a
+    guess). Time outside the trading session (``is_open`` false) never counts:
+    ``check`` does nothing then and restarts every symbol's clock on the way back.
+    """
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        *,
+        factor: float = 3.0,
+        floor: float = 2.0,
+        ceiling: float = 120.0,
+        window: int = 100,
+        min_samples: int = 10,
+        clock: Callable[[], float] = time.time,
+        is_open: Callable[[float], bool] = lambda _t: True,
+    ) -> None:
+        self.factor, self.floor, self.ceiling = factor, floor, ceiling
+        self.window, self.min_samples = window, min_samples
+        self.clock = clock
+        self.is_open = is_open
+        now = clock()
+        self._tracks = {s: _SymbolTrack(window, now, ceiling) for s in symbols}
+        self._was_open = True
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._tracks)
+
+    def threshold(self, symbol: str) -> float:
+        """Seconds without a quote after which ``symbol`` counts as silent."""
+        return self._tracks[symbol].threshold
+
+    def _learn(self, t: _SymbolTrack) -> None:
+        gaps = t.gaps
+        if len(gaps) < self.min_samples:
+            t.threshold = self.ceiling
+            return
+        ordered = sorted(gaps)
+        p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+        t.threshold = min(self.ceiling, max(self.floor, self.factor * p99))
+
+    def arrived(self, symbol: str, at: float | None = None) -> Silence | None:
+        """A quote of ``symbol`` arrived; returns the silence it ends, if it was silent."""
+        t = self._tracks.get(symbol)
+        if t is None:
+            return None
+        now = self.clock() if at is None else at
+        ended = None
+        if t.silent_since is not None:
+            ended = Silence(symbol, t.silent_since, now, t.threshold)
+            t.silent_since = None
+        else:
+            t.gaps.append(max(0.0, now - t.last))
+            if len(t.gaps) % 8 == 0 or len(t.gaps) <= self.min_samples:
+                self._learn(t)
+        t.last = now
+        return ended
+
+    def check(self, now: float | None = None) -> list[str]:
+        """Mark symbols silent past their threshold; returns the ones newly marked."""
+        now = self.clock() if now is None else now
+        if not self.is_open(now):
+            self._was_open = False
+            return []
+        if not self._was_open:  # the session just opened: nobody was late while it was shut
+            self.restart(now)
+            self._was_open = True
+        newly = []
+        for sym, t in self._tracks.items():
+            if t.silent_since is None and now - t.last > t.threshold:
+                t.silent_since = t.last
+                newly.append(sym)
+        return newly
+
+    def silent(self) -> list[str]:
+        """Symbols currently marked silent."""
+        return [s for s, t in self._tracks.items() if t.silent_since is not None]
+
+    def all_silent(self) -> bool:
+        return bool(self._tracks) and all(t.silent_since is not None for t in self._tracks.values())
+
+    def silent_for(self, symbol: str, now: float | None = None) -> float:
+        """Seconds since ``symbol``'s last quote (or since its clock restarted)."""
+        now = self.clock() if now is None else now
+        return max(0.0, now - self._tracks[symbol].last)
+
+    def close_all(self, now: float | None = None) -> list[Silence]:
+        """End every open silence at ``now`` (the stream went down, or we stop)."""
+        now = self.clock() if now is None else now
+        out = []
+        for sym, t in self._tracks.items():
+            if t.silent_since is not None:
+                out.append(Silence(sym, t.silent_since, now, t.threshold))
+                t.silent_since = None
+        return out
+
+    def restart(self, now: float | None = None) -> None:
+        """Restart every symbol's clock (after a reconnect): learned gaps are kept."""
+        now = self.clock() if now is None else now
+        for t in self._tracks.values():
+            t.last = now
+
+    def state(self, symbol: str) -> dict[str, Any]:
+        """Health facts of one symbol: silent or not, for how long, against what threshold."""
+        t = self._tracks[symbol]
+        return {
+            "silent": t.silent_since is not None,
+            "silent_seconds": self.silent_for(symbol) if t.silent_since is not None else 0.0,
+            "silence_threshold_seconds": t.threshold,
+        }

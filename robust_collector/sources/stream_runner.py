@@ -1,0 +1,588 @@
+"""The collector's streaming path: reader, validator task, silence monitor, reconnects.
+
+```
+connection --frames--> reader --(recv time, frame)--> bounded queue --> processor
+  ^  (never waits on anything                 full: everything queued is    | parse, validate
+  |   but the socket)                         validated at once and spilled | (the collector's
+  |                                           to the JSONL backup files     |  _judge), buffer,
+  |                                                                         v  flush off-loop
+supervisor: connect (breaker) -> auth -> subscribe; on close: gap rows,    writer thread
+            backoff with jitter, reconnect, resubscribe, REST refresh
+silence monitor: per-symbol adaptive thresholds (session only); all silent -> reconnect
+```
+
+The processor hands batches to the writer through ``asyncio.to_thread``, so a
+writer whose queue is full (and blocks the caller) never stops the reader: the
+frames wait in the bounded queue, and past its bound they are validated at once
+and written to backup files. Nothing is dropped: every frame ends as ticks,
+rejects, duplicates or counted malformed items. Each outage and silence becomes
+a ``gaps`` row (symbol, start, end, cause, detail) that ``analysis.gaps`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from robust_collector.errors import CircuitOpenError, PermanentSourceError
+from robust_collector.health_store import snapshot_rows, write_heartbeat
+from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.secrets import redact
+from robust_collector.sources.settings import WebSocketSourceConfig
+from robust_collector.sources.stream import (
+    ReconnectBackoff,
+    Silence,
+    SilenceDetector,
+    StreamClosed,
+    StreamConnection,
+)
+from robust_collector.storage.backup import BackupWriter
+from robust_collector.storage.schema import INSERT_GAP
+from robust_collector.storage.writer import INSERT_ERROR, Batch
+
+if TYPE_CHECKING:
+    from robust_collector.collector import Collector
+
+__all__ = ["StreamRunner"]
+
+log = logging.getLogger("robust_collector.stream")
+
+_DEFAULTS = WebSocketSourceConfig(preset="alpaca")
+_CHUNK = 2048  # frames processed before the processor yields to the reader
+_LOG_EVERY = 1000  # after the first 10 malformed items, one log line per this many
+
+
+def _setting(source: Any, name: str) -> Any:
+    cfg = getattr(source, "config", None)
+    return getattr(cfg, name, getattr(_DEFAULTS, name))
+
+
+class StreamRunner:
+    """Runs a streaming source for a ``Collector`` (see the module docs)."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.c = collector
+        self.source: Any = collector.source
+        self.name: str = getattr(self.source, "name", "stream")
+        self.symbols: tuple[str, ...] = collector.symbols
+        s = self.source
+        self.max_queue = int(_setting(s, "queue_max_messages"))
+        self.check_interval = float(_setting(s, "silence_check_interval_seconds"))
+        self.refresh_preset: str | None = _setting(s, "refresh_preset")
+        self.detector = SilenceDetector(
+            self.symbols,
+            factor=_setting(s, "silence_factor"),
+            floor=_setting(s, "silence_floor_seconds"),
+            ceiling=_setting(s, "silence_ceiling_seconds"),
+            window=_setting(s, "silence_window"),
+            min_samples=_setting(s, "silence_min_samples"),
+            is_open=collector.monitor.session.is_open,
+        )
+        self.backoff = ReconnectBackoff(
+            _setting(s, "reconnect_delay_seconds"), _setting(s, "reconnect_max_delay_seconds")
+        )
+        self.breaker = None if collector.breakers is None else collector.breakers.get(self.name)
+        self.queue: deque[tuple[int, str | bytes]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._conn: StreamConnection | None = None
+        self._close_reason: str | None = None
+        self._fatal: PermanentSourceError | None = None
+        self._down: tuple[float, str] | None = None
+        self._seq: dict[str, int] = {}
+        self._spill_writer: BackupWriter | None = None
+        self._refresh_source: Any = None
+        self._last_frame = 0.0
+        self._conn_quotes = 0
+        self._flushing = False
+        # counters (read from any thread; plain ints)
+        self.state = "idle"
+        self.connects = 0
+        self.connect_failures = 0
+        self.subscriptions = 0
+        self.subscribed: tuple[str, ...] = ()
+        self.frames = 0
+        self.quotes = 0
+        self.malformed = 0
+        self.ignored = 0
+        self.spills = 0
+        self.spilled_frames = 0
+        self.spilled_rows = 0
+        self.max_queue_depth = 0
+        self.gap_rows = 0
+        self.refreshed = 0
+        self.last_error: str | None = None
+        self.last_cause: str | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connects - 1)
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Start the stream's tasks on the running loop (the collector cancels them at stop)."""
+        self._wake = asyncio.Event()
+        out = [
+            asyncio.create_task(self._supervise(), name="stream-supervisor"),
+            asyncio.create_task(self._process_loop(), name="stream-processor"),
+            asyncio.create_task(self._monitor_loop(), name="stream-silence"),
+        ]
+        if self.c._health_enabled:
+            out.append(asyncio.create_task(self._health_loop(), name="stream-health"))
+        return out
+
+    async def _supervise(self) -> None:
+        while True:
+            self.state = "connecting" if self.connects == 0 else "reconnecting"
+            self._publish()
+            try:
+                conn = await self._connect()
+            except asyncio.CancelledError:
+                raise
+            except CircuitOpenError as exc:
+                await asyncio.sleep(max(exc.retry_after, 0.05))
+                continue
+            except PermanentSourceError as exc:
+                self._failed(exc)
+                return
+            except Exception as exc:
+                self.connect_failures += 1
+                self._error(exc)
+                delay = self.backoff.next_delay(getattr(exc, "retry_after", None))
+                log.warning(
+                    "%s: %s; reconnecting in %.2fs (attempt %d)",
+                    self.name,
+                    redact(str(exc)),
+                    delay,
+                    self.backoff.attempts,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._connected(conn)
+            cause = "connection closed"
+            try:
+                await self._read(conn)
+            except StreamClosed as exc:
+                cause = exc.cause
+            except asyncio.CancelledError:
+                await conn.close()  # the collector stops: say goodbye to the server
+                raise
+            finally:
+                self._conn = None
+            if self._close_reason is not None:
+                cause = self._close_reason
+            if self._fatal is not None:
+                self._failed(self._fatal)
+                return
+            self._disconnected(cause)
+            delay = self.backoff.next_delay()
+            await asyncio.sleep(delay)
+
+    async def _connect(self) -> StreamConnection:
+        if self.breaker is None:
+            return await self.source.connect(self.symbols)
+        conn: StreamConnection = await self.breaker.call_async(self.source.connect, self.symbols)
+        return conn
+
+    async def _read(self, conn: StreamConnection) -> None:
+        """Frames into the queue, stamped; the reader never waits on anything but the socket."""
+        queue, wake = self.queue, self._wake
+        assert wake is not None
+        n = 0
+        async for frame in conn:
+            recv = now_us()
+            self._last_frame = recv / 1e6
+            if len(queue) >= self.max_queue:
+                self._spill(recv, frame)
+            else:
+                queue.append((recv, frame))
+                if len(queue) > self.max_queue_depth:
+                    self.max_queue_depth = len(queue)
+            wake.set()
+            n += 1
+            if n % 256 == 0:  # frames already buffered arrive without a pause: share the loop
+                await asyncio.sleep(0)
+
+    async def _process_loop(self) -> None:
+        c, queue, wake = self.c, self.queue, self._wake
+        assert wake is not None
+        flush_interval = c._flush_interval
+        buffer_size = c._buffer_size
+        last_flush = time.monotonic()
+        while True:
+            if not queue:
+                try:
+                    async with asyncio.timeout(flush_interval):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+                wake.clear()
+            n = 0
+            while queue and n < _CHUNK:
+                recv, frame = queue.popleft()
+                self._process(recv, frame)
+                n += 1
+                if len(c._ticks) + len(c._rejects) >= buffer_size:
+                    break
+            now = time.monotonic()
+            full = len(c._ticks) + len(c._rejects) >= buffer_size
+            if full or now - last_flush >= flush_interval:
+                last_flush = now
+                await self._flush()
+            elif n:
+                await asyncio.sleep(0)
+
+    async def _flush(self) -> None:
+        """Hand the buffers to the writer from a worker thread: a full writer queue blocks
+        that thread, never the loop (and so never the reader)."""
+        c = self.c
+        if c._writer is None or not (c._ticks or c._rejects or c._events):
+            return
+        events = []
+        while c._events:
+            events.append(c._events.popleft())
+        batch = Batch(c._ticks, c._rejects, events)
+        c._ticks, c._rejects = [], []
+        self._flushing = True
+        try:
+            await asyncio.to_thread(c._writer.submit, batch)
+        finally:
+            self._flushing = False
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval)
+            self._check_silence()
+            self._publish()
+
+    def _check_silence(self) -> None:
+        if self.state != "connected" or self.queue or self._flushing:
+            return  # down (gaps say so) or behind (arrivals not all processed): no verdict
+        for sym in self.detector.check():
+            log.warning(
+                "%s: no quote for %.1fs (threshold %.1fs learned from its recent gaps); "
+                "marked stale",
+                sym,
+                self.detector.silent_for(sym),
+                self.detector.threshold(sym),
+            )
+        quiet = time.time() - self._last_frame > self.detector.floor  # nothing read at all
+        if (
+            quiet
+            and self.detector.all_silent()
+            and self._conn is not None
+            and self._close_reason is None
+        ):
+            self._close_reason = "every symbol silent"
+            log.warning("%s: every symbol is silent; reconnecting", self.name)
+            asyncio.get_running_loop().create_task(self._conn.close())
+
+    async def _health_loop(self) -> None:
+        c = self.c
+        interval = c.config.realtime_data.health_check.check_interval_seconds
+        await asyncio.sleep(min(interval, 2.0))
+        while True:
+            self._publish()
+            c._update_facts()
+            snap = c.monitor.check()
+            c._events.extend(snapshot_rows(snap, c.run_id))
+            await self._flush()
+            try:
+                write_heartbeat(c.db_path, snap, c.run_id, interval)
+            except OSError as exc:
+                log.debug("health heartbeat not written: %s", exc)
+            await asyncio.sleep(interval)
+
+    # -- frames -------------------------------------------------------------------------
+
+    def _process(self, recv: int, frame: str | bytes) -> None:
+        """Parse, validate and buffer one frame; malformed items are counted, never raised."""
+        c = self.c
+        self.frames += 1
+        parsed = self.source.parse(frame)
+        counters = c._counters
+        health = c._symbol_health
+        name = self.name
+        run_id = self.source.run_id if hasattr(self.source, "run_id") else c.run_id
+        at = recv / 1e6
+        fresh_any = False
+        for sym, ts, bid, ask, bsz, asz in parsed.quotes:
+            counter = counters.get(sym)
+            if counter is None:
+                self._malformed(f"quote for {sym!r}, a symbol we did not subscribe to")
+                continue
+            seq = self._seq[sym] = self._seq.get(sym, 0) + 1
+            q = Quote(
+                make_tick_id(run_id, sym, seq),
+                sym,
+                seq,
+                ts if ts is not None else recv,
+                recv,
+                bid,
+                ask,
+                bsz,
+                asz,
+                None,
+                name,
+            )
+            self.quotes += 1
+            self._conn_quotes += 1
+            fresh = c._judge(q, counter)
+            fresh_any = fresh or fresh_any
+            health[sym].record_success(fresh=fresh)
+            ended = self.detector.arrived(sym, at)
+            if ended is not None:
+                self._silence_ended(ended)
+        if parsed.quotes:
+            c._collector_health.record_success(fresh=fresh_any, count=len(parsed.quotes))
+        self.ignored += parsed.ignored
+        for problem in parsed.problems:
+            self._malformed(problem)
+        for ctl in parsed.controls:
+            if ctl.kind == "subscribed":
+                self.subscriptions += 1
+                self.subscribed = tuple(sorted(set(self.subscribed) | set(ctl.symbols)))
+            elif ctl.kind == "error":
+                exc_cls = PermanentSourceError if ctl.permanent else StreamClosed
+                exc = exc_cls(redact(f"{self.name} stream: server error {ctl.message}"))
+                self._error(exc)
+                if ctl.permanent and self._fatal is None:
+                    self._fatal = exc  # type: ignore[assignment]
+                    if self._conn is not None:
+                        asyncio.get_running_loop().create_task(self._conn.close())
+
+    def _malformed(self, problem: str) -> None:
+        self.malformed += 1
+        message = redact(f"{self.name} stream: malformed message: {problem}")
+        if self.malformed <= 10 or self.malformed % _LOG_EVERY == 0:
+            log.warning("%s (%d malformed so far)", message, self.malformed)
+        c = self.c
+        c._source_health.record_failure(message)
+        c.monitor.record_error("source", message)
+        c._events.append(
+            (INSERT_ERROR, (c.run_id, now_us(), "source", None, "MalformedMessage", message))
+        )
+
+    def _spill(self, recv: int, frame: str | bytes) -> None:
+        """The queue is full: validate everything queued and this frame now, in order, and
+        write the result to backup files (the writer is behind; waiting would stall the
+        reader, dropping would lose data). Without backup files the rows stay buffered."""
+        c = self.c
+        frames = [*self.queue, (recv, frame)]
+        self.queue.clear()
+        self.spills += 1
+        self.spilled_frames += len(frames)
+        kept_t, kept_r = c._ticks, c._rejects
+        c._ticks, c._rejects = [], []
+        try:
+            for r, f in frames:
+                self._process(r, f)
+        finally:
+            ticks, rejects = c._ticks, c._rejects
+            c._ticks, c._rejects = kept_t, kept_r
+        if self.spills == 1 or self.spills % 100 == 0:
+            log.warning(
+                "%s: stream queue full (%d messages): validated at once and spilled to "
+                "backup (%d times so far)",
+                self.name,
+                self.max_queue,
+                self.spills,
+            )
+        writer = self._backup()
+        if writer is not None:
+            try:
+                self.spilled_rows += writer.write_batch(ticks, rejects)
+                return
+            except OSError as exc:
+                self._error(exc, component="backup")
+        c._ticks.extend(ticks)  # no backup files: keep them buffered for the writer
+        c._rejects.extend(rejects)
+
+    def _backup(self) -> BackupWriter | None:
+        if self._spill_writer is None:
+            b = self.c.config.realtime_data.backup
+            if b.enabled and b.backup_to_file:
+                self._spill_writer = BackupWriter.from_config(b, f"{self.c.run_id}-stream")
+        return self._spill_writer
+
+    # -- connection events -------------------------------------------------------------
+
+    def _connected(self, conn: StreamConnection) -> None:
+        now = time.time()
+        self._conn = conn
+        self._close_reason = None
+        self._conn_quotes = 0
+        self.connects += 1
+        self.state = "connected"
+        self.detector.restart(now)
+        down, self._down = self._down, None
+        if down is not None:
+            start, cause = down
+            for sym in self.symbols:
+                self._gap(sym, start, now, "stream_down", f"stream down ({cause})")
+            log.info(
+                "%s: reconnected after %.1fs down (%s); resubscribed %d symbols",
+                self.name,
+                now - start,
+                cause,
+                len(self.symbols),
+            )
+            if self.refresh_preset:
+                asyncio.get_running_loop().create_task(self._refresh())
+        else:
+            log.info("%s: connected; subscribed %d symbols", self.name, len(self.symbols))
+        self._publish()
+
+    def _disconnected(self, cause: str) -> None:
+        now = time.time()
+        if self._conn_quotes:
+            self.backoff.reset()  # that connection worked: come back quickly
+        start = now
+        if cause == "ping timeout" and self._last_frame:
+            start = min(now, self._last_frame)  # the data stopped before the pong did
+        for s in self.detector.close_all(now):
+            self._silence_ended(s)
+        self._down = (start, cause)
+        self.last_cause = cause
+        self.state = "reconnecting"
+        self._error(StreamClosed(f"{self.name} stream: {cause}", cause=cause))
+        log.warning("%s: stream down (%s); reconnecting", self.name, cause)
+        self._publish()
+
+    def _failed(self, exc: PermanentSourceError) -> None:
+        self.state = "failed"
+        self._error(exc)
+        message = redact(str(exc))
+        log.error("%s: %s; not reconnecting (a permanent error)", self.name, message)
+        if self._down is None:
+            self._down = (time.time(), f"stopped: {message}")
+        self._publish()
+
+    def _silence_ended(self, s: Silence) -> None:
+        self._gap(
+            s.symbol,
+            s.start,
+            s.end,
+            "symbol_silent",
+            f"no quote for {s.end - s.start:.1f}s (threshold {s.threshold:.1f}s)",
+        )
+
+    def _gap(self, symbol: str, start: float, end: float, cause: str, detail: str) -> None:
+        c = self.c
+        self.gap_rows += 1
+        row = (c.run_id, symbol, int(start * 1e6), int(end * 1e6), cause, redact(detail))
+        c._events.append((INSERT_GAP, row))
+
+    def _error(self, exc: BaseException, component: str = "source") -> None:
+        c = self.c
+        message = redact(str(exc))
+        self.last_error = f"{type(exc).__name__}: {message}"
+        if component == "source":
+            c._source_health.record_failure(exc)
+        c.monitor.record_error(component, exc)
+        c._events.append(
+            (INSERT_ERROR, (c.run_id, now_us(), component, None, type(exc).__name__, message))
+        )
+
+    async def _refresh(self) -> None:
+        """After a reconnect: every symbol's latest quote over REST, validated and stored."""
+        from robust_collector.config import config_from_dict
+        from robust_collector.sources.http import HttpSource
+
+        c = self.c
+        try:
+            if self._refresh_source is None:
+                cfg = getattr(self.source, "config", None)
+                raw = {
+                    "type": "http",
+                    "preset": self.refresh_preset,
+                    "name": f"{self.name}-refresh",
+                    "base_url": getattr(cfg, "refresh_base_url", None),
+                    "api_key_env": getattr(self.source, "key_env", None),
+                    "api_secret_env": getattr(self.source, "secret_env", None),
+                }
+                http_cfg = config_from_dict({"source": raw}).source
+                self._refresh_source = HttpSource(http_cfg)
+                await self._refresh_source.start(f"{c.run_id}-refresh-{self.connects}")
+            else:
+                await self._refresh_source.start(f"{c.run_id}-refresh-{self.connects}")
+            for sym in self.symbols:
+                try:
+                    q = await self._refresh_source.fetch(sym)
+                except Exception as exc:  # the cache stays as it was; the stream goes on
+                    self._error(exc)
+                    continue
+                self.refreshed += 1
+                c._judge(q, c._counters[sym])
+        except Exception as exc:
+            self._error(exc)
+
+    # -- health and shutdown ----------------------------------------------------------
+
+    def _publish(self) -> None:
+        """Copy the stream's state into the health checkers' facts."""
+        c = self.c
+        down_s = 0.0 if self._down is None else max(0.0, time.time() - self._down[0])
+        c._source_health.facts.update(
+            stream_state=self.state,
+            stream_error=self.last_error if self.state == "failed" else None,
+            stream_down_cause=None if self._down is None else self._down[1],
+            stream_down_seconds=down_s,
+            reconnects=self.reconnects,
+            reconnect_attempts=self.backoff.attempts,
+            stream_queue_depth=len(self.queue),
+            stream_queue_max=self.max_queue,
+            stream_spills=self.spills,
+            stream_spilled_messages=self.spilled_frames,
+            malformed_messages=self.malformed,
+        )
+        for sym in self.symbols:
+            c._symbol_health[sym].facts.update(self.detector.state(sym))
+
+    def finish(self) -> None:
+        """At stop: validate what is still queued and close open gaps (end = now)."""
+        while self.queue:
+            self._process(*self.queue.popleft())
+        now = time.time()
+        for s in self.detector.close_all(now):
+            self._silence_ended(s)
+        if self._down is not None:
+            start, cause = self._down
+            for sym in self.symbols:
+                self._gap(sym, start, now, "stream_down", f"stream down ({cause}) until stop")
+            self._down = None
+        if self._spill_writer is not None:
+            self._spill_writer.close()
+        self._publish()
+
+    async def aclose(self) -> None:
+        if self._refresh_source is not None:
+            await self._refresh_source.aclose()
+
+    def status(self) -> dict[str, Any]:
+        """The stream's counters and state as plain data."""
+        return {
+            "state": self.state,
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "connect_failures": self.connect_failures,
+            "subscriptions": self.subscriptions,
+            "subscribed": self.subscribed,
+            "frames": self.frames,
+            "quotes": self.quotes,
+            "malformed": self.malformed,
+            "ignored": self.ignored,
+            "queue_depth": len(self.queue),
+            "max_queue_depth": self.max_queue_depth,
+            "spills": self.spills,
+            "spilled_messages": self.spilled_frames,
+            "spilled_rows": self.spilled_rows,
+            "gap_rows": self.gap_rows,
+            "refreshed": self.refreshed,
+            "silent": tuple(self.detector.silent()),
+            "last_error": self.last_error,
+            "last_cause": self.last_cause,
+        }

@@ -1,0 +1,227 @@
+"""A streaming source over one WebSocket, on the ``websockets`` library (alpaca, polygon).
+
+``connect(symbols)`` opens the connection (with ``websockets``' own ping/pong
+keepalive: a pong later than ``ping_timeout_seconds`` closes the connection),
+waits for the server's greeting, authenticates, and subscribes to every symbol's
+quotes. What can go wrong there becomes a typed error:
+
+- credentials refused (alpaca 402, polygon ``auth_failed``), symbol limits,
+  an HTTP 401/403 at the upgrade: ``StreamAuthError`` (permanent: the collector
+  stops the stream with one clear line and never reconnects);
+- connection limit exceeded (alpaca 406, polygon ``max_connections``), an
+  unreachable host, a timeout, a drop: ``StreamRefused`` / ``StreamClosed``
+  (transient: the collector backs off and reconnects).
+
+Keys are read from environment variables named in the config, registered with
+``secrets.register_secret`` and never logged: ``websockets``' debug log lines
+(which show the frames sent, the auth message among them) pass a redacting filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from robust_collector.errors import ConfigError
+from robust_collector.secrets import redact, register_secret
+from robust_collector.sources.base import register_source
+from robust_collector.sources.http import _REDACT_FILTER
+from robust_collector.sources.settings import WebSocketSourceConfig
+from robust_collector.sources.stream import (
+    ParsedFrame,
+    StreamAuthError,
+    StreamClosed,
+    StreamRefused,
+)
+from robust_collector.sources.websocket_presets import STREAM_PRESETS, StreamPreset
+
+__all__ = ["WebSocketConnection", "WebSocketSource", "close_cause"]
+
+log = logging.getLogger(__name__)
+
+for _name in ("websockets", "websockets.client", "websockets.server"):
+    _logger = logging.getLogger(_name)
+    if _REDACT_FILTER not in _logger.filters:
+        _logger.addFilter(_REDACT_FILTER)
+
+
+def close_cause(exc: ConnectionClosed) -> str:
+    """A short cause for a closed connection: ``ping timeout``, ``closed by server (1000)``..."""
+    rcvd, sent = exc.rcvd, exc.sent
+    if sent is not None and sent.code == 1011 and "ping" in sent.reason:
+        return "ping timeout"
+    if rcvd is not None:
+        why = f": {rcvd.reason}" if rcvd.reason else ""
+        return f"closed by server ({rcvd.code}{why})"
+    if sent is not None:
+        why = f": {sent.reason}" if sent.reason else ""
+        return f"closed by us ({sent.code}{why})"
+    return "connection dropped"
+
+
+class WebSocketConnection:
+    """One open, subscribed connection: iterate it for raw frames (``StreamClosed`` at the end)."""
+
+    def __init__(self, ws: ClientConnection, name: str, pending: list[str | bytes]) -> None:
+        self._ws = ws
+        self._name = name
+        self._pending = pending  # frames read during the handshake that were not answers
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        while self._pending:
+            yield self._pending.pop(0)
+        ws = self._ws
+        while True:
+            try:
+                frame = await ws.recv()
+            except ConnectionClosed as exc:
+                cause = close_cause(exc)
+                raise StreamClosed(f"{self._name} stream: {cause}", cause=cause) from None
+            yield frame
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    async def ping_latency(self) -> float:
+        """One round trip (seconds); for diagnostics, the keepalive runs by itself."""
+        waiter = await self._ws.ping()
+        return await waiter
+
+
+class WebSocketSource:
+    """A ``StreamSource`` on ``websockets`` for the alpaca and polygon protocols."""
+
+    streaming = True
+
+    def __init__(
+        self, config: WebSocketSourceConfig, *, environ: Mapping[str, str] | None = None
+    ) -> None:
+        if config.preset is None:
+            raise ConfigError("source.preset: required key is missing", path="source.preset")
+        self.config = config
+        self.preset: StreamPreset = STREAM_PRESETS[config.preset]()
+        self.name: str = config.name or self.preset.name
+        base = (config.base_url or self.preset.default_base_url).rstrip("/")
+        self.url = self.preset.url(base, config.feed)
+        env = os.environ if environ is None else environ
+        self.key_env = config.api_key_env or self.preset.key_env
+        self.secret_env = config.api_secret_env or self.preset.secret_env
+        self._key = self._read(env, self.key_env, "api_key_env")
+        self._secret = self._read(env, self.secret_env, "api_secret_env")
+        self.connections = 0
+        self.run_id = "stream"
+
+    def _read(self, env: Mapping[str, str], var: str | None, key: str) -> str | None:
+        if var is None:
+            return None
+        value = env.get(var)
+        if not value:
+            raise ConfigError(
+                f"source.{key}: environment variable {var} is not set (the {self.name} "
+                "stream reads its credentials from it)",
+                path=f"source.{key}",
+            )
+        register_secret(value)
+        register_secret(orjson.dumps(value).decode()[1:-1])  # as it appears inside JSON
+        return value
+
+    def credentials(self) -> str:
+        """The variables to check, for messages: ``APCA_API_KEY_ID / APCA_API_SECRET_KEY``."""
+        return " / ".join(v for v in (self.key_env, self.secret_env) if v)
+
+    async def start(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    async def aclose(self) -> None:
+        return None
+
+    def parse(self, frame: str | bytes) -> ParsedFrame:
+        return self.preset.parse(frame)
+
+    def _msg(self, text: str) -> str:
+        return redact(f"{self.name} stream: {text}")
+
+    async def connect(self, symbols: Sequence[str]) -> WebSocketConnection:
+        """Open, authenticate, subscribe (see the module docs for the errors)."""
+        cfg = self.config
+        self.connections += 1
+        try:
+            ws = await connect(
+                self.url,
+                open_timeout=cfg.open_timeout_seconds,
+                ping_interval=cfg.ping_interval_seconds,
+                ping_timeout=cfg.ping_timeout_seconds,
+                close_timeout=2.0,
+                max_size=cfg.max_message_bytes,
+                max_queue=64,
+                proxy=None,
+                user_agent_header="robust-collector",
+            )
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            if code in (401, 403):
+                raise StreamAuthError(
+                    self._msg(f"HTTP {code} at connect; check {self.credentials()}")
+                ) from None
+            raise StreamRefused(self._msg(f"HTTP {code} at connect")) from None
+        except InvalidURI as exc:
+            raise StreamAuthError(self._msg(f"invalid URL ({exc})")) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise StreamRefused(
+                self._msg(f"cannot connect to {self.url} ({type(exc).__name__}: {exc})")
+            ) from None
+        try:
+            async with asyncio.timeout(cfg.open_timeout_seconds):
+                pending = await self._handshake(ws, symbols)
+        except BaseException as exc:
+            await ws.close()
+            if isinstance(exc, TimeoutError):
+                raise StreamRefused(
+                    self._msg(f"no answer to the handshake in {cfg.open_timeout_seconds:g}s")
+                ) from None
+            raise
+        return WebSocketConnection(ws, self.name, pending)
+
+    async def _answer(self, ws: ClientConnection, stage: str) -> tuple[ParsedFrame, Any]:
+        try:
+            frame = await ws.recv()
+        except ConnectionClosed as exc:
+            cause = close_cause(exc)
+            raise StreamClosed(self._msg(f"{cause} during {stage}"), cause=cause) from None
+        parsed = self.preset.parse(frame)
+        for c in parsed.controls:
+            if c.kind == "error":
+                hint = f"; check {self.credentials()}" if stage == "authentication" else ""
+                if c.permanent:
+                    raise StreamAuthError(self._msg(f"{stage} refused ({c.message}){hint}"))
+                raise StreamRefused(self._msg(f"{stage} refused ({c.message})"))
+        return parsed, frame
+
+    async def _handshake(self, ws: ClientConnection, symbols: Sequence[str]) -> list[str | bytes]:
+        parsed, _ = await self._answer(ws, "greeting")
+        if not self.preset.greeting_ok(parsed.controls):
+            raise StreamRefused(self._msg("the server did not greet with 'connected'"))
+        await ws.send(self.preset.auth_message(self._key, self._secret))
+        pending: list[str | bytes] = []
+        while True:
+            parsed, frame = await self._answer(ws, "authentication")
+            if self.preset.auth_ok(parsed.controls):
+                break
+            if parsed.quotes or parsed.problems:
+                pending.append(frame)
+        await ws.send(self.preset.subscribe_message(symbols))
+        return pending
+
+
+def _build(config: WebSocketSourceConfig, **kwargs: Any) -> WebSocketSource:
+    return WebSocketSource(config, **kwargs)
+
+
+register_source("websocket", _build)

@@ -1,0 +1,255 @@
+"""The wire protocols of the streaming presets: alpaca and polygon.
+
+Each preset says where to connect, what to send to authenticate and subscribe,
+how to read the server's answers to those, and how to turn a frame into quote
+fields (``parse``). Parsing never raises: a frame that is not JSON, or an item
+of the wrong shape, becomes one line in ``ParsedFrame.problems`` and every
+valid item of the same frame is still kept ("half-valid" messages).
+
+Error codes, permanent (the source stops) or transient (back off, reconnect):
+
+- alpaca ``{"T":"error","code":N,"msg":...}``: 400 invalid syntax, 401 not
+  authenticated, 402 auth failed, 403 already authenticated, 405 symbol limit,
+  409 insufficient subscription are permanent; 404 auth timeout, 406 connection
+  limit exceeded, 407 slow client, 500 internal error (and unknown codes) are transient.
+- polygon ``{"ev":"status","status":...}``: ``auth_failed`` is permanent;
+  ``max_connections`` and other errors are transient.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import orjson
+
+from robust_collector.sources.presets import ShapeProblem, parse_rfc3339_us, to_number
+from robust_collector.sources.stream import Control, ParsedFrame
+
+__all__ = ["STREAM_PRESETS", "AlpacaStream", "PolygonStream", "StreamPreset", "decode_frame"]
+
+_NOT_JSON = object()
+
+
+def decode_frame(frame: str | bytes) -> Any:
+    """JSON of a frame (orjson, then stdlib for NaN/Infinity); ``_NOT_JSON`` when neither."""
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(frame)
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return _NOT_JSON
+
+
+def _snippet(frame: str | bytes, limit: int = 80) -> str:
+    text = frame if isinstance(frame, str) else frame[: limit * 2].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _items(frame: str | bytes, out: ParsedFrame) -> list[Any]:
+    body = decode_frame(frame)
+    if body is _NOT_JSON:
+        out.problems.append(f"frame is not JSON: {_snippet(frame)}")
+        return []
+    if isinstance(body, list):
+        return body
+    if isinstance(body, Mapping):
+        return [body]
+    out.problems.append(f"frame is neither a JSON array nor an object: {_snippet(frame)}")
+    return []
+
+
+class StreamPreset:
+    """Base of the streaming presets (see the module docs)."""
+
+    name: ClassVar[str] = ""
+    default_base_url: ClassVar[str] = ""
+    default_feed: ClassVar[str] = ""
+    key_env: ClassVar[str | None] = None
+    secret_env: ClassVar[str | None] = None
+
+    def url(self, base_url: str, feed: str | None) -> str:
+        """Where to connect."""
+        raise NotImplementedError
+
+    def auth_message(self, key: str | None, secret: str | None) -> str:
+        """The authentication message (holds the secrets: never logged)."""
+        raise NotImplementedError
+
+    def subscribe_message(self, symbols: Sequence[str]) -> str:
+        """The subscription to every symbol's quotes."""
+        raise NotImplementedError
+
+    def parse(self, frame: str | bytes) -> ParsedFrame:
+        """Quote fields, problems and controls of one frame (never raises)."""
+        raise NotImplementedError
+
+    def greeting_ok(self, controls: Sequence[Control]) -> bool:
+        """True when the controls hold the server's 'connected' greeting."""
+        return any(c.kind == "status" and c.code == "connected" for c in controls)
+
+    def auth_ok(self, controls: Sequence[Control]) -> bool:
+        """True when the controls hold the server's 'authenticated' answer."""
+        return any(c.kind == "status" and c.code == "authenticated" for c in controls)
+
+
+class AlpacaStream(StreamPreset):
+    """Alpaca market data v2 stream: ``{base_url}/v2/{feed}``, quotes as ``T: q``."""
+
+    name = "alpaca"
+    default_base_url = "wss://stream.data.alpaca.markets"
+    default_feed = "iex"
+    key_env = "APCA_API_KEY_ID"
+    secret_env = "APCA_API_SECRET_KEY"
+    PERMANENT: ClassVar[frozenset[int]] = frozenset({400, 401, 402, 403, 405, 409})
+
+    def url(self, base_url: str, feed: str | None) -> str:
+        return f"{base_url}/v2/{feed or self.default_feed}"
+
+    def auth_message(self, key: str | None, secret: str | None) -> str:
+        return orjson.dumps({"action": "auth", "key": key or "", "secret": secret or ""}).decode()
+
+    def subscribe_message(self, symbols: Sequence[str]) -> str:
+        return orjson.dumps({"action": "subscribe", "quotes": list(symbols)}).decode()
+
+    def parse(self, frame: str | bytes) -> ParsedFrame:
+        out = ParsedFrame()
+        for i, item in enumerate(_items(frame, out)):
+            if not isinstance(item, Mapping):
+                out.problems.append(f"item {i}: expected a JSON object, got {type(item).__name__}")
+                continue
+            kind = item.get("T")
+            if kind == "q":
+                try:
+                    out.quotes.append(self._quote(item))
+                except ShapeProblem as exc:
+                    sym = item.get("S")
+                    where = f"item {i}" + (f" ({sym})" if isinstance(sym, str) else "")
+                    out.problems.append(f"{where}: {exc}")
+            elif kind == "error":
+                code = item.get("code")
+                msg = str(item.get("msg", ""))
+                permanent = isinstance(code, int) and code in self.PERMANENT
+                out.controls.append(Control("error", f"{code} {msg}".strip(), code, permanent))
+            elif kind == "success":
+                out.controls.append(Control("status", str(item.get("msg")), item.get("msg")))
+            elif kind == "subscription":
+                quotes = item.get("quotes")
+                syms = (
+                    tuple(s for s in quotes if isinstance(s, str))
+                    if isinstance(quotes, list)
+                    else ()
+                )
+                out.controls.append(
+                    Control("subscribed", f"quotes: {', '.join(syms)}", None, False, syms)
+                )
+            elif isinstance(kind, str):
+                out.ignored += 1  # trades, bars, statuses we do not collect
+            else:
+                out.problems.append(f"item {i}: no message type 'T'")
+        return out
+
+    @staticmethod
+    def _quote(item: Mapping[str, Any]) -> tuple[Any, ...]:
+        sym = item.get("S")
+        if not isinstance(sym, str) or not sym:
+            raise ShapeProblem("S", f"expected a symbol, got {sym!r}")
+        if "t" not in item:
+            raise ShapeProblem("t", "missing")
+        if "bp" not in item and "ap" not in item:
+            raise ShapeProblem("bp", "missing")
+        return (
+            sym,
+            parse_rfc3339_us(item["t"], "t"),
+            to_number(item.get("bp"), "bp"),
+            to_number(item.get("ap"), "ap"),
+            to_number(item.get("bs"), "bs"),
+            to_number(item.get("as"), "as"),
+        )
+
+
+class PolygonStream(StreamPreset):
+    """Polygon stocks stream: ``{base_url}/{feed}``, quotes as ``ev: Q`` (``t`` in ms)."""
+
+    name = "polygon"
+    default_base_url = "wss://socket.polygon.io"
+    default_feed = "stocks"
+    key_env = "POLYGON_API_KEY"
+    PERMANENT: ClassVar[frozenset[str]] = frozenset({"auth_failed"})
+    OK: ClassVar[frozenset[str]] = frozenset({"connected", "auth_success", "success"})
+
+    def url(self, base_url: str, feed: str | None) -> str:
+        return f"{base_url}/{feed or self.default_feed}"
+
+    def auth_message(self, key: str | None, secret: str | None) -> str:
+        return orjson.dumps({"action": "auth", "params": key or ""}).decode()
+
+    def subscribe_message(self, symbols: Sequence[str]) -> str:
+        params = ",".join(f"Q.{s}" for s in symbols)
+        return orjson.dumps({"action": "subscribe", "params": params}).decode()
+
+    def parse(self, frame: str | bytes) -> ParsedFrame:
+        out = ParsedFrame()
+        for i, item in enumerate(_items(frame, out)):
+            if not isinstance(item, Mapping):
+                out.problems.append(f"item {i}: expected a JSON object, got {type(item).__name__}")
+                continue
+            kind = item.get("ev")
+            if kind == "Q":
+                try:
+                    out.quotes.append(self._quote(item))
+                except ShapeProblem as exc:
+                    sym = item.get("sym")
+                    where = f"item {i}" + (f" ({sym})" if isinstance(sym, str) else "")
+                    out.problems.append(f"{where}: {exc}")
+            elif kind == "status":
+                status = str(item.get("status", ""))
+                message = str(item.get("message", ""))
+                if status in self.OK:
+                    code = "authenticated" if status == "auth_success" else status
+                    syms: tuple[str, ...] = ()
+                    if status == "success" and message.startswith("subscribed to:"):
+                        syms = tuple(
+                            s.strip().removeprefix("Q.")
+                            for s in message.split(":", 1)[1].split(",")
+                            if s.strip()
+                        )
+                        out.controls.append(Control("subscribed", message, status, False, syms))
+                    else:
+                        out.controls.append(Control("status", message, code))
+                else:
+                    permanent = status in self.PERMANENT
+                    out.controls.append(
+                        Control("error", f"{status}: {message}".strip(": "), status, permanent)
+                    )
+            elif isinstance(kind, str):
+                out.ignored += 1
+            else:
+                out.problems.append(f"item {i}: no event type 'ev'")
+        return out
+
+    @staticmethod
+    def _quote(item: Mapping[str, Any]) -> tuple[Any, ...]:
+        sym = item.get("sym")
+        if not isinstance(sym, str) or not sym:
+            raise ShapeProblem("sym", f"expected a symbol, got {sym!r}")
+        t = item.get("t")
+        if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
+            raise ShapeProblem("t", f"expected a unix time in ms, got {t!r}")
+        if "bp" not in item and "ap" not in item:
+            raise ShapeProblem("bp", "missing")
+        return (
+            sym,
+            t * 1000,
+            to_number(item.get("bp"), "bp"),
+            to_number(item.get("ap"), "ap"),
+            to_number(item.get("bs"), "bs"),
+            to_number(item.get("as"), "as"),
+        )
+
+
+STREAM_PRESETS: dict[str, type[StreamPreset]] = {p.name: p for p in (AlpacaStream, PolygonStream)}

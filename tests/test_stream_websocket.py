@@ -1,0 +1,571 @@
+"""The streaming source end to end: a Collector against a real ``websockets`` server on
+127.0.0.1 speaking the alpaca or polygon protocol, with faults.
+
+Each scenario waits on conditions (never fixed sleeps) and ends by checking the
+stream's state, reconnects, resubscriptions, gap rows, health levels, and that
+nothing was lost between the reader and the database: every quote the server
+sent is a tick, a reject or a counted duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from robust_collector import Collector
+from robust_collector.config import Config
+from robust_collector.storage.recovery import recover
+
+KEY, SECRET = "key-AbC123xyz", "secret-ZyX987qwe"
+SYMBOLS = ["SPY", "QQQ", "IWM"]
+
+
+def _rfc3339(ns: int) -> str:
+    s, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+
+
+class FakeFeed:
+    """A WebSocket market-data server in its own thread; tests steer it by attributes."""
+
+    def __init__(self, preset: str = "alpaca", *, interval: float = 0.01) -> None:
+        self.preset = preset
+        self.interval = interval
+        self.active: set[str] = set(SYMBOLS)  # symbols the ticker quotes
+        self.flowing = True
+        self.auth_error: str | None = None  # "402" / "auth_failed": refuse every auth
+        self.limit_refusals = 0  # the first N connections get "connection limit exceeded"
+        self.connections = 0
+        self.idle_checks = 0  # loop turns that sent nothing (flow stopped)
+        self.connect_times: list[float] = []
+        self.subscribes: list[list[str]] = []
+        self.sent: dict[str, int] = {}
+        self.live: ServerConnection | None = None
+        self.all: list[ServerConnection] = []
+        self._n = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    # -- server thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def open_server() -> Any:
+            return await serve(self._handler, "127.0.0.1", 0)
+
+        self._server = self._loop.run_until_complete(open_server())
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop and wait for it."""
+
+        async def go() -> Any:
+            r = fn()
+            return await r if asyncio.iscoroutine(r) else r
+
+        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(30)
+
+    def close(self) -> None:
+        async def shut() -> None:
+            for ws in self.all:  # no closing handshake: some tests leave a socket half dead
+                ws.transport.abort()
+            self._server.close()
+            await self._server.wait_closed()
+
+        try:
+            self.call(shut)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def quote(self, sym: str, **over: Any) -> dict[str, Any]:
+        self._n += 1
+        bid = 100.0 + (self._n % 50) * 0.01
+        ns = time.time_ns()
+        if self.preset == "alpaca":
+            q = {"T": "q", "S": sym, "bx": "V", "bp": bid, "bs": 3, "ax": "V", "ap": bid + 0.02}
+            q.update({"as": 2, "c": ["R"], "z": "B", "t": _rfc3339(ns)})
+        else:
+            q = {"ev": "Q", "sym": sym, "bx": 4, "bp": bid, "bs": 3, "ax": 7, "ap": bid + 0.02}
+            q.update({"as": 2, "t": ns // 1_000_000, "q": self._n})
+        q.update(over)
+        return q
+
+    async def send(self, items: list[dict[str, Any]], *, count: bool = True) -> None:
+        ws = self.live
+        assert ws is not None
+        await ws.send(json.dumps(items))
+        if count:
+            for it in items:
+                sym = it.get("S") or it.get("sym")
+                self.sent[sym] = self.sent.get(sym, 0) + 1
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        self.all.append(ws)
+        self.connect_times.append(time.monotonic())
+        n = self.connections
+        try:
+            if self.preset == "alpaca":
+                ok = await self._alpaca(ws, n)
+            else:
+                ok = await self._polygon(ws, n)
+            if not ok:
+                return
+            self.live = ws
+            while True:
+                if self.flowing and self.active:
+                    await self.send([self.quote(s) for s in sorted(self.active)])
+                else:
+                    self.idle_checks += 1
+                try:  # the pause between quotes, ending at once when the connection closes
+                    await asyncio.wait_for(ws.wait_closed(), self.interval)
+                    return
+                except TimeoutError:
+                    pass
+        except ConnectionClosed:
+            pass
+
+    async def _alpaca(self, ws: ServerConnection, n: int) -> bool:
+        await ws.send(json.dumps([{"T": "success", "msg": "connected"}]))
+        auth = json.loads(await ws.recv())
+        if self.auth_error or auth != {"action": "auth", "key": KEY, "secret": SECRET}:
+            await ws.send(json.dumps([{"T": "error", "code": 402, "msg": "auth failed"}]))
+            await ws.close()
+            return False
+        if n <= self.limit_refusals:
+            err = {"T": "error", "code": 406, "msg": "connection limit exceeded"}
+            await ws.send(json.dumps([err]))
+            await ws.close()
+            return False
+        await ws.send(json.dumps([{"T": "success", "msg": "authenticated"}]))
+        sub = json.loads(await ws.recv())
+        self.subscribes.append(sub["quotes"])
+        ack = {"T": "subscription", "trades": [], "quotes": sub["quotes"], "bars": []}
+        await ws.send(json.dumps([ack]))
+        return True
+
+    async def _polygon(self, ws: ServerConnection, n: int) -> bool:
+        def status(st: str, msg: str) -> str:
+            return json.dumps([{"ev": "status", "status": st, "message": msg}])
+
+        await ws.send(status("connected", "Connected Successfully"))
+        auth = json.loads(await ws.recv())
+        if self.auth_error or auth != {"action": "auth", "params": KEY}:
+            await ws.send(status("auth_failed", "authentication failed"))
+            await ws.close()
+            return False
+        if n <= self.limit_refusals:
+            await ws.send(status("max_connections", "Maximum number of connections exceeded."))
+            await ws.close()
+            return False
+        await ws.send(status("auth_success", "authenticated"))
+        sub = json.loads(await ws.recv())
+        syms = [p.removeprefix("Q.") for p in sub["params"].split(",")]
+        self.subscribes.append(syms)
+        for s in syms:
+            await ws.send(status("success", f"subscribed to: Q.{s}"))
+        return True
+
+
+@pytest.fixture
+def feed_factory() -> Any:
+    feeds: list[FakeFeed] = []
+
+    def make(preset: str = "alpaca", **kw: Any) -> FakeFeed:
+        f = FakeFeed(preset, **kw)
+        feeds.append(f)
+        return f
+
+    yield make
+    for f in feeds:
+        f.close()
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    monkeypatch.setenv("POLYGON_API_KEY", KEY)
+
+
+def stream_config(make_config: Callable[..., Config], feed: FakeFeed, **over: Any) -> Config:
+    source = {
+        "type": "websocket",
+        "preset": feed.preset,
+        "base_url": feed.url,
+        "ping_interval_seconds": 0.2,
+        "ping_timeout_seconds": 0.3,
+        "open_timeout_seconds": 2.0,
+        "reconnect_delay_seconds": 0.05,
+        "reconnect_max_delay_seconds": 0.2,
+        "silence_floor_seconds": 0.15,
+        "silence_ceiling_seconds": 1.0,
+        "silence_min_samples": 5,
+        "silence_check_interval_seconds": 0.03,
+        **over.pop("source", {}),
+    }
+    rt = {"health_check": {"check_interval_seconds": 0.2}, **over.pop("realtime_data", {})}
+    return make_config(source=source, realtime_data=rt, **over)
+
+
+def wait(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def rows(c: Collector, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(c.db_path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def st(c: Collector) -> dict[str, Any]:
+    s = c.stream_status()
+    assert s is not None
+    return s
+
+
+def received_all(c: Collector, feed: FakeFeed) -> bool:
+    return st(c)["quotes"] == sum(feed.sent.values())
+
+
+def assert_nothing_lost(c: Collector, feed: FakeFeed) -> None:
+    """Every quote the server sent is a stored tick, a stored reject or a counted duplicate."""
+    summary = c.status()
+    for sym in SYMBOLS:
+        (ticks,) = rows(c, f"SELECT count(*) FROM ticks WHERE symbol = '{sym}'")[0]
+        (rej,) = rows(c, f"SELECT count(*) FROM rejects WHERE symbol = '{sym}'")[0]
+        dups = summary.symbols[sym].duplicates
+        assert ticks + rej + dups == feed.sent.get(sym, 0), sym
+
+
+def gap_rows(c: Collector) -> list[tuple[Any, ...]]:
+    return rows(c, "SELECT symbol, cause, start_us, end_us, detail FROM gaps ORDER BY id")
+
+
+def stop_flow(c: Collector, feed: FakeFeed) -> None:
+    seen = feed.idle_checks
+    feed.flowing = False
+    # the server's loop has seen the flag (a send already past the check has completed)
+    wait(lambda: feed.idle_checks > seen or feed.live is None, what="the server to go quiet")
+    wait(lambda: received_all(c, feed), what="every sent quote to arrive")
+
+
+# -- scenarios --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_dropped_connection_reconnects_resubscribes_and_records_the_outage(
+    make_config: Callable[..., Config], feed_factory: Any, preset: str
+) -> None:
+    feed = feed_factory(preset)
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["quotes"] >= 60, what="quotes")
+        assert st(c)["subscribed"] == tuple(sorted(SYMBOLS))
+        stop_flow(c, feed)
+        feed.call(lambda: feed.live.transport.abort())  # dropped mid-stream, no close frame
+        feed.flowing = True
+        wait(lambda: st(c)["reconnects"] == 1 and st(c)["state"] == "connected", what="reconnect")
+        n = st(c)["quotes"]
+        wait(lambda: st(c)["quotes"] >= n + 30, what="quotes after the reconnect")
+        stop_flow(c, feed)
+    finally:
+        c.stop()
+    assert feed.connections == 2
+    assert feed.subscribes == [sorted(SYMBOLS), sorted(SYMBOLS)] or all(
+        sorted(s) == sorted(SYMBOLS) for s in feed.subscribes
+    )
+    assert len(feed.subscribes) == 2  # resubscribed every symbol
+    down = [g for g in gap_rows(c) if g[1] == "stream_down"]
+    assert sorted(g[0] for g in down) == sorted(SYMBOLS)
+    assert all(g[3] > g[2] for g in down)
+    assert "connection dropped" in down[0][4] or "1006" in down[0][4]
+    assert rows(c, "SELECT count(*) FROM errors WHERE error_type = 'StreamClosed'")[0][0] == 1
+    assert_nothing_lost(c, feed)
+
+
+def test_open_but_silent_connection_is_caught_and_reconnected(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    feed = feed_factory("polygon")
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["quotes"] >= 60, what="quotes")
+        stop_flow(c, feed)  # the server keeps the socket open and answers pings, but says nothing
+        wait(lambda: st(c)["reconnects"] >= 1, what="a reconnect after every symbol went silent")
+        assert st(c)["last_cause"] == "every symbol silent"
+        feed.flowing = True
+        wait(lambda: st(c)["state"] == "connected" and len(feed.subscribes) >= 2, what="resub")
+        n = st(c)["quotes"]
+        wait(lambda: st(c)["quotes"] >= n + 30, what="quotes after the reconnect")
+        stop_flow(c, feed)
+    finally:
+        c.stop()
+    gaps = gap_rows(c)
+    silent = {g[0] for g in gaps if g[1] == "symbol_silent"}
+    down = {g[0] for g in gaps if g[1] == "stream_down"}
+    assert silent == set(SYMBOLS) and down == set(SYMBOLS)
+    assert any("every symbol silent" in g[4] for g in gaps if g[1] == "stream_down")
+    assert_nothing_lost(c, feed)
+
+
+def test_half_dead_connection_is_caught_by_ping_timeout(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    feed = feed_factory("alpaca")
+    cfg = stream_config(make_config, feed, source={"silence_ceiling_seconds": 30.0})
+    cfg_floor = cfg.source.silence_floor_seconds
+    assert cfg_floor < 1
+    c = Collector(cfg).start()
+    try:
+        wait(lambda: st(c)["quotes"] >= 30, what="quotes")
+        stop_flow(c, feed)
+        # the server stops reading: no pong comes back, though TCP stays up
+        feed.call(lambda: feed.live.transport.pause_reading())
+        wait(lambda: st(c)["reconnects"] >= 1, what="a reconnect after the ping timed out")
+    finally:
+        c.stop()
+    causes = {g[4] for g in gap_rows(c) if g[1] == "stream_down"}
+    assert any("ping timeout" in d or "every symbol silent" in d for d in causes), causes
+
+
+def test_one_silent_symbol_is_marked_stale_without_a_reconnect(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    feed = feed_factory("alpaca")
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: c.status().symbols["IWM"].quotes >= 40, what="IWM quotes")
+        feed.active.discard("IWM")
+        wait(lambda: "IWM" in st(c)["silent"], what="IWM marked silent")
+        health = c.health()
+        iwm = health.component("IWM")
+        assert iwm.level.name == "DEGRADED" and "stale" in iwm.reasons[0]
+        assert health.component("SPY").level.name == "HEALTHY"
+        assert st(c)["silent"] == ("IWM",) and st(c)["reconnects"] == 0
+        feed.active.add("IWM")
+        wait(lambda: not st(c)["silent"], what="IWM back")
+        stop_flow(c, feed)
+    finally:
+        c.stop()
+    gaps = gap_rows(c)
+    assert [(g[0], g[1]) for g in gaps] == [("IWM", "symbol_silent")]
+    assert "threshold" in gaps[0][4]
+    assert feed.connections == 1
+    assert_nothing_lost(c, feed)
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_refused_credentials_stop_the_stream_without_a_reconnect_storm(
+    make_config: Callable[..., Config],
+    feed_factory: Any,
+    preset: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    feed = feed_factory(preset)
+    feed.auth_error = "refused"
+    caplog.set_level(logging.DEBUG)
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["state"] == "failed", what="the stream to fail")
+        # "failed" is set as the supervisor returns (no await in between): no task is
+        # left that could connect again, so one connection now is one connection for good
+        assert feed.connections == 1
+        health = c.health()
+        assert health.level.name == "CRITICAL"
+        assert any("stream stopped" in r for r in health.component("source").reasons)
+    finally:
+        c.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    line = errors[0].getMessage()
+    assert "\n" not in line and "not reconnecting" in line
+    assert ("402" in line) if preset == "alpaca" else ("auth_failed" in line)
+    assert "APCA_API_KEY_ID" in line or "POLYGON_API_KEY" in line
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    stored = str(rows(c, "SELECT * FROM errors")) + str(rows(c, "SELECT * FROM health_snapshots"))
+    assert KEY not in everything + stored and SECRET not in everything + stored
+    assert rows(c, "SELECT count(*) FROM errors WHERE error_type = 'StreamAuthError'")[0][0] == 1
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_connection_limit_is_transient_and_backs_off(
+    make_config: Callable[..., Config], feed_factory: Any, preset: str
+) -> None:
+    feed = feed_factory(preset)
+    feed.limit_refusals = 3
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["state"] == "connected", what="a connection after the refusals")
+        wait(lambda: st(c)["quotes"] >= 30, what="quotes")
+        stop_flow(c, feed)
+    finally:
+        c.stop()
+    assert feed.connections == 4 and st(c)["connect_failures"] == 3
+    waits = [b - a for a, b in zip(feed.connect_times, feed.connect_times[1:], strict=False)]
+    assert all(w >= 0.02 for w in waits), waits  # at least half the 0.05 s first delay
+    assert waits[2] > waits[0]  # exponential
+    msgs = [m for (m,) in rows(c, "SELECT message FROM errors WHERE error_type='StreamRefused'")]
+    assert len(msgs) == 3
+    assert all(("406" in m) if preset == "alpaca" else ("max_connections" in m) for m in msgs)
+    assert_nothing_lost(c, feed)
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_malformed_and_half_valid_messages_keep_the_valid_parts(
+    make_config: Callable[..., Config], feed_factory: Any, preset: str
+) -> None:
+    feed = feed_factory(preset)
+    feed.flowing = False
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        ts_key, sym_key = ("t", "S") if preset == "alpaca" else ("t", "sym")
+
+        async def faults() -> None:
+            ws = feed.live
+            assert ws is not None
+            await ws.send("this is not json {")
+            await ws.send(json.dumps({"unexpected": "shape"}))
+            await ws.send("42")
+            good = [feed.quote("SPY"), feed.quote("QQQ")]
+            bad_price = feed.quote("IWM", bp="abc")
+            no_time = feed.quote("SPY")
+            del no_time[ts_key]
+            crossed = feed.quote("QQQ", bp=200.0, ap=100.0)  # valid shape, rejected by rules
+            stranger = feed.quote("TSLA")
+            await ws.send(json.dumps([good[0], bad_price, no_time, good[1], crossed, stranger]))
+            for q in (*good, crossed):
+                feed.sent[q[sym_key]] = feed.sent.get(q[sym_key], 0) + 1
+
+        feed.call(faults)
+        wait(lambda: st(c)["malformed"] >= 6, what="malformed items counted")
+        feed.flowing = True
+        n = st(c)["quotes"]
+        wait(lambda: st(c)["quotes"] >= n + 30, what="the stream goes on")
+        stop_flow(c, feed)
+    finally:
+        c.stop()
+    assert st(c)["malformed"] == 6 and st(c)["reconnects"] == 0
+    msgs = [m for (m,) in rows(c, "SELECT message FROM errors WHERE error_type='MalformedMessage'")]
+    assert len(msgs) == 6
+    assert any("not JSON" in m for m in msgs) and any("bp: expected a number" in m for m in msgs)
+    assert any("t: " in m for m in msgs) and any("TSLA" in m for m in msgs)
+    assert rows(c, "SELECT rule FROM rejects")[0][0] == "crossed"
+    assert_nothing_lost(c, feed)
+
+
+def test_burst_of_50k_messages_is_stored_without_loss(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    feed = feed_factory("alpaca")
+    feed.flowing = False
+    cfg = stream_config(
+        make_config,
+        feed,
+        realtime_data={"buffer_size": 1000},
+        source={
+            "silence_floor_seconds": 5.0,
+            "silence_ceiling_seconds": 30.0,
+            "ping_interval_seconds": 1.0,
+            "ping_timeout_seconds": 5.0,
+        },
+    )
+    c = Collector(cfg).start()
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+
+        async def burst() -> None:
+            for i in range(50_000):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        t0 = time.monotonic()
+        feed.call(lambda: asyncio.wait_for(burst(), 60))
+        wait(lambda: received_all(c, feed), timeout=30, what="the burst to be read")
+        wait(lambda: c.status().stored >= 50_000 - 3 * 60, timeout=30, what="the burst stored")
+        elapsed = time.monotonic() - t0
+    finally:
+        c.stop()
+    assert sum(feed.sent.values()) == 50_000
+    assert st(c)["malformed"] == 0 and st(c)["reconnects"] == 0
+    assert_nothing_lost(c, feed)
+    print(f"50k burst: {50_000 / elapsed:,.0f} messages/s end to end")
+
+
+def test_full_queue_spills_to_backup_and_loses_nothing(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    feed = feed_factory("alpaca")
+    feed.flowing = False
+    cfg = stream_config(
+        make_config,
+        feed,
+        source={
+            "queue_max_messages": 50,
+            "silence_floor_seconds": 5.0,
+            "silence_ceiling_seconds": 30.0,
+            "ping_timeout_seconds": 5.0,
+        },
+    )
+    c = Collector(cfg).start()
+    gate = threading.Event()
+    assert c._writer is not None
+    real_submit = c._writer.submit
+
+    def stuck_submit(batch: Any) -> None:  # a writer that cannot keep up
+        gate.wait(10)
+        real_submit(batch)
+
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        c._writer.submit = stuck_submit  # type: ignore[method-assign]
+
+        async def burst() -> None:
+            for i in range(3000):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(burst)
+        # read = validated (spilled) + still queued for the stuck processor
+        wait(
+            lambda: st(c)["quotes"] + st(c)["queue_depth"] == 3000,
+            what="every frame read while the writer is stuck",
+        )
+        assert st(c)["spills"] >= 1 and st(c)["max_queue_depth"] <= 50
+        reasons = c.health().component("source").reasons
+        assert any("stream queue overflowed" in r for r in reasons), reasons
+        gate.set()
+        wait(lambda: received_all(c, feed), what="the queue drained once the writer is back")
+    finally:
+        gate.set()
+        c.stop()
+    report = recover(c.db_path, Path(cfg.realtime_data.backup.backup_path))
+    assert report.inserted > 0
+    assert_nothing_lost(c, feed)
