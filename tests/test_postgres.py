@@ -585,3 +585,28 @@ def test_no_heartbeat_file_is_written_for_a_server_url(tmp_path, monkeypatch):
     snap = HealthSnapshot(ts=time.time(), level=HealthLevel.HEALTHY, reasons=(), components=())
     write_heartbeat("postgresql://u@h/db", snap, "run", 1.0)
     assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_live_dashboard_opened_mid_run_shows_earlier_transitions_from_postgres(
+    pg_url, make_config
+):
+    from robust_collector.dashboard.model import LiveFeed
+
+    config = make_config(
+        storage={"backend": "postgresql", "url": pg_url},
+        source={"faults": {"failing_symbols": ["IWM"]}},
+    )
+    c = Collector(config).start()
+    try:
+        assert wait(
+            lambda: (
+                query(pg_url, "SELECT count(*) FROM breaker_events WHERE breaker = 'IWM'")[0][0] > 0
+            )
+        )
+        feed = LiveFeed(c)
+        try:
+            assert any(e.symbol == "IWM" for e in feed.log.events(0))
+        finally:
+            feed.close()
+    finally:
+        c.stop()

@@ -24,6 +24,7 @@ from robust_collector.health import HealthLevel
 from robust_collector.model import now_us as _wall_us
 from robust_collector.secrets import redact
 from robust_collector.storage.backup import backlog
+from robust_collector.storage.reader import open_reader, reader_errors
 from robust_collector.storage.schema import connect
 
 if TYPE_CHECKING:
@@ -342,13 +343,11 @@ class LiveFeed:
 
 
 def _stored_events(db: Path | str, run_id: str, *, before_us: int) -> list[BreakerEvent]:
-    """Transitions of ``run_id`` already in the database (a dashboard opened mid-run)."""
-    p = Path(db)
-    if not p.exists():
-        return []
+    """Transitions of ``run_id`` already in the database (a dashboard opened mid-run);
+    ``db`` is a SQLite file or a PostgreSQL URL."""
     try:
-        conn = connect(p, readonly=True)
-    except sqlite3.Error:
+        conn = open_reader(db)
+    except (*reader_errors(), OSError):  # no database yet, or the server is down
         return []
     try:
         rows = conn.execute(
@@ -356,7 +355,7 @@ def _stored_events(db: Path | str, run_id: str, *, before_us: int) -> list[Break
             "WHERE run_id = ? AND ts_us < ? ORDER BY ts_us, id",
             (run_id, before_us),
         ).fetchall()
-    except sqlite3.Error:
+    except reader_errors():
         return []
     finally:
         conn.close()
