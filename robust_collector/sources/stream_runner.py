@@ -232,8 +232,24 @@ class StreamRunner:
             if full or now - last_flush >= flush_interval:
                 last_flush = now
                 await self._flush()
+                if not queue and self._spill_writer is not None:
+                    self._replay_spills()
             elif n:
                 await asyncio.sleep(0)
+
+    def _replay_spills(self) -> None:
+        """The queue has drained after a spill: close the spill file and have the writer
+        replay it (after its next good write) instead of waiting for the next start."""
+        writer = self._spill_writer
+        self._spill_writer = None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError as exc:
+            self._error(exc, component="backup")
+        if self.c._writer is not None:
+            self.c._writer.request_replay()
 
     async def _flush(self) -> None:
         """Hand the buffers to the writer from a worker thread: a full writer queue blocks

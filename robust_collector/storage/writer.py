@@ -183,6 +183,13 @@ class StorageWriter:
         except queue.Full:
             self._spill(batch)
 
+    def request_replay(self) -> None:
+        """Replay the backup folder after the next good write (e.g. a file another
+        component spilled there and has closed); safe from any thread."""
+        if self._replay is not None:
+            self._replay_due = True
+            self._wakeup.set()
+
     def _spill(self, batch: Batch) -> None:
         """Send every queued batch, then ``batch``, to the backup files, in order.
 
