@@ -610,3 +610,40 @@ def test_a_live_dashboard_opened_mid_run_shows_earlier_transitions_from_postgres
             feed.close()
     finally:
         c.stop()
+
+
+def test_a_server_down_at_start_is_caught_up_when_it_comes_back(pg_server, pg_url, make_config):
+    """The run's own row, its ticks and its events wait (backup files, held events)
+    until the server answers; then everything is there once."""
+    if not pg_server.restartable:
+        pytest.skip("needs a throwaway server it can stop and start (unset RC_TEST_POSTGRES_URL)")
+    connect_postgres(pg_url).close()  # the schema exists; the server goes away next
+    config = make_config(
+        storage={
+            "backend": "postgresql",
+            "url": pg_url,
+            "write_timeout_seconds": 1.0,
+            "breaker_timeout_seconds": 0.2,
+        },
+    )
+    pg_server.stop("fast")
+    try:
+        c = Collector(config).start()
+        try:
+            assert wait(lambda: c.status().storage.ticks_to_backup >= 30, 30)
+        finally:
+            pg_server.start()
+        assert wait(lambda: c.status().storage.replayed_rows >= 30, 30), c.status().storage
+        assert c.wait_for(lambda s: s.storage.mode == "database", timeout=30)
+    finally:
+        summary = c.stop()
+    assert summary.storage.lost_rows == 0
+    assert query(pg_url, "SELECT status FROM runs WHERE run_id = %s", (c.run_id,)) == [("stopped",)]
+    counts = assert_contiguous(pg_url, c.run_id)
+    for sym, emitted in c.source.emitted.items():
+        (rejected,) = query(
+            pg_url,
+            "SELECT count(*) FROM rejects WHERE run_id = %s AND symbol = %s",
+            (c.run_id, sym),
+        )[0]
+        assert counts.get(sym, 0) + rejected + summary.symbols[sym].duplicates == emitted, sym
