@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     batches = [ticks[i : i + args.batch] for i in range(0, len(ticks), args.batch)]
     paths = (("bare COPY", bare), ("PostgreSQL writer", writer), ("replay (staged)", staged))
     times: dict[str, list[float]] = {name: [] for name, _ in paths}
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        print("bench_postgres skipped: psycopg is not installed (pip install -e '.[bench]')")
+        return
     if not args.url and find_bin_dir() is None:
         print(f"bench_postgres skipped: no PostgreSQL binaries found; pass --url or set {URL_ENV}")
         return
