@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         else:
             print(hr.render_errors(df, args.component))
         return EXIT_OK
-    shown = 0
-    code = hr.EXIT_UNKNOWN
-    while True:
+
+    def once() -> int:
         snap = latest_snapshot(db)
         since = None if snap is None else hr.not_running_since(snap, now_us())
         running = snap is not None and since is None
@@ -212,6 +211,17 @@ def cmd_health(args: argparse.Namespace) -> int:
             print(hr.render_single(snap, component=args.component), flush=True)
         else:
             print(hr.render_not_running(snap, since, str(db)), flush=True)
+        return code
+
+    return _repeat(args, once)
+
+
+def _repeat(args: argparse.Namespace, once: Callable[[], int]) -> int:
+    """Run ``once`` (print a report, return its exit code); in continuous mode again every
+    ``--interval`` seconds until ``--count`` reports or Ctrl-C."""
+    shown = 0
+    while True:
+        code = once()
         shown += 1
         if args.mode != "continuous" or (args.count and shown >= args.count):
             return code
@@ -229,26 +239,21 @@ def _fleet_health(args: argparse.Namespace, db: str) -> int:
 
     from robust_collector.fleet import fleet_exit_code, fleet_status, render_fleet
 
-    shown = 0
-    while True:
+    def once() -> int:
         instances = fleet_status(db)
-        if args.component:
-            instances = [i for i in instances if i.instance == args.component] or instances
-        code = fleet_exit_code(instances)
+        if args.component:  # one instance of the fleet
+            instances = [i for i in instances if i.instance == args.component]
+            if not instances and not args.json:
+                print(f"❔ UNKNOWN: no instance {args.component!r} in {_label(db)}", flush=True)
+                return 3
         if args.json:
             data = {"database": _label(db), "instances": [i.as_dict() for i in instances]}
             print(json.dumps(data, indent=None if args.mode == "continuous" else 2), flush=True)
         else:
             print(render_fleet(instances, _label(db)), flush=True)
-        shown += 1
-        if args.mode != "continuous" or (args.count and shown >= args.count):
-            return code
-        try:
-            time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return code
-        if not args.json:
-            print()
+        return fleet_exit_code(instances)
+
+    return _repeat(args, once)
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
@@ -393,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="single",
         help="single report (default), continuous reports, level history, or recent errors",
     )
-    health.add_argument("--component", help="only this component (a symbol, storage, source, ...)")
+    health.add_argument(
+        "--component",
+        help="only this component (a symbol, storage, source, ...); in the fleet view, one instance",
+    )
     health.add_argument(
         "--interval",
         type=_positive,

@@ -399,6 +399,10 @@ def test_an_instance_that_stops_reporting_shows_as_not_running(pg_url, capsys):
     assert main(["health", "--db", pg_url]) == 2  # one died without stopping
     out = capsys.readouterr().out
     assert "1 of 2 instance(s) running" in out and "stopped reporting" in out
+    assert main(["health", "--db", pg_url, "--component", "live"]) == 0  # one instance
+    assert "1 of 1 instance(s) running" in capsys.readouterr().out
+    assert main(["health", "--db", pg_url, "--component", "nosuch"]) == 3
+    assert "no instance 'nosuch'" in capsys.readouterr().out
 
 
 def _backup_rows(folder: Path, run: str, n: int) -> None:
