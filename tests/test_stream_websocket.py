@@ -578,3 +578,77 @@ def test_full_queue_spills_to_backup_and_loses_nothing(
     report = recover(c.db_path, Path(cfg.realtime_data.backup.backup_path))
     assert report.inserted == 0  # nothing was left for a later recovery
     assert_nothing_lost(c, feed)
+
+
+class LatestQuotes:
+    """Alpaca's REST ``/v2/stocks/{symbol}/quotes/latest`` on 127.0.0.1, for the refresh."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                sym = self.path.split("/")[3]
+                outer.requests.append((sym, self.headers.get("APCA-API-KEY-ID")))
+                t = _rfc3339(time.time_ns())
+                quote = {"bp": 100.20, "ap": 100.22, "bs": 1, "as": 1, "t": t}
+                body = json.dumps({"symbol": sym, "quote": quote}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_reconnect_refreshes_every_symbol_over_rest_in_the_streams_sequence(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    feed = feed_factory("alpaca")
+    rest = LatestQuotes()
+    cfg = stream_config(
+        make_config,
+        feed,
+        source={"refresh_preset": "alpaca", "refresh_base_url": rest.url},
+    )
+    c = Collector(cfg).start()
+    try:
+        wait(lambda: st(c)["quotes"] >= 30, what="quotes")
+        assert rest.requests == []  # the first connection needs no refresh
+        stop_flow(c, feed)
+        feed.call(lambda: feed.live.transport.abort())
+        feed.flowing = True
+        wait(lambda: st(c)["refreshed"] == len(SYMBOLS), what="every symbol refreshed over REST")
+        n = st(c)["quotes"]
+        wait(lambda: st(c)["quotes"] >= n + 30, what="quotes after the refresh")
+        stop_flow(c, feed)
+    finally:
+        c.stop()
+        rest.close()
+    assert sorted(sym for sym, _ in rest.requests) == sorted(SYMBOLS)
+    assert all(key == KEY for _, key in rest.requests)  # the stream's credentials
+    # one sequence per symbol, refreshed quotes included: no hole, no repeat
+    for sym in SYMBOLS:
+        n, distinct, lo, hi = rows(
+            c,
+            f"SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM "
+            f"(SELECT seq FROM ticks WHERE symbol = '{sym}' UNION ALL "
+            f"SELECT seq FROM rejects WHERE symbol = '{sym}')",
+        )[0]
+        dups = c.status().symbols[sym].duplicates
+        assert n == distinct and hi - lo + 1 == n + dups, sym
+        assert n + dups == feed.sent[sym] + 1, sym  # every streamed quote, plus one refresh

@@ -22,6 +22,7 @@ a ``gaps`` row (symbol, start, end, cause, detail) that ``analysis.gaps`` reads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -525,12 +526,16 @@ class StreamRunner:
                 await self._refresh_source.start(f"{c.run_id}-refresh-{self.connects}")
             else:
                 await self._refresh_source.start(f"{c.run_id}-refresh-{self.connects}")
+            run_id = getattr(self.source, "run_id", c.run_id)
             for sym in self.symbols:
                 try:
                     q = await self._refresh_source.fetch(sym)
                 except Exception as exc:  # the cache stays as it was; the stream goes on
                     self._error(exc)
                     continue
+                # numbered in the stream's own sequence, so a symbol's seq stays 1, 2, 3...
+                seq = self._seq[sym] = self._seq.get(sym, 0) + 1
+                q = dataclasses.replace(q, tick_id=make_tick_id(run_id, sym, seq), seq=seq)
                 self.refreshed += 1
                 c._judge(q, c._counters[sym])
         except Exception as exc:
