@@ -746,9 +746,7 @@ class Collector:
         self._events.extend(snapshot_rows(snap, self.run_id))
         self._flush()
         interval = self.config.realtime_data.health_check.check_interval_seconds
-        if not isinstance(self.db_path, Path):
-            return  # a fleet's server: readers take the newest stored snapshot per instance
-        try:
+        try:  # (nothing for a PostgreSQL URL: write_heartbeat knows)
             write_heartbeat(self.db_path, snap, self.run_id, interval)
         except OSError as exc:  # the folder may be gone with the database: not fatal
             log.debug("health heartbeat not written: %s", exc)

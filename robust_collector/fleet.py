@@ -9,17 +9,23 @@ and ``dashboard.watch(url)`` shows it live; it works on a SQLite file too.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from robust_collector.health import HealthLevel
+from robust_collector.health_report import fmt_age, iso_utc
 from robust_collector.model import now_us as _now_us
 from robust_collector.storage.reader import DatabaseRef, missing_table, open_reader, reader_errors
 
-__all__ = ["InstanceStatus", "fleet_exit_code", "fleet_status", "render_fleet"]
+__all__ = [
+    "InstanceStatus",
+    "fleet_exit_code",
+    "fleet_status",
+    "heartbeat_age",
+    "render_fleet",
+]
 
 SYSTEM = "RobustDataCollector"
 
@@ -50,22 +56,18 @@ class InstanceStatus:
             "pid": self.pid,
             "run_id": self.run_id,
             "symbols": list(self.symbols),
-            "started": _iso(self.started_us),
+            "started": iso_utc(self.started_us),
             "level": None if self.level is None else self.level.name,
             "reasons": list(self.reasons),
             "last_heartbeat": None
             if self.last_heartbeat_us is None
-            else _iso(self.last_heartbeat_us),
+            else iso_utc(self.last_heartbeat_us),
             "running": self.running,
             "not_running_since": None
             if self.not_running_since_us is None
-            else _iso(self.not_running_since_us),
+            else iso_utc(self.not_running_since_us),
             "stopped_cleanly": self.stopped_cleanly,
         }
-
-
-def _iso(us: int) -> str:
-    return dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _interval(config: Any) -> float:
@@ -155,15 +157,9 @@ def fleet_exit_code(instances: list[InstanceStatus]) -> int:
     return code
 
 
-def _age(us: int | None, now: int) -> str:
-    if us is None:
-        return "never"
-    s = max(0.0, (now - us) / 1e6)
-    if s < 120:
-        return f"{s:.0f}s ago"
-    if s < 7200:
-        return f"{s / 60:.0f}m ago"
-    return f"{s / 3600:.1f}h ago"
+def heartbeat_age(us: int | None, now: int) -> str:
+    """How long ago ``us`` was, for people (``never`` for no heartbeat yet)."""
+    return "never" if us is None else f"{fmt_age(max(0.0, (now - us) / 1e6))} ago"
 
 
 def render_fleet(
@@ -183,7 +179,7 @@ def render_fleet(
         state = (
             "running"
             if i.running
-            else f"not running since {_iso(i.not_running_since_us or i.started_us)}"
+            else f"not running since {iso_utc(i.not_running_since_us or i.started_us)}"
             + ("" if i.stopped_cleanly else " (stopped reporting)")
         )
         syms = ", ".join(i.symbols[:6]) + (f" +{len(i.symbols) - 6}" if len(i.symbols) > 6 else "")
@@ -192,7 +188,7 @@ def render_fleet(
                 i.instance,
                 f"{i.host or '-'}/{i.pid or '-'}",
                 level,
-                _age(i.last_heartbeat_us, now),
+                heartbeat_age(i.last_heartbeat_us, now),
                 f"{len(i.symbols)}: {syms}",
                 state,
             )

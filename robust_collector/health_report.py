@@ -31,7 +31,8 @@ def exit_code(level: HealthLevel | None) -> int:
     return EXIT_CRITICAL
 
 
-def _iso(us: int) -> str:
+def iso_utc(us: int) -> str:
+    """Epoch microseconds as ``YYYY-MM-DDTHH:MM:SSZ``."""
     return dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -48,7 +49,8 @@ def not_running_since(snap: StoredSnapshot, now_us: int) -> int | None:
     return None
 
 
-def _fmt_age(seconds: Any) -> str:
+def fmt_age(seconds: Any) -> str:
+    """A duration for people: ``42s``, ``7m``, ``3.5h``; ``-`` for none."""
     if seconds is None:
         return "-"
     s = float(seconds)
@@ -61,7 +63,7 @@ def _fmt_age(seconds: Any) -> str:
 
 def render_single(snap: StoredSnapshot, *, component: str | None = None) -> str:
     """The seed's health report for one snapshot."""
-    lines = [RULE, f"SYSTEM HEALTH CHECK - {_iso(snap.ts_us)}", RULE, ""]
+    lines = [RULE, f"SYSTEM HEALTH CHECK - {iso_utc(snap.ts_us)}", RULE, ""]
     lines.append(f"{snap.level.icon} Overall Status: {snap.level.name}")
     lines.append(
         f"  Run: {snap.run_id}" + (f" (pid {snap.pid} on {snap.host})" if snap.pid else "")
@@ -81,7 +83,7 @@ def render_single(snap: StoredSnapshot, *, component: str | None = None) -> str:
         lines.append(f"  Success Rate:  {'-' if rate is None else f'{rate:.1%}'}")
         lines.append(f"  Errors/minute: {m.get('errors_per_minute', 0):g}")
         if c.kind != "storage":
-            lines.append(f"  Data Age:      {_fmt_age(m.get('data_age_seconds'))}")
+            lines.append(f"  Data Age:      {fmt_age(m.get('data_age_seconds'))}")
         if m.get("breaker_state"):
             lines.append(f"  Breaker:       {m['breaker_state']}")
         if m.get("storage_mode"):
@@ -105,7 +107,7 @@ def render_not_running(snap: StoredSnapshot | None, since_us: int | None, db: st
         return f"❔ UNKNOWN: no health snapshot in {db} (has a collector with health_check enabled run?)"
     return (
         f"❔ UNKNOWN: the collector is not running (run {snap.run_id}; last report at "
-        f"{_iso(since_us or snap.ts_us)}, last level {snap.level.name})"
+        f"{iso_utc(since_us or snap.ts_us)}, last level {snap.level.name})"
     )
 
 
@@ -116,7 +118,7 @@ def render_history(df: pl.DataFrame) -> str:
     lines = [RULE, "HEALTH HISTORY", RULE, f"{'time (UTC)':<21} {'component':<22} level"]
     for row in df.iter_rows(named=True):
         lvl = HealthLevel.parse(row["level"])
-        lines.append(f"{_iso(row['ts_us']):<21} {row['component']:<22} {lvl.icon} {lvl.name}")
+        lines.append(f"{iso_utc(row['ts_us']):<21} {row['component']:<22} {lvl.icon} {lvl.name}")
     return "\n".join(lines)
 
 
@@ -142,7 +144,7 @@ def render_errors(df: pl.DataFrame, component: str | None) -> str:
 def snapshot_json(snap: StoredSnapshot, running: bool) -> dict[str, Any]:
     """The same content as ``render_single``, as JSON-ready data."""
     return {
-        "time": _iso(snap.ts_us),
+        "time": iso_utc(snap.ts_us),
         "run_id": snap.run_id,
         "running": running,
         "level": snap.level.name,

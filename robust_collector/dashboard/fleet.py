@@ -14,7 +14,7 @@ import threading
 
 import ipywidgets as widgets
 
-from robust_collector.fleet import InstanceStatus, fleet_exit_code, fleet_status
+from robust_collector.fleet import InstanceStatus, fleet_exit_code, fleet_status, heartbeat_age
 from robust_collector.health import HealthLevel
 from robust_collector.model import now_us
 from robust_collector.storage.reader import DatabaseRef
@@ -27,13 +27,6 @@ _COLORS = {
     HealthLevel.UNHEALTHY: "#c62828",
     HealthLevel.CRITICAL: "#b71c1c",
 }
-
-
-def _age(us: int | None, now: int) -> str:
-    if us is None:
-        return "never"
-    s = max(0.0, (now - us) / 1e6)
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
 def render_fleet_html(instances: list[InstanceStatus], label: str, now: int) -> str:
@@ -58,7 +51,7 @@ def render_fleet_html(instances: list[InstanceStatus], label: str, now: int) -> 
             f"<td><b>{html.escape(i.instance)}</b><br><small>{html.escape(i.host or '-')}"
             f" pid {i.pid or '-'}</small></td>"
             f"<td style='color:{color}'>{html.escape(level)}</td>"
-            f"<td>{_age(i.last_heartbeat_us, now)}</td>"
+            f"<td>{heartbeat_age(i.last_heartbeat_us, now)}</td>"
             f"<td>{len(i.symbols)}: {html.escape(syms)}</td>"
             f"<td><small>{html.escape(reasons)}</small></td>"
             "</tr>"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from robust_collector.errors import CircuitOpenError, PermanentSourceError
 from robust_collector.health_store import snapshot_rows, write_heartbeat
-from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.model import make_tick_id, new_quote, now_us
 from robust_collector.secrets import redact
 from robust_collector.sources.settings import WebSocketSourceConfig
 from robust_collector.sources.stream import (
@@ -332,7 +332,7 @@ class StreamRunner:
                 self._malformed(f"quote for {sym!r}, a symbol we did not subscribe to")
                 continue
             seq = self._seq[sym] = self._seq.get(sym, 0) + 1
-            q = Quote(
+            q = new_quote(
                 make_tick_id(run_id, sym, seq),
                 sym,
                 seq,

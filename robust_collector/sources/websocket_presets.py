@@ -19,7 +19,7 @@ Error codes, permanent (the source stops) or transient (back off, reconnect):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import orjson
@@ -61,6 +61,23 @@ def _items(frame: str | bytes, out: ParsedFrame) -> list[Any]:
         return [body]
     out.problems.append(f"frame is neither a JSON array nor an object: {_snippet(frame)}")
     return []
+
+
+def _add_quote(
+    out: ParsedFrame,
+    i: int,
+    item: Mapping[str, Any],
+    parse: Callable[[Mapping[str, Any]], tuple[Any, ...]],
+    symbol_key: str,
+) -> None:
+    """Parse quote item ``i`` into ``out.quotes``, or say what is wrong with it (and for
+    which symbol) in ``out.problems``: a half-valid frame keeps its good items."""
+    try:
+        out.quotes.append(parse(item))
+    except ShapeProblem as exc:
+        sym = item.get(symbol_key)
+        where = f"item {i}" + (f" ({sym})" if isinstance(sym, str) else "")
+        out.problems.append(f"{where}: {exc}")
 
 
 class StreamPreset:
@@ -124,12 +141,7 @@ class AlpacaStream(StreamPreset):
                 continue
             kind = item.get("T")
             if kind == "q":
-                try:
-                    out.quotes.append(self._quote(item))
-                except ShapeProblem as exc:
-                    sym = item.get("S")
-                    where = f"item {i}" + (f" ({sym})" if isinstance(sym, str) else "")
-                    out.problems.append(f"{where}: {exc}")
+                _add_quote(out, i, item, self._quote, "S")
             elif kind == "error":
                 code = item.get("code")
                 msg = str(item.get("msg", ""))
@@ -200,12 +212,7 @@ class PolygonStream(StreamPreset):
                 continue
             kind = item.get("ev")
             if kind == "Q":
-                try:
-                    out.quotes.append(self._quote(item))
-                except ShapeProblem as exc:
-                    sym = item.get("sym")
-                    where = f"item {i}" + (f" ({sym})" if isinstance(sym, str) else "")
-                    out.problems.append(f"{where}: {exc}")
+                _add_quote(out, i, item, self._quote, "sym")
             elif kind == "status":
                 status = str(item.get("status", ""))
                 message = str(item.get("message", ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -204,8 +205,6 @@ class _SQLiteDryRun:
     """Counts which tick ids are new to the database (and to this dry run) in temp tables."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        import uuid
-
         self.conn = conn
         tag = uuid.uuid4().hex[:8]
         present = {
