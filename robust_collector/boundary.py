@@ -36,8 +36,8 @@ __all__ = [
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-# a sane window for exchange timestamps: 1990-01-01 .. 2200-01-01 (epoch microseconds)
-TS_MIN_US = 631_152_000_000_000
+# a sane window for exchange timestamps: 1980-01-01 .. 2200-01-01 (epoch microseconds)
+TS_MIN_US = 315_532_800_000_000
 TS_MAX_US = 7_258_118_400_000_000
 MAX_TEXT = 2000  # characters kept of one outside string (error texts, reasons)
 MAX_DEPTH = 64  # nesting levels a JSON payload may have
@@ -125,7 +125,7 @@ def bounded_float(value: Any, what: str = "value") -> float | None:
 
 
 def ts_in_window(ts_us: int) -> bool:
-    """True when an exchange timestamp lies in the sane window (1990 to 2200)."""
+    """True when an exchange timestamp lies in the sane window (1980 to 2200)."""
     return TS_MIN_US <= ts_us <= TS_MAX_US
 
 

@@ -89,6 +89,7 @@ def rules_of(verdicts: list[Verdict]) -> list[str | None]:
 def test_rule_ids_and_order_are_stable() -> None:
     assert RULES == (
         "duplicate",
+        "bad_timestamp",
         "non_finite",
         "non_positive",
         "crossed",
@@ -556,3 +557,41 @@ def test_rejections_are_logged_at_most_once_per_interval(caplog: pytest.LogCaptu
     assert len(messages) == 2
     assert messages[0].startswith("SPY rejected by crossed: crossed quote")
     assert messages[1].endswith("(4 more since the last warning)")
+
+
+# --- timestamps in the wrong unit (issue 14, finding 2) -------------------------------------
+
+
+def test_timestamps_in_the_wrong_unit_are_bad_timestamp_in_both_engines() -> None:
+    from robust_collector.boundary import INT64_MAX
+    from robust_collector.validation import quotes_frame, validate_frame
+
+    now = T0
+    unit_confusions = {
+        "seconds read as us": now // 1_000_000,
+        "ms read as us": now // 1_000,
+        "ns read as us, clamped to int64": INT64_MAX,
+        "finnhub t=1e13 s, clamped": INT64_MAX,
+        "negative": -5,
+    }
+    quotes = [
+        Quote(f"t:{i}", "SPY", i, ts, now, 99.99, 100.01, 1.0, 1.0, None, "x")
+        for i, ts in enumerate(unit_confusions.values(), 1)
+    ]
+    good = Quote("t:good", "SPY", 99, now, now, 99.99, 100.01, 1.0, 1.0, None, "x")
+    v = Validator()
+    verdicts = [v.check(q) for q in [*quotes, good]]
+    assert [x.rule for x in verdicts] == ["bad_timestamp"] * len(quotes) + [None]
+    assert "outside 1980..2200" in (verdicts[0].reason or "")
+    frame = validate_frame(quotes_frame([*quotes, good])).frame
+    assert frame["reject_rule"].to_list() == ["bad_timestamp"] * len(quotes) + [None]
+    assert frame["reject_reason"].to_list()[:-1] == [x.reason for x in verdicts[:-1]]
+
+
+def test_small_epoch_values_stay_valid_when_the_receive_time_is_small_too() -> None:
+    # synthetic and replayed data without a real clock: no unit confusion to see
+    q = Quote("t:1", "SPY", 1, 101, 101, 99.99, 100.01, 1.0, 1.0, None, "x")
+    assert Validator().check(q) is ACCEPTED
+    switched_off = only("non_finite")
+    far = Quote("t:2", "SPY", 2, 2**62, T0, 99.99, 100.01, 1.0, 1.0, None, "x")
+    assert Validator(switched_off).check(far) is ACCEPTED

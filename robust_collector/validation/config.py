@@ -20,6 +20,9 @@ class PriceRange:
 class RuleSwitches:
     """Turn single rules on or off (all on by default)."""
 
+    bad_timestamp: bool = setting(
+        True, doc="reject exchange times outside 1980..2200 (a timestamp in the wrong unit)"
+    )
     non_finite: bool = setting(True, doc="reject NaN or infinite price, bid or ask")
     non_positive: bool = setting(True, doc="reject zero or negative prices, negative sizes")
     price_range: bool = setting(True, doc="reject prices outside [min_price, max_price]")

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from robust_collector.boundary import TS_MAX_US, TS_MIN_US
 from robust_collector.model import QUOTE_FIELDS, Quote
 from robust_collector.validation.config import ValidationConfig
 from robust_collector.validation.rules import (
@@ -167,7 +168,12 @@ def _stateless_expr(config: ValidationConfig, lo: pl.Expr, hi: pl.Expr) -> pl.Ex
     def not_finite(x: pl.Expr) -> pl.Expr:
         return x.is_not_null() & ~x.is_finite()
 
-    checks: list[tuple[str, pl.Expr]] = [("non_finite", price.is_null())]
+    checks: list[tuple[str, pl.Expr]] = []
+    if rules.bad_timestamp:
+        ts, recv = pl.col("_ts"), pl.col("_recv")
+        bad_ts = (ts < 0) | (ts > TS_MAX_US) | ((ts < TS_MIN_US) & (recv >= TS_MIN_US))
+        checks.append(("bad_timestamp", bad_ts.fill_null(False)))
+    checks.append(("non_finite", price.is_null()))
     if rules.non_finite:
         checks.append(("non_finite", not_finite(bid) | not_finite(ask) | not_finite(last)))
     if rules.non_positive:

@@ -5,7 +5,7 @@ the rule ids, the evaluation order and every reason text from here, so a rule
 means the same thing in the live collector, the rejects table and a notebook.
 
 Rules run in ``RULES`` order and the first failing rule wins. The stateless rules
-(``non_finite`` .. ``future_timestamp``) look at one quote alone; the stateful
+(``bad_timestamp`` .. ``future_timestamp``) look at one quote alone; the stateful
 ones compare it with what was last *accepted* for the same symbol.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from robust_collector.boundary import TS_MAX_US, TS_MIN_US
 from robust_collector.validation.config import ValidationConfig
 
 
@@ -36,6 +37,13 @@ RULE_INFO: Final[tuple[RuleInfo, ...]] = (
         "sizes and last equal); dropped and counted, not a reject",
         "polling sources repeat unchanged quotes",
         True,
+    ),
+    RuleInfo(
+        "bad_timestamp",
+        "exchange time negative, after 2200, or before 1980 while the receive time is a "
+        "real clock: a timestamp in the wrong unit (s, ms or ns read as us) or garbage",
+        "input boundary",
+        False,
     ),
     RuleInfo(
         "non_finite",
@@ -118,6 +126,21 @@ def future_tolerance_us(config: ValidationConfig) -> int:
     return round(config.future_tolerance_seconds * 1_000_000)
 
 
+def bad_timestamp(ts_us: int, recv_us: int) -> bool:
+    """Whether an exchange time is outside the sane window (see ``bad_timestamp``).
+
+    Before 1980 counts only when the receive time is itself after 1980, so synthetic
+    and replayed data with small epoch values stay valid."""
+    return ts_us < 0 or ts_us > TS_MAX_US or (ts_us < TS_MIN_US <= recv_us)
+
+
+def bad_timestamp_reason(ts_us: int) -> str:
+    return (
+        f"exchange time {ts_us} us ({fmt_us(ts_us)}) is outside 1980..2200: a timestamp in "
+        "the wrong unit?"
+    )
+
+
 def fmt_us(us: int) -> str:
     """Epoch microseconds as an ISO UTC time, for reason texts."""
     try:
@@ -145,6 +168,8 @@ def stateless_failure(
     ``frame.py`` guards its comparisons to mean the same.
     """
     rules = config.rules
+    if rules.bad_timestamp and bad_timestamp(ts_us, recv_us):
+        return "bad_timestamp", bad_timestamp_reason(ts_us)
     has_pair = bid is not None and ask is not None
     price = last if last is not None else ((bid + ask) / 2.0 if has_pair else None)  # type: ignore[operator]
     if price is None:

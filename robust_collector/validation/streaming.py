@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final, Literal
 
+from robust_collector.boundary import TS_MAX_US, TS_MIN_US
 from robust_collector.model import Quote
 from robust_collector.validation.config import ValidationConfig
 from robust_collector.validation.rules import (
@@ -548,6 +549,7 @@ class Validator:
                 and (asz is None or asz >= 0.0)
                 and st.lo <= price <= st.hi
                 and ts - quote.recv_us <= self._tol_us
+                and TS_MIN_US <= ts <= TS_MAX_US
             ):
                 verdict = st.judge(ts, price, fmid, ask - bid, key)
                 if verdict is ACCEPTED:
