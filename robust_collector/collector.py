@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -38,7 +40,7 @@ from robust_collector.resilience import (
     RateLimitGate,
     RetryPolicy,
 )
-from robust_collector.secrets import redact
+from robust_collector.secrets import redact, scrub
 from robust_collector.sources import Source, create_source
 from robust_collector.storage.backend import execute_once, is_postgres_url, make_backend
 from robust_collector.storage.backup import BackupWriter, backlog
@@ -52,10 +54,12 @@ from robust_collector.storage.writer import (
     StorageWriter,
     WriterStats,
 )
+from robust_collector.supervisor import Supervisor, UnitStatus
 from robust_collector.validation import RULES, Validator
 from robust_collector.validation.streaming import ACCEPTED
 
 COLLECTOR_COMPONENT = "RobustDataCollector"
+HEARTBEAT_SECONDS = 1.0  # the heartbeat file and the live health snapshot, at least this often
 REPLAY_BATCH = 256  # quotes a self-paced source may hand over per call
 INSERT_RUN = (
     "INSERT OR IGNORE INTO runs (run_id, started_us, status, pid, host, instance, symbols, config)"
@@ -114,6 +118,7 @@ class CollectorStatus:
     storage: WriterStats | None
     breaker_transitions: int
     health_level: str | None
+    units: Mapping[str, UnitStatus] = dataclasses.field(default_factory=dict)
 
     @property
     def stored(self) -> int:
@@ -141,6 +146,9 @@ class CollectorStatus:
             + (f" [{s.breaker_state}]" if s.breaker_state not in ("CLOSED", "DISABLED") else "")
             for s in self.symbols.values()
         )
+        for u in self.units.values():
+            if u.state == "restarting":
+                parts.append(f"{u.name} RESTARTING")
         if self.health_level is not None:
             parts.insert(0, self.health_level)
         return "  ".join(parts) + "  | " + syms
@@ -253,6 +261,10 @@ class Collector:
         self._writer: StorageWriter | None = None
         self._fatal: BaseException | None = None
         self._summary: CollectorStatus | None = None
+        self._stop_requested = threading.Event()
+        self._loop_tick = time.monotonic()
+        self._heartbeat_thread: threading.Thread | None = None
+        self.supervisor = Supervisor(on_crash=self._unit_crashed)
         self._setup_stream()
 
     def _make_writer(self) -> StorageWriter:
@@ -346,9 +358,9 @@ class Collector:
         c = self._counters.get(name)
         if c is not None:
             c.breaker_since_us = ts
-            c.breaker_reason = redact(reason)
+            c.breaker_reason = scrub(reason)
         self._events.append(
-            (INSERT_BREAKER_EVENT, (self.run_id, ts, name, old.value, new.value, redact(reason)))
+            (INSERT_BREAKER_EVENT, (self.run_id, ts, name, old.value, new.value, scrub(reason)))
         )
 
     def breaker(self, symbol: str) -> CircuitBreaker | None:
@@ -391,6 +403,7 @@ class Collector:
         self._thread = threading.Thread(target=self._thread_main, name="rc-collector", daemon=True)
         self._thread.start()
         self._started.wait(timeout=10)
+        self._heartbeat_thread = self.supervisor.thread("rc-heartbeat", self._heartbeat_main)
         atexit.register(self._atexit_stop)
         if self._fatal is not None:
             raise RuntimeError(f"collector failed to start: {self._fatal}") from self._fatal
@@ -403,6 +416,7 @@ class Collector:
                 return self._summary
             if self._thread is None:
                 raise RuntimeError("collector was never started")
+            self._stop_requested.set()
             loop, ev = self._loop, self._stop_async
             if loop is not None and ev is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -416,6 +430,9 @@ class Collector:
             if self._writer is not None:
                 self._writer.stop(timeout)
             self._stopped.set()
+            self.supervisor.stop()
+            if self._heartbeat_thread is not None:
+                self._heartbeat_thread.join(timeout=5)
             summary = self.status()
             self._record_run_stop(summary)
             self._summary = summary
@@ -450,28 +467,106 @@ class Collector:
     # -- the loop thread -------------------------------------------------------------
 
     def _thread_main(self) -> None:
+        """The loop thread: runs the event loop, and runs it again after a crash.
+
+        A failure before the loop has started (the source cannot start) is fatal and
+        reported by ``start()``; later ones are crashes the supervisor records."""
+        in_a_row = 0
         try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # recorded so start()/stop() can say why
-            self._fatal = exc
-            log.exception("collector thread failed")
+            while not self._stop_requested.is_set():
+                started = time.monotonic()
+                try:
+                    asyncio.run(self._main())
+                    return
+                except Exception as exc:
+                    if not self._started.is_set():
+                        self._fatal = exc  # recorded so start() can say why
+                        log.exception("collector thread failed")
+                        return
+                    in_a_row = 1 if time.monotonic() - started > 30 else in_a_row + 1
+                    wait = self.supervisor.record_crash("rc-collector", "thread", exc, in_a_row)
+                    if self._stop_requested.wait(wait):
+                        return
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit: the end
+                    self._fatal = exc
+                    log.exception("collector thread failed")
+                    return
         finally:
             self._started.set()
             self._flush()
 
+    def _unit_crashed(self, name: str, exc: BaseException) -> None:
+        """A supervised unit crashed: an error row, a recent error, a failed operation."""
+        message = scrub(exc)
+        self._collector_health.record_failure(exc)
+        self.monitor.record_error("supervisor", exc)
+        self._events.append(
+            (
+                INSERT_ERROR,
+                (
+                    self.run_id,
+                    now_us(),
+                    "supervisor",
+                    None,
+                    type(exc).__name__,
+                    f"{name} crashed: {message}",
+                ),
+            )
+        )
+
+    async def _tick(self) -> None:
+        """Proves the event loop turns: the heartbeat thread reports a stalled loop."""
+        while True:
+            self._loop_tick = time.monotonic()
+            await asyncio.sleep(0.25)
+
+    def _heartbeat_main(self) -> None:
+        """The heartbeat thread: every second a fresh health snapshot, written beside the
+        database, so another process tells a live collector from a dead or stuck one."""
+        while not self._stopped.is_set():
+            snap = self.health()
+            self._write_heartbeat(snap)
+            if self._stopped.wait(HEARTBEAT_SECONDS):
+                return
+
+    def _write_heartbeat(self, snap: HealthSnapshot) -> None:
+        try:  # (nothing for a PostgreSQL URL: write_heartbeat knows)
+            write_heartbeat(
+                self.db_path,
+                snap,
+                self.run_id,
+                self.config.realtime_data.health_check.check_interval_seconds,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+            )
+        except (OSError, TypeError, ValueError) as exc:  # the folder may be gone: not fatal
+            log.debug("health heartbeat not written: %s", exc)
+
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_async = asyncio.Event()
+        if self._stop_requested.is_set():
+            return
+        self.supervisor.mark_running("rc-collector")
         await self.source.start(self.run_id)
+        units: list[tuple[str, Callable[[], Any]]] = [("loop-tick", self._tick)]
         if self._stream is not None:  # one connection for every symbol (see stream_runner)
-            tasks = self._stream.tasks()
+            if hasattr(self._stream, "units"):
+                units += self._stream.units()
+            else:  # TODO(supervision): until StreamRunner.units() lands
+                legacy = self._stream.tasks()
         else:
-            tasks = [
-                asyncio.create_task(self._poll(sym), name=f"poll-{sym}") for sym in self.symbols
+            units += [
+                (f"poll-{sym}", functools.partial(self._poll, sym))
+                for sym in self.symbols
+                if sym not in self._finished
             ]
-            tasks.append(asyncio.create_task(self._flusher(), name="flusher"))
+            units.append(("flusher", self._flusher))
             if self._health_enabled:
-                tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+                units.append(("health", self._health_loop))
+        run = self.supervisor.run
+        tasks = [asyncio.create_task(run(name, f), name=name) for name, f in units]
+        if self._stream is not None and not hasattr(self._stream, "units"):
+            tasks += legacy
         self._started.set()
         try:
             await self._stop_async.wait()
@@ -703,7 +798,7 @@ class Collector:
 
     def _attempt_failed(self, symbol: str, exc: BaseException) -> None:
         """Every failed attempt: an error row, and the source's health."""
-        message = redact(str(exc))
+        message = scrub(exc)
         self._source_health.record_failure(exc)
         self.monitor.record_error("source", exc, symbol=symbol)
         self._events.append(
@@ -713,7 +808,7 @@ class Collector:
     def _fetch_failed(self, symbol: str, c: _SymbolCounters, exc: Exception) -> None:
         """A fetch that failed after its retries (the last attempt's error)."""
         c.errors += 1
-        c.last_error = redact(f"{type(exc).__name__}: {exc}")
+        c.last_error = f"{type(exc).__name__}: {scrub(exc)}"
         self._symbol_health[symbol].record_failure(exc)
         self._collector_health.record_failure(exc)
 
@@ -741,18 +836,22 @@ class Collector:
             await asyncio.sleep(interval)
 
     def _record_health(self) -> None:
+        """A health check kept in the history and stored (the heartbeat thread writes the
+        file every second between checks)."""
         self._update_facts()
         snap = self.monitor.check()
         self._events.extend(snapshot_rows(snap, self.run_id))
         self._flush()
-        interval = self.config.realtime_data.health_check.check_interval_seconds
-        try:  # (nothing for a PostgreSQL URL: write_heartbeat knows)
-            write_heartbeat(self.db_path, snap, self.run_id, interval)
-        except OSError as exc:  # the folder may be gone with the database: not fatal
-            log.debug("health heartbeat not written: %s", exc)
+        self._write_heartbeat(snap)
 
     def _update_facts(self) -> None:
-        """Copy breaker and storage state into the health checkers' facts."""
+        """Copy breaker, storage and supervision state into the health checkers' facts."""
+        facts = self._collector_health.facts
+        facts.update(self.supervisor.facts())
+        running = self._thread is not None and not self._stopped.is_set()
+        facts["loop_stalled_seconds"] = (
+            max(0.0, time.monotonic() - self._loop_tick) if running else None
+        )
         for sym, checker in self._symbol_health.items():
             b = None if self.breakers is None else self.breakers.get(sym)
             if b is None:
@@ -768,6 +867,7 @@ class Collector:
         if self._writer is not None:
             ws = self._writer.stats()
             self._storage_health.facts.update(
+                writer_alive=getattr(ws, "alive", True) or self._stopped.is_set(),
                 storage_mode=ws.mode,
                 queue_depth=ws.queue_depth,
                 held_rows=ws.held_rows,
@@ -779,7 +879,7 @@ class Collector:
 
     def _storage_error(self, component: str, exc: BaseException) -> None:
         # called on the writer thread: the checker and the deque are thread-safe
-        message = redact(str(exc))
+        message = scrub(exc)
         log.warning("%s error: %s: %s", component, type(exc).__name__, message)
         self._storage_health.record_failure(exc)
         self.monitor.record_error(component, exc)
@@ -874,6 +974,7 @@ class Collector:
             storage=ws,
             breaker_transitions=self._transitions,
             health_level=None if last is None else last.level.name,
+            units=self.supervisor.status(),
         )
 
     def health(self) -> HealthSnapshot:

@@ -20,7 +20,7 @@ from enum import IntEnum
 from typing import Any
 
 from robust_collector.config import HealthCheckConfig, SessionConfig
-from robust_collector.secrets import redact
+from robust_collector.secrets import scrub
 
 
 class HealthLevel(IntEnum):
@@ -174,8 +174,10 @@ class HealthChecker:
             self.failures += 1
             self.last_failure = now
             if error is not None:
-                text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-                self.last_error = redact(text)
+                text = (
+                    error if isinstance(error, str) else f"{type(error).__name__}: {scrub(error)}"
+                )
+                self.last_error = scrub(text)
             b = self._bucket(now)
             b[1] += 1
             b[2] += 1
@@ -241,7 +243,7 @@ def evaluate(
     def raise_to(new: HealthLevel, reason: str) -> None:
         nonlocal level
         level = max(level, new)
-        reasons.append(redact(reason))
+        reasons.append(scrub(reason))
 
     breaker = m.get("breaker_state")
     if breaker in ("OPEN", "HALF_OPEN"):
@@ -253,6 +255,33 @@ def evaluate(
         if why:
             text += f" ({why})"
         raise_to(HealthLevel.DEGRADED, text)
+
+    # supervised units (see supervisor.py): a crash is never silent
+    for u in m.get("units_troubled") or ():
+        err = u.get("last_error") or "unknown error"
+        if u.get("state") == "restarting":
+            if u.get("recent_crashes", 0) >= m.get("crash_loop_threshold", 5):
+                raise_to(
+                    HealthLevel.CRITICAL,
+                    f"{u['unit']} is crash-looping: {u['recent_crashes']} crashes in a minute "
+                    f"(last: {err})",
+                )
+            else:
+                raise_to(
+                    HealthLevel.UNHEALTHY,
+                    f"{u['unit']} crashed ({err}); restarting (restart {u.get('restarts', 1)})",
+                )
+        else:
+            raise_to(
+                HealthLevel.DEGRADED,
+                f"{u['unit']} crashed {u.get('recent_crashes', 1)}x in the last minute "
+                f"(last: {err}); running again",
+            )
+    stalled = m.get("loop_stalled_seconds")
+    if stalled is not None and stalled > 2.0:
+        raise_to(HealthLevel.UNHEALTHY, f"{name}: event loop stalled for {stalled:.1f}s")
+    if m.get("writer_alive") is False:
+        raise_to(HealthLevel.CRITICAL, f"{name}: the database writer thread is not running")
 
     mode = m.get("storage_mode")
     if mode == "backup":
@@ -375,10 +404,10 @@ class SystemHealthMonitor:
     ) -> ErrorRecord:
         """Keep one error (redacted) in the bounded recent-errors list."""
         if isinstance(error, BaseException):
-            etype, msg = type(error).__name__, str(error)
+            etype, msg = type(error).__name__, scrub(error)
         else:
-            etype, msg = "Error", error
-        rec = ErrorRecord(self.clock(), component, symbol, etype, redact(msg))
+            etype, msg = "Error", scrub(error)
+        rec = ErrorRecord(self.clock(), component, symbol, etype, msg)
         self.errors.append(rec)
         return rec
 

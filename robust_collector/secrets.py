@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 
+from robust_collector.boundary import MAX_TEXT, clean_text
+
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -28,3 +30,9 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, "***")
     return text
+
+
+def scrub(text: object, limit: int = MAX_TEXT) -> str:
+    """Outside text made safe to store, log and print: secrets redacted first (so a cut
+    never leaves part of one), then surrogates, NUL and escapes cleaned, length capped."""
+    return clean_text(redact(text if isinstance(text, str) else clean_text(text, limit * 4)), limit)

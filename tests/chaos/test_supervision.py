@@ -1,0 +1,221 @@
+"""Supervision: a unit that raises is logged, recorded, shown in health and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+import pytest
+from helpers.waiting import wait_until
+
+from robust_collector import Collector
+from robust_collector.health import HealthLevel
+from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.supervisor import CRASH_LOOP, Supervisor
+
+# -- the supervisor alone (injected sleep: no real waiting) ------------------------------
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_crashing_task_is_restarted_with_doubling_backoff_and_reported() -> None:
+    waits: list[float] = []
+    crashes: list[tuple[str, str]] = []
+
+    async def fake_sleep(s: float) -> None:
+        waits.append(s)
+
+    sup = Supervisor(
+        on_crash=lambda name, exc: crashes.append((name, str(exc))),
+        base_delay=0.1,
+        max_delay=0.5,
+        sleep=fake_sleep,
+    )
+    calls = 0
+
+    async def unit() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:
+            raise ValueError(f"boom {calls} \ud83d")
+
+    run(sup.run("worker", unit))
+    assert calls == 5
+    assert waits == [0.1, 0.2, 0.4, 0.5]  # doubling, capped
+    assert [c[0] for c in crashes] == ["worker"] * 4
+    st = sup.status()["worker"]
+    assert st.state == "done" and st.restarts == 4 and st.recent_crashes == 4
+    # the crash text is safe to store and print: the lone surrogate is escaped
+    assert st.last_error == "ValueError: boom 4 \\ud83d"
+    st.last_error.encode("utf-8")
+
+
+def test_facts_name_a_restarting_unit_and_health_reads_it() -> None:
+    from robust_collector.config import HealthCheckConfig
+    from robust_collector.health import HealthChecker, MarketSession, evaluate
+
+    sup = Supervisor(base_delay=60.0)  # stays in its backoff for the test
+    gate = asyncio.Event()
+
+    async def unit() -> None:
+        raise RuntimeError("unexpected")
+
+    async def main() -> None:
+        task = asyncio.create_task(sup.run("poll-SPY", unit))
+        while (
+            sup.status().get("poll-SPY") is None or sup.status()["poll-SPY"].state != "restarting"
+        ):
+            await asyncio.sleep(0)
+        checker = HealthChecker("RobustDataCollector", kind="collector")
+        checker.record_success()
+        checker.facts.update(sup.facts())
+        comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
+        assert comp.level == HealthLevel.UNHEALTHY
+        assert any(
+            "poll-SPY crashed (RuntimeError: unexpected); restarting" in r for r in comp.reasons
+        )
+        task.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sup.status()["poll-SPY"].state == "stopped"
+
+    run(main())
+
+
+def test_a_crash_loop_is_critical() -> None:
+    from robust_collector.config import HealthCheckConfig
+    from robust_collector.health import HealthChecker, MarketSession, evaluate
+
+    checker = HealthChecker("c", kind="runtime")
+    checker.facts.update(
+        units_troubled=[
+            {
+                "unit": "flusher",
+                "state": "restarting",
+                "restarts": 9,
+                "recent_crashes": CRASH_LOOP,
+                "last_error": "KeyError: 'x'",
+            }
+        ],
+        crash_loop_threshold=CRASH_LOOP,
+    )
+    comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
+    assert comp.level == HealthLevel.CRITICAL
+    assert comp.reasons == (
+        f"flusher is crash-looping: {CRASH_LOOP} crashes in a minute (last: KeyError: 'x')",
+    )
+
+
+def test_a_crashing_thread_is_restarted_until_stop() -> None:
+    sup = Supervisor(base_delay=0.001, max_delay=0.001)
+    runs = []
+
+    def body() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise OSError("gone")
+
+    t = sup.thread("rc-test", body)
+    t.join(5)
+    assert not t.is_alive() and len(runs) == 3
+    assert sup.status()["rc-test"].restarts == 2 and sup.status()["rc-test"].state == "done"
+
+
+# -- the real collector -------------------------------------------------------------------
+
+
+class PoisonSource:
+    """Emits good quotes, and once a poison value the collector's own code chokes on."""
+
+    name = "poison"
+
+    def __init__(self, poison_at: int = 20) -> None:
+        self.poison_at = poison_at
+        self.n: dict[str, int] = {}
+        self.run_id = "r"
+        self.poisoned = 0
+
+    async def start(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    async def fetch(self, symbol: str) -> Quote:
+        seq = self.n[symbol] = self.n.get(symbol, 0) + 1
+        now = now_us()
+        if symbol == "SPY" and seq == self.poison_at:
+            self.poisoned += 1
+            # a bid that is not a number: the validator's comparisons raise TypeError
+            return Quote(make_tick_id(self.run_id, symbol, seq), symbol, seq, now, now, "1", "2")  # type: ignore[arg-type]
+        p = 100.0 + (seq % 7) * 0.01
+        return Quote(make_tick_id(self.run_id, symbol, seq), symbol, seq, now, now, p, p + 0.02)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> None:
+    cfg = make_config(realtime_data={"health_check": {"check_interval_seconds": 0.2}})
+    src = PoisonSource()
+    c = Collector(cfg, source=src).start()
+    try:
+        # SPY's poll task crashed on the poison quote, and was restarted: it keeps storing
+        wait_until(lambda: c.status().units["poll-SPY"].restarts >= 1, what="a restart")
+        first = c.status().symbols["SPY"].stored
+        wait_until(lambda: c.status().symbols["SPY"].stored > first + 5, what="SPY storing again")
+        # the crash is an error row, a recent error and a health reason (DEGRADED for a minute)
+        wait_until(
+            lambda: any("poll-SPY crashed" in r for r in c.health().reasons),
+            timeout=3,
+            what="the health reason",
+        )
+        assert c.health().level >= HealthLevel.DEGRADED
+        assert any(e.component == "supervisor" for e in c.monitor.errors)
+        # the heartbeat file says so too, within 2 s
+        hb = c.db_path.with_name(c.db_path.name + ".health.json")
+        wait_until(
+            lambda: hb.exists() and "poll-SPY crashed" in hb.read_text(),
+            timeout=3,
+            what="the heartbeat to name the crash",
+        )
+    finally:
+        c.stop()
+    conn = sqlite3.connect(c.db_path)
+    rows = conn.execute(
+        "SELECT component, error_type, message FROM errors WHERE component = 'supervisor'"
+    ).fetchall()
+    assert rows and rows[0][1] == "TypeError" and rows[0][2].startswith("poll-SPY crashed")
+    # the other symbols never noticed
+    assert c.status().symbols["QQQ"].stored > 0 and c.status().symbols["IWM"].stored > 0
+
+
+@pytest.mark.integration
+def test_a_stalled_event_loop_is_unhealthy_within_seconds(make_config) -> None:
+    cfg = make_config()
+    c = Collector(cfg).start()
+    try:
+        c.wait_for(lambda s: s.stored > 10)
+        assert c._loop is not None
+        release = __import__("threading").Event()
+        # something blocks the loop thread (a library call that hangs)
+        c._loop.call_soon_threadsafe(lambda: release.wait(10))
+        wait_until(
+            lambda: any("event loop stalled" in r for r in c.health().reasons),
+            timeout=5,
+            what="a stalled-loop reason",
+        )
+        hb = c.db_path.with_name(c.db_path.name + ".health.json")
+        wait_until(lambda: "event loop stalled" in hb.read_text(), timeout=3, what="the heartbeat")
+        assert json.loads(hb.read_text())["level"] in ("UNHEALTHY", "CRITICAL")
+        release.set()
+        wait_until(
+            lambda: not any("event loop stalled" in r for r in c.health().reasons),
+            timeout=5,
+            what="the loop to turn again",
+        )
+    finally:
+        c.stop()
