@@ -415,6 +415,11 @@ def load_config(
             raise ConfigError("file not found", source=label) from None
         except OSError as exc:
             raise ConfigError(f"cannot read file ({exc.strerror})", source=label) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8",
+                source=label,
+            ) from None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text
 from robust_collector.errors import ConfigError
 
 T = TypeVar("T")
@@ -107,8 +109,25 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _shown(value: Any) -> str:
+    """At most ~80 characters of a value's repr, safe to print (an alias bomb is not
+    rendered whole; escapes and surrogates are shown escaped)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a hostile object: its type is enough
+        text = f"<{type(value).__name__}>"
+    return clean_text(text, 80)
+
+
+_REPR = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 2, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+
+
 def _fail(path: str, expected: str, value: Any) -> typing.NoReturn:
-    raise ConfigError(f"{path}: expected {expected}, got {value!r}", path=path)
+    raise ConfigError(
+        f"{clean_text(path, 200)}: expected {expected}, got {_shown(value)}", path=path
+    )
 
 
 def _convert(tp: Any, value: Any, path: str, constraint: Constraint | None) -> Any:
@@ -145,8 +164,13 @@ def _convert(tp: Any, value: Any, path: str, constraint: Constraint | None) -> A
         if isinstance(value, bool) or not isinstance(value, ok_types):
             bound = constraint.describe() if constraint else ""
             _fail(path, _type_name(tp) + (f" {bound}" if bound else ""), value)
+        if tp is int and not INT64_MIN <= value <= INT64_MAX:
+            _fail(path, "an integer inside the 64-bit range", value)
         if tp is float:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                _fail(path, "a finite number", value)
             if not math.isfinite(value):
                 _fail(path, "a finite number", value)
         if constraint is not None and not constraint.check(value):
@@ -155,6 +179,8 @@ def _convert(tp: Any, value: Any, path: str, constraint: Constraint | None) -> A
     if tp is str:
         if not isinstance(value, str) or not value:
             _fail(path, "a non-empty string", value)
+        if clean_text(value, len(value) + 1) != value:
+            _fail(path, "text without control characters or unencodable characters", value)
         return value
     if origin in (tuple, list):
         (item_tp, *_rest) = get_args(tp)

@@ -193,3 +193,42 @@ def test_a_config_survives_a_round_trip_through_plain_data():
     assert config_from_dict(config.as_dict()) == config
     fleet = config_from_dict({"storage": {"backend": "postgresql", "instance": "east"}})
     assert config_from_dict(fleet.as_dict()) == fleet
+
+
+# --- the input boundary (issue 14): hostile values are one line, never a traceback ----------
+
+_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "symbols: [SPY]\n"
+    "realtime_data: {buffer_size: *e}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"realtime_data: {buffer_size: 18446744073709551616}\n", "64-bit range"),
+        (b"realtime_data: {buffer_size: 9223372036854775808}\n", "64-bit range"),
+        (b"realtime_data: {health_check: {max_stale_seconds: 1.0e999}}\n", "finite number"),
+        (b'symbols: ["SP\\ud83dY"]\n', "symbols[0]: expected text without control"),
+        (b'symbols: ["SP\\0Y"]\n', "symbols[0]: expected text without control"),
+        (b'symbols: ["SP\\e[2JY"]\n', "symbols[0]: expected text without control"),
+        (b"symbols: [SPY]\n\xff\xfe bad bytes\n", "not UTF-8 text"),
+        ("symbols: [SPY]\n".encode("utf-16"), "not UTF-8 text"),
+        (_BOMB.encode(), "realtime_data.buffer_size: expected"),
+    ],
+)
+def test_hostile_config_values_are_one_line_errors(tmp_path, raw, message):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text and len(text) < 300  # the alias tree is not rendered whole
+    text.encode("utf-8")  # printable anywhere
+    assert "\x1b" not in text and "\x00" not in text
