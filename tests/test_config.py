@@ -213,7 +213,7 @@ _BOMB = (
     [
         (b"realtime_data: {buffer_size: 18446744073709551616}\n", "64-bit range"),
         (b"realtime_data: {buffer_size: 9223372036854775808}\n", "64-bit range"),
-        (b"realtime_data: {health_check: {max_stale_seconds: 1.0e999}}\n", "finite number"),
+        (b"realtime_data: {health_check: {max_stale_seconds: 1.0e+999}}\n", "finite number"),
         (b'symbols: ["SP\\ud83dY"]\n', "symbols[0]: expected text without control"),
         (b'symbols: ["SP\\0Y"]\n', "symbols[0]: expected text without control"),
         (b'symbols: ["SP\\e[2JY"]\n', "symbols[0]: expected text without control"),
