@@ -103,6 +103,7 @@ class SymbolStatus:
     rejects_by_rule: Mapping[str, int]
     locked: int
     reanchors: int
+    lost: int = 0  # quotes a crash of the pipeline dropped (counted, never silent)
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class _SymbolCounters:
         "last_error",
         "last_price",
         "last_quote_us",
+        "lost",
         "overruns",
         "quotes",
         "rejects",
@@ -172,7 +174,7 @@ class _SymbolCounters:
 
     def __init__(self) -> None:
         self.fetches = self.quotes = self.accepted = self.rejects = 0
-        self.duplicates = self.errors = self.overruns = 0
+        self.duplicates = self.errors = self.overruns = self.lost = 0
         self.last_price: float | None = None
         self.last_quote_us: int | None = None
         self.last_error: str | None = None
@@ -663,7 +665,11 @@ class Collector:
 
     def _receive(self, quote: Quote, c: _SymbolCounters) -> None:
         """Validate one quote and buffer it as a tick or a reject; health counts it."""
-        fresh = self._judge(quote, c)
+        try:
+            fresh = self._judge(quote, c)
+        except Exception:  # a bug: the quote is counted lost, the supervisor restarts us
+            c.lost += 1
+            raise
         self._symbol_health[quote.symbol].record_success(fresh=fresh)
         self._collector_health.record_success(fresh=fresh)
         if len(self._ticks) + len(self._rejects) >= self._buffer_size:
@@ -683,52 +689,61 @@ class Collector:
         fresh = False
         seen = accepted = 0
         last: Quote | None = None
-        for q in quotes:
-            seen += 1
-            v = check(q)
-            if v is ACCEPTED or v.status == "accepted":
-                ticks.append(
-                    (
-                        q.tick_id,
-                        q.symbol,
-                        q.seq,
-                        q.ts_us,
-                        q.recv_us,
-                        q.bid,
-                        q.ask,
-                        q.bid_size,
-                        q.ask_size,
-                        q.last,
-                        q.source,
-                        run_id,
+        q0 = c.quotes
+        try:
+            for q in quotes:
+                seen += 1
+                v = check(q)
+                if v is ACCEPTED or v.status == "accepted":
+                    ticks.append(
+                        (
+                            q.tick_id,
+                            q.symbol,
+                            q.seq,
+                            q.ts_us,
+                            q.recv_us,
+                            q.bid,
+                            q.ask,
+                            q.bid_size,
+                            q.ask_size,
+                            q.last,
+                            q.source,
+                            run_id,
+                        )
                     )
-                )
-                room -= 1
-                accepted += 1
-                last = q
-                if v.reason:  # a re-anchor: worth a line in the log
-                    log.info("%s: %s", q.symbol, v.reason)
-            elif v.status == "duplicate":
-                c.duplicates += 1
-            else:
-                c.rejects += 1
-                self._rejects.append((*q.as_row(), run_id, v.rule, v.reason, now_us()))
-                room -= 1
-            if room <= 0:
-                c.quotes += seen
-                seen = 0
-                if last is not None:
-                    c.accepted += accepted
-                    c.last_price = last.price
-                    c.last_quote_us = last.recv_us
-                    c.last_error = None
-                    self._latest[last.symbol] = last
-                    fresh = True
-                    accepted = 0
-                    last = None
-                self._flush()
-                ticks = self._ticks
-                room = self._buffer_size - len(ticks) - len(self._rejects)
+                    room -= 1
+                    accepted += 1
+                    last = q
+                    if v.reason:  # a re-anchor: worth a line in the log
+                        log.info("%s: %s", q.symbol, v.reason)
+                elif v.status == "duplicate":
+                    c.duplicates += 1
+                else:
+                    c.rejects += 1
+                    self._rejects.append((*q.as_row(), run_id, v.rule, v.reason, now_us()))
+                    room -= 1
+                if room <= 0:
+                    c.quotes += seen
+                    seen = 0
+                    if last is not None:
+                        c.accepted += accepted
+                        c.last_price = last.price
+                        c.last_quote_us = last.recv_us
+                        c.last_error = None
+                        self._latest[last.symbol] = last
+                        fresh = True
+                        accepted = 0
+                        last = None
+                    self._flush()
+                    ticks = self._ticks
+                    room = self._buffer_size - len(ticks) - len(self._rejects)
+        except Exception:
+            # a bug met mid-batch: what was judged counts; the quote that raised and the
+            # rest of the batch are counted lost (the supervisor restarts the task)
+            c.quotes += seen - 1
+            c.accepted += accepted
+            c.lost += len(quotes) - (c.quotes - q0)
+            raise
         c.quotes += seen
         if last is not None:
             c.accepted += accepted
@@ -960,6 +975,7 @@ class Collector:
                 },
                 locked=vc.get("locked", 0),
                 reanchors=vc.get("reanchored", 0),
+                lost=c.lost,
             )
         started = self._started_us
         uptime = 0.0 if started is None else (now_us() - started) / 1e6

@@ -518,71 +518,78 @@ class Validator:
         return st
 
     def check(self, quote: Quote) -> Verdict:
-        """Judge one quote and update the symbol's state if it is accepted."""
-        st = self._states.get(quote.symbol)
-        if st is None:
-            st = self._state(quote.symbol)
-        if not self._enabled:
-            st.counts["accepted"] += 1
-            return ACCEPTED
-        bid = quote.bid
-        ask = quote.ask
-        last = quote.last
-        ts = quote.ts_us
-        bsz = quote.bid_size
-        asz = quote.ask_size
-        key = (ts, bid, ask, bsz, asz, last)
-        if self._dup and key == st.last_key and not has_nan(key):
-            st.counts["duplicate"] += 1
-            return DUPLICATE
-        if bid is not None and ask is not None:
-            fmid = (bid + ask) / 2.0
-            price = fmid if last is None else last
-            # The common case, decided without stateless_failure: a quote that passes
-            # every stateless rule whichever are switched on (finite, positive, not
-            # crossed, in range, not ahead of our clock). Anything else takes the
-            # full path below, which names the failing rule.
-            if (
-                0.0 < bid <= ask < _INF
-                and (last is None or 0.0 < last < _INF)
-                and (bsz is None or bsz >= 0.0)
-                and (asz is None or asz >= 0.0)
-                and st.lo <= price <= st.hi
-                and ts - quote.recv_us <= self._tol_us
-                and TS_MIN_US <= ts <= TS_MAX_US
-            ):
-                verdict = st.judge(ts, price, fmid, ask - bid, key)
+        """Judge one quote and update the symbol's state if it is accepted.
+
+        A quote whose fields are not numbers (a custom source's bug) is rejected as
+        ``non_finite`` rather than raising: every quote gets a verdict."""
+        try:
+            st = self._states.get(quote.symbol)
+            if st is None:
+                st = self._state(quote.symbol)
+            if not self._enabled:
+                st.counts["accepted"] += 1
+                return ACCEPTED
+            bid = quote.bid
+            ask = quote.ask
+            last = quote.last
+            ts = quote.ts_us
+            bsz = quote.bid_size
+            asz = quote.ask_size
+            key = (ts, bid, ask, bsz, asz, last)
+            if self._dup and key == st.last_key and not has_nan(key):
+                st.counts["duplicate"] += 1
+                return DUPLICATE
+            if bid is not None and ask is not None:
+                fmid = (bid + ask) / 2.0
+                price = fmid if last is None else last
+                # The common case, decided without stateless_failure: a quote that passes
+                # every stateless rule whichever are switched on (finite, positive, not
+                # crossed, in range, not ahead of our clock). Anything else takes the
+                # full path below, which names the failing rule.
+                if (
+                    0.0 < bid <= ask < _INF
+                    and (last is None or 0.0 < last < _INF)
+                    and (bsz is None or bsz >= 0.0)
+                    and (asz is None or asz >= 0.0)
+                    and st.lo <= price <= st.hi
+                    and ts - quote.recv_us <= self._tol_us
+                    and TS_MIN_US <= ts <= TS_MAX_US
+                ):
+                    verdict = st.judge(ts, price, fmid, ask - bid, key)
+                    if verdict is ACCEPTED:
+                        return verdict
+                    if verdict.status == "rejected":
+                        self._log(st, quote, verdict)
+                    return verdict
+            fail = stateless_failure(
+                self.config,
+                bid,
+                ask,
+                bsz,
+                asz,
+                last,
+                ts,
+                quote.recv_us,
+                st.lo,
+                st.hi,
+            )
+            if fail is not None:
+                verdict = st.reject(*fail)
+            else:
+                if bid is not None and ask is not None:
+                    mid: float | None = (bid + ask) / 2.0
+                    spread: float | None = ask - bid
+                else:
+                    mid = spread = None
+                verdict = st.judge(ts, last if last is not None else mid, mid, spread, key)  # type: ignore[arg-type]
                 if verdict is ACCEPTED:
                     return verdict
-                if verdict.status == "rejected":
-                    self._log(st, quote, verdict)
-                return verdict
-        fail = stateless_failure(
-            self.config,
-            bid,
-            ask,
-            bsz,
-            asz,
-            last,
-            ts,
-            quote.recv_us,
-            st.lo,
-            st.hi,
-        )
-        if fail is not None:
-            verdict = st.reject(*fail)
-        else:
-            if bid is not None and ask is not None:
-                mid: float | None = (bid + ask) / 2.0
-                spread: float | None = ask - bid
-            else:
-                mid = spread = None
-            verdict = st.judge(ts, last if last is not None else mid, mid, spread, key)  # type: ignore[arg-type]
-            if verdict is ACCEPTED:
-                return verdict
-        if verdict.status == "rejected":
-            self._log(st, quote, verdict)
-        return verdict
+            if verdict.status == "rejected":
+                self._log(st, quote, verdict)
+            return verdict
+        except (TypeError, ValueError, OverflowError) as exc:
+            st = self._state(str(quote.symbol))
+            return st.reject("non_finite", f"not a valid quote: {type(exc).__name__}: {exc}"[:200])
 
     def _log(self, st: SymbolState, quote: Quote, verdict: Verdict) -> None:
         """One warning per symbol and rule per ``log_interval_seconds`` (quote time)."""

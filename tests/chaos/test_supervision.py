@@ -12,7 +12,7 @@ from helpers.waiting import wait_until
 
 from robust_collector import Collector
 from robust_collector.health import HealthLevel
-from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.model import Quote
 from robust_collector.supervisor import CRASH_LOOP, Supervisor
 
 # -- the supervisor alone (injected sleep: no real waiting) ------------------------------
@@ -129,39 +129,27 @@ def test_a_crashing_thread_is_restarted_until_stop() -> None:
 # -- the real collector -------------------------------------------------------------------
 
 
-class PoisonSource:
-    """Emits good quotes, and once a poison value the collector's own code chokes on."""
+def plant_a_bug(c: Collector, symbol: str = "SPY", at_seq: int = 20) -> list[Quote]:
+    """Make the pipeline raise once, on one quote: a bug nobody planned for."""
+    real = c.validator.check
+    hit: list[Quote] = []
 
-    name = "poison"
+    def check(q: Quote) -> Any:
+        if q.symbol == symbol and q.seq == at_seq and not hit:
+            hit.append(q)
+            raise RuntimeError("a bug nobody planned for")
+        return real(q)
 
-    def __init__(self, poison_at: int = 20) -> None:
-        self.poison_at = poison_at
-        self.n: dict[str, int] = {}
-        self.run_id = "r"
-        self.poisoned = 0
-
-    async def start(self, run_id: str) -> None:
-        self.run_id = run_id
-
-    async def fetch(self, symbol: str) -> Quote:
-        seq = self.n[symbol] = self.n.get(symbol, 0) + 1
-        now = now_us()
-        if symbol == "SPY" and seq == self.poison_at:
-            self.poisoned += 1
-            # a bid that is not a number: the validator's comparisons raise TypeError
-            return Quote(make_tick_id(self.run_id, symbol, seq), symbol, seq, now, now, "1", "2")  # type: ignore[arg-type]
-        p = 100.0 + (seq % 7) * 0.01
-        return Quote(make_tick_id(self.run_id, symbol, seq), symbol, seq, now, now, p, p + 0.02)
-
-    async def aclose(self) -> None:
-        pass
+    c.validator.check = check  # type: ignore[method-assign]
+    return hit
 
 
 @pytest.mark.integration
 def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> None:
     cfg = make_config(realtime_data={"health_check": {"check_interval_seconds": 0.2}})
-    src = PoisonSource()
-    c = Collector(cfg, source=src).start()
+    c = Collector(cfg)
+    hit = plant_a_bug(c)
+    c.start()
     try:
         # SPY's poll task crashed on the poison quote, and was restarted: it keeps storing
         wait_until(lambda: c.status().units["poll-SPY"].restarts >= 1, what="a restart")
@@ -188,7 +176,9 @@ def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> No
     rows = conn.execute(
         "SELECT component, error_type, message FROM errors WHERE component = 'supervisor'"
     ).fetchall()
-    assert rows and rows[0][1] == "TypeError" and rows[0][2].startswith("poll-SPY crashed")
+    assert rows and rows[0][1] == "RuntimeError" and rows[0][2].startswith("poll-SPY crashed")
+    # the quote in hand is counted lost, never silently gone
+    assert len(hit) == 1 and c.status().symbols["SPY"].lost == 1
     # the other symbols never noticed
     assert c.status().symbols["QQQ"].stored > 0 and c.status().symbols["IWM"].stored > 0
 
