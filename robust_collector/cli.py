@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import robust_collector
+from robust_collector.boundary import clean_text
 from robust_collector.config import DEFAULT_CONFIG_PATH, Config, load_config
 from robust_collector.errors import ConfigError, StorageError
 from robust_collector.secrets import redact
@@ -165,52 +166,68 @@ def cmd_health(args: argparse.Namespace) -> int:
     import json
 
     from robust_collector import health_report as hr
-    from robust_collector.health_store import health_history, latest_snapshot, recent_errors
+    from robust_collector.health_store import (
+        health_history,
+        heartbeat_path,
+        latest_snapshot,
+        recent_errors,
+    )
     from robust_collector.model import now_us
 
     db = _db_target(args)
     if isinstance(db, str) and args.mode in ("single", "continuous"):
         return _fleet_health(args, db)
-    if isinstance(db, Path) and not db.exists():
-        msg = f"❔ UNKNOWN: no database at {db}"
+    # a collector whose database was deleted still writes its heartbeat: single reports use it
+    beat_only = args.mode in ("single", "continuous") and heartbeat_path(db).exists()
+    if isinstance(db, Path) and not db.exists() and not beat_only:
+        msg = f"❔ UNKNOWN: no database at {clean_text(db)}"
         print(json.dumps({"level": "UNKNOWN", "error": msg}) if args.json else msg)
         return hr.EXIT_UNKNOWN
-    if args.mode == "history":
-        df = health_history(db, component=args.component, limit=args.count or 50)
-        if args.json:
-            print(json.dumps(df.drop("ts").to_dicts(), indent=2, default=str))
+    if args.mode in ("history", "errors"):
+        if args.mode == "history":
+            df = health_history(db, component=args.component, limit=args.count or 50)
         else:
-            print(hr.render_history(df))
-        return EXIT_OK if not df.is_empty() else hr.EXIT_UNKNOWN
-    if args.mode == "errors":
-        df = recent_errors(db, component=args.component, limit=args.count or 50)
+            df = recent_errors(db, component=args.component, limit=args.count or 50)
+        now = now_us()
         if args.json:
-            print(json.dumps(df.drop("ts").to_dicts(), indent=2, default=str))
+            rows = df.drop("ts").to_dicts()
+            for row in rows:  # every row says how old it is
+                row["age_seconds"] = round((now - row["ts_us"]) / 1e6, 3)
+            print(json.dumps(rows, indent=2, default=str))
+        elif args.mode == "history":
+            print(hr.render_history(df, now_us=now))
         else:
-            print(hr.render_errors(df, args.component))
+            print(hr.render_errors(df, args.component, now_us=now))
+        if args.mode == "history" and df.is_empty():
+            return hr.EXIT_UNKNOWN
         return EXIT_OK
 
     def once() -> int:
+        now = now_us()
         snap = latest_snapshot(db)
-        since = None if snap is None else hr.not_running_since(snap, now_us())
-        running = snap is not None and since is None
-        code = hr.exit_code(snap.level) if running and snap is not None else hr.EXIT_UNKNOWN
+        live = None if snap is None else hr.liveness(snap, now)
+        running = live is not None and live.running
+        if snap is None or live is None:
+            code = hr.EXIT_UNKNOWN
+        elif running:
+            code = hr.exit_code(snap.level)
+        else:  # died or went silent without being stopped: CRITICAL; stopped: unknown
+            code = hr.EXIT_CRITICAL if live.failed else hr.EXIT_UNKNOWN
         if args.json:
-            data = (
-                {"level": "UNKNOWN", "running": False}
-                if snap is None
-                else hr.snapshot_json(snap, running)
-            )
-            if snap is not None and not running:
+            if snap is None:
+                data: dict[str, Any] = {"level": "UNKNOWN", "running": False, "state": "unknown"}
+            else:
+                data = hr.snapshot_json(snap, running, now_us=now, live=live)
+            if snap is not None and live is not None and not running:
                 data["level_when_last_seen"] = data.pop("level")
-                data["level"] = "UNKNOWN"
+                data["level"] = "CRITICAL" if live.failed else "UNKNOWN"
             # continuous: one JSON document per line (JSON Lines) so scripts can stream it
             indent = None if args.mode == "continuous" else 2
             print(json.dumps(data, indent=indent, default=str), flush=True)
         elif running and snap is not None:
-            print(hr.render_single(snap, component=args.component), flush=True)
+            print(hr.render_single(snap, component=args.component, now_us=now), flush=True)
         else:
-            print(hr.render_not_running(snap, since, str(db)), flush=True)
+            print(hr.render_not_running(snap, live, str(db), now_us=now), flush=True)
         return code
 
     return _repeat(args, once)
@@ -244,7 +261,8 @@ def _fleet_health(args: argparse.Namespace, db: str) -> int:
         if args.component:  # one instance of the fleet
             instances = [i for i in instances if i.instance == args.component]
             if not instances and not args.json:
-                print(f"❔ UNKNOWN: no instance {args.component!r} in {_label(db)}", flush=True)
+                name = clean_text(args.component, 200)
+                print(f"❔ UNKNOWN: no instance {name!r} in {_label(db)}", flush=True)
                 return 3
         if args.json:
             data = {"database": _label(db), "instances": [i.as_dict() for i in instances]}
@@ -382,8 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the health of a collector (also one running in another process)",
         description=(
             "Read the health snapshots and errors a collector writes to its database and print "
-            "them. Exit code: 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY or CRITICAL, 3 unknown "
-            "(no database, no snapshot, or the collector is not running)."
+            "them, with the snapshot's age. Exit code: 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY or "
+            "CRITICAL (also: the collector died or stopped reporting without being stopped), "
+            "3 unknown (no database, no snapshot, or the run was stopped)."
         ),
     )
     where = health.add_mutually_exclusive_group()
@@ -495,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (*reader_errors(), StorageError, OSError, RuntimeError) as exc:
         # a database or file that is not what the command needs: one line, no traceback
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        text = redact(text)
+        text = clean_text(redact(text))
         print(f"robust-collector {args.command}: {text}", file=sys.stderr)
         return 3 if args.command == "health" else EXIT_USAGE
     except KeyboardInterrupt:

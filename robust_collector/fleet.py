@@ -2,20 +2,24 @@
 
 Each instance's newest run is read from ``runs`` and its newest system health
 snapshot from ``health_snapshots``; an instance is *not running* when its run was
-stopped, or when it has not reported for two health intervals (it crashed or
-lost the database). ``robust-collector health --db postgresql://...`` prints this
-and ``dashboard.watch(url)`` shows it live; it works on a SQLite file too.
+stopped, when its pid on this host no longer exists (killed), or when it has not
+reported for ``stale_after_seconds`` of its health interval (it crashed elsewhere
+or lost the database). ``robust-collector health --db postgresql://...`` prints
+this and ``dashboard.watch(url)`` shows it live; it works on a SQLite file too.
+Names, hosts and reasons come from the database, so they are cleaned before printing.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from robust_collector.boundary import clean_text
 from robust_collector.health import HealthLevel
-from robust_collector.health_report import fmt_age, iso_utc
+from robust_collector.health_report import fmt_age, iso_utc, pid_alive, stale_after_seconds
 from robust_collector.model import now_us as _now_us
 from robust_collector.storage.reader import DatabaseRef, missing_table, open_reader, reader_errors
 
@@ -47,9 +51,14 @@ class InstanceStatus:
     running: bool
     not_running_since_us: int | None
     stopped_cleanly: bool
+    checked_us: int | None = None
+    process_gone: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
+        age = None
+        if self.last_heartbeat_us is not None and self.checked_us is not None:
+            age = round(max(0, self.checked_us - self.last_heartbeat_us) / 1e6, 3)
         return {
             "instance": self.instance,
             "host": self.host,
@@ -62,7 +71,9 @@ class InstanceStatus:
             "last_heartbeat": None
             if self.last_heartbeat_us is None
             else iso_utc(self.last_heartbeat_us),
+            "last_heartbeat_age_seconds": age,
             "running": self.running,
+            "process_gone": self.process_gone,
             "not_running_since": None
             if self.not_running_since_us is None
             else iso_utc(self.not_running_since_us),
@@ -82,6 +93,7 @@ def _interval(config: Any) -> float:
 def fleet_status(db: DatabaseRef, *, now_us: int | None = None) -> list[InstanceStatus]:
     """The newest run of every instance in ``db`` (a SQLite file or a PostgreSQL URL)."""
     now = _now_us() if now_us is None else now_us
+    here = socket.gethostname()
     conn = open_reader(db)
     try:
         try:
@@ -109,9 +121,12 @@ def fleet_status(db: DatabaseRef, *, now_us: int | None = None) -> list[Instance
             last = None if beat is None else int(beat[0])
             seen = last if last is not None else int(started)
             since: int | None = None
+            gone = False
             if status == "stopped":
                 since = int(stopped) if stopped is not None else seen
-            elif now - seen > 2 * interval * 1_000_000 + 2_000_000:
+            elif pid and host == here and pid_alive(int(pid)) is False:
+                since, gone = seen, True  # killed on this host: no need to wait for silence
+            elif now - seen > stale_after_seconds(interval) * 1_000_000:
                 since = seen
             try:
                 syms = tuple(orjson.loads(symbols))
@@ -132,6 +147,8 @@ def fleet_status(db: DatabaseRef, *, now_us: int | None = None) -> list[Instance
                     running=since is None,
                     not_running_since_us=since,
                     stopped_cleanly=status == "stopped",
+                    checked_us=now,
+                    process_gone=gone,
                 )
             )
         return out
@@ -170,23 +187,29 @@ def render_fleet(
     if not instances:
         return f"❔ UNKNOWN: no collector has written to {db_label} yet"
     running = sum(i.running for i in instances)
-    lines = [f"fleet at {db_label}: {running} of {len(instances)} instance(s) running", ""]
+    lines = [
+        f"fleet at {clean_text(db_label)}: {running} of {len(instances)} instance(s) running "
+        f"(as of {iso_utc(now)})",
+        "",
+    ]
     rows = [("instance", "host/pid", "level", "last heartbeat", "symbols", "state")]
     for i in instances:
         level = "-" if i.level is None else i.level.name
         if not i.running:
             level = f"({level})"
+        why = " (stopped reporting: process gone)" if i.process_gone else " (stopped reporting)"
         state = (
             "running"
             if i.running
             else f"not running since {iso_utc(i.not_running_since_us or i.started_us)}"
-            + ("" if i.stopped_cleanly else " (stopped reporting)")
+            + ("" if i.stopped_cleanly else why)
         )
-        syms = ", ".join(i.symbols[:6]) + (f" +{len(i.symbols) - 6}" if len(i.symbols) > 6 else "")
+        names = [clean_text(s, 40) for s in i.symbols]
+        syms = ", ".join(names[:6]) + (f" +{len(names) - 6}" if len(names) > 6 else "")
         rows.append(
             (
-                i.instance,
-                f"{i.host or '-'}/{i.pid or '-'}",
+                clean_text(i.instance, 200),
+                f"{clean_text(i.host or '-', 200)}/{i.pid or '-'}",
                 level,
                 heartbeat_age(i.last_heartbeat_us, now),
                 f"{len(i.symbols)}: {syms}",
@@ -198,5 +221,6 @@ def render_fleet(
         lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     for i in instances:
         if i.running and i.reasons and i.level is not None and i.level > HealthLevel.HEALTHY:
-            lines.append(f"  {i.instance}: {'; '.join(i.reasons)}")
+            reasons = "; ".join(clean_text(r) for r in i.reasons)
+            lines.append(f"  {clean_text(i.instance, 200)}: {reasons}")
     return "\n".join(lines)

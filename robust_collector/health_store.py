@@ -3,20 +3,25 @@
 The collector writes one ``health_snapshots`` row per component per check (plus a
 ``system`` row for the overall level); ``robust-collector health`` and the
 notebooks read them back here, so they work against a collector running
-elsewhere.
+elsewhere. Beside a SQLite database it also rewrites a small heartbeat file
+(pid, host, when written, how often) so another process can tell a live
+collector from a dead one within seconds, even while the database is locked.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
 
+from robust_collector.boundary import clean_text
 from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
 from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.reader import (
@@ -29,12 +34,21 @@ from robust_collector.storage.reader import (
 from robust_collector.storage.writer import INSERT_HEALTH
 
 SYSTEM = "system"
+_WRITE_LOCK = threading.Lock()
 
 
 def _jsonable(value: Any) -> Any:
+    """A metric value orjson always encodes: NaN as null, text cleaned (a lone surrogate
+    in a reason or error text must not kill the health loop)."""
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
+    if isinstance(value, str):
+        return clean_text(value)
     return value
+
+
+def _texts(values: Any) -> list[str]:
+    return [clean_text(v) for v in values]
 
 
 def snapshot_rows(snapshot: HealthSnapshot, run_id: str) -> list[tuple[str, tuple[Any, ...]]]:
@@ -48,7 +62,7 @@ def snapshot_rows(snapshot: HealthSnapshot, run_id: str) -> list[tuple[str, tupl
                 ts_us,
                 SYSTEM,
                 snapshot.level.name,
-                orjson.dumps(list(snapshot.reasons)).decode(),
+                orjson.dumps(_texts(snapshot.reasons)).decode(),
                 orjson.dumps({"kind": "system"}).decode(),
             ),
         )
@@ -62,9 +76,9 @@ def snapshot_rows(snapshot: HealthSnapshot, run_id: str) -> list[tuple[str, tupl
                 (
                     run_id,
                     ts_us,
-                    c.name,
+                    clean_text(c.name),
                     c.level.name,
-                    orjson.dumps(list(c.reasons)).decode(),
+                    orjson.dumps(_texts(c.reasons)).decode(),
                     orjson.dumps(metrics, option=orjson.OPT_NON_STR_KEYS).decode(),
                 ),
             )
@@ -74,7 +88,12 @@ def snapshot_rows(snapshot: HealthSnapshot, run_id: str) -> list[tuple[str, tupl
 
 @dataclass(frozen=True)
 class StoredSnapshot:
-    """A snapshot read back from the database, with the run it belongs to."""
+    """A snapshot read back from the database or the heartbeat file, with its run.
+
+    ``heartbeat_us`` is the collector's last sign of life when the heartbeat file
+    says more than the snapshot's own time (the file is rewritten more often than
+    snapshots are stored); ``heartbeat_interval_seconds`` is how often that happens.
+    """
 
     run_id: str
     ts_us: int
@@ -86,6 +105,20 @@ class StoredSnapshot:
     check_interval_seconds: float
     pid: int | None
     host: str | None
+    heartbeat_us: int | None = None
+    heartbeat_interval_seconds: float | None = None
+    pid_ns: str | None = None
+    pid_start: str | None = None
+
+    @property
+    def last_seen_us(self) -> int:
+        """The newest sign of life: the snapshot or a later heartbeat."""
+        return max(self.ts_us, self.heartbeat_us or 0)
+
+    @property
+    def beat_interval_seconds(self) -> float:
+        """How often a sign of life is due (the heartbeat's, else the snapshots')."""
+        return self.heartbeat_interval_seconds or self.check_interval_seconds
 
 
 def _open(db: str | Path) -> Any:
@@ -113,35 +146,113 @@ def heartbeat_path(db: str | Path) -> Path:
     return Path(f"{db}.health.json")
 
 
-def write_heartbeat(db: str | Path, snapshot: HealthSnapshot, run_id: str, interval: float) -> None:
+def pid_namespace() -> str | None:
+    """This process's PID namespace (Linux), so a reader in another container on the
+    same host name does not judge a pid it cannot see."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or ``None`` if unknown.
+
+    Recorded with the pid, it tells a recycled pid from the collector itself."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def write_heartbeat(
+    db: str | Path,
+    snapshot: HealthSnapshot,
+    run_id: str,
+    interval: float,
+    *,
+    heartbeat_interval: float | None = None,
+    status: str = "running",
+) -> None:
     """Write ``snapshot`` beside the database, atomically: health stays readable while
     the database itself is locked, read-only or gone. Nothing for a PostgreSQL URL
-    (no file to put it beside: the fleet view reads the stored snapshots)."""
+    (no file to put it beside: the fleet view reads the stored snapshots).
+
+    ``interval`` is the run's ``check_interval_seconds``; ``heartbeat_interval`` is
+    how often the caller rewrites this file (default: ``interval``), so a reader
+    knows when a missing beat means a dead collector. ``status="stopped"`` marks
+    the run's end (see ``mark_heartbeat_stopped``)."""
     if is_postgres_url(db):
         return
     target = heartbeat_path(db)
+    pid = os.getpid()
+    now = time.time_ns() // 1000
     data = {
-        "run_id": run_id,
+        "run_id": clean_text(run_id),
         "ts_us": int(snapshot.ts * 1_000_000),
+        "written_us": now,
+        "heartbeat_interval_seconds": float(heartbeat_interval or interval),
+        "status": status,
+        "stopped_us": now if status == "stopped" else None,
         "level": snapshot.level.name,
-        "reasons": list(snapshot.reasons),
+        "reasons": _texts(snapshot.reasons),
         "check_interval_seconds": interval,
-        "pid": os.getpid(),
+        "pid": pid,
         "host": socket.gethostname(),
+        "pid_ns": pid_namespace(),
+        "pid_start": process_start(pid),
         "components": [
             {
-                "name": c.name,
+                "name": clean_text(c.name),
                 "kind": c.kind,
                 "level": c.level.name,
-                "reasons": list(c.reasons),
+                "reasons": _texts(c.reasons),
                 "metrics": {k: _jsonable(v) for k, v in c.metrics.items()},
             }
             for c in snapshot.components
         ],
     }
+    _replace_file(target, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    """Write ``target`` atomically; the lock keeps two threads (health loop, heartbeat
+    timer, stop) from moving each other's half-written temp file into place."""
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
-    os.replace(tmp, target)
+    with _WRITE_LOCK:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+def mark_heartbeat_stopped(db: str | Path, run_id: str) -> bool:
+    """Mark the heartbeat file of ``run_id`` as a cleanly stopped run (its last level kept).
+
+    For the collector's ``stop()``: if the database cannot record the stop (locked,
+    gone), ``health`` still reads "stopped" rather than "died". Returns whether a
+    file of that run was marked."""
+    if is_postgres_url(db):
+        return False
+    target = heartbeat_path(db)
+    try:
+        data = orjson.loads(target.read_bytes())
+        if data.get("run_id") != run_id:
+            return False
+        now = time.time_ns() // 1000
+        data.update(status="stopped", stopped_us=now, written_us=now)
+        _replace_file(target, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+        return True
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else clean_text(value, 200)
 
 
 def _read_heartbeat(db: str | Path) -> StoredSnapshot | None:
@@ -157,19 +268,25 @@ def _read_heartbeat(db: str | Path) -> StoredSnapshot | None:
             )
             for c in data["components"]
         )
+        stopped = data.get("status") == "stopped"
+        beat_interval = data.get("heartbeat_interval_seconds")
         return StoredSnapshot(
             data["run_id"],
             int(data["ts_us"]),
             HealthLevel.parse(data["level"]),
             tuple(data["reasons"]),
             comps,
-            "running",
-            None,
+            "stopped" if stopped else "running",
+            _opt_int(data.get("stopped_us")) if stopped else None,
             float(data["check_interval_seconds"]),
-            data.get("pid"),
-            data.get("host"),
+            _opt_int(data.get("pid")),
+            _opt_str(data.get("host")),
+            heartbeat_us=_opt_int(data.get("written_us")),
+            heartbeat_interval_seconds=None if beat_interval is None else float(beat_interval),
+            pid_ns=_opt_str(data.get("pid_ns")),
+            pid_start=_opt_str(data.get("pid_start")),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no heartbeat, or one from another version: the database decides
 
 
@@ -182,17 +299,45 @@ def latest_snapshot(db: str | Path) -> StoredSnapshot | None:
     beat = None if is_postgres_url(db) else _read_heartbeat(db)
     try:
         stored = _latest_in_database(db)
-    except reader_errors():
+    except (*reader_errors(), FileNotFoundError):
         if beat is None:
             raise
-        stored = None  # the database cannot be read right now; the heartbeat can
+        stored = None  # the database cannot be read right now (or is gone); the heartbeat can
     if beat is None:
         return stored
     if stored is None or beat.ts_us > stored.ts_us:
-        if stored is not None and stored.run_id == beat.run_id and stored.run_status == "stopped":
-            return stored  # the run ended after its last heartbeat
+        if stored is not None and stored.run_id == beat.run_id:
+            if stored.run_status == "stopped":
+                return stored  # the run ended after its last heartbeat
+        elif beat.run_status != "stopped" and _run_stopped(db, beat.run_id):
+            return replace(beat, run_status="stopped", run_stopped_us=beat.last_seen_us)
         return beat
+    if stored.run_id == beat.run_id:
+        # the database holds the newer snapshot; the heartbeat may still be the newer beat
+        return replace(
+            stored,
+            heartbeat_us=beat.heartbeat_us,
+            heartbeat_interval_seconds=beat.heartbeat_interval_seconds,
+            pid_ns=beat.pid_ns,
+            pid_start=beat.pid_start,
+            run_status="stopped" if beat.run_status == "stopped" else stored.run_status,
+            run_stopped_us=stored.run_stopped_us or beat.run_stopped_us,
+        )
     return stored
+
+
+def _run_stopped(db: str | Path, run_id: str) -> bool:
+    """Whether the ``runs`` table records ``run_id`` as stopped (``False`` if unreadable)."""
+    try:
+        conn = _open(db)
+    except (*reader_errors(), FileNotFoundError):
+        return False
+    try:
+        return _run_info(conn, run_id)[0] == "stopped"
+    except reader_errors():
+        return False
+    finally:
+        conn.close()
 
 
 def _latest_in_database(db: str | Path) -> StoredSnapshot | None:

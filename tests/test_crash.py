@@ -12,6 +12,7 @@ run from 1 (only the unflushed tail may be missing).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -127,3 +128,109 @@ def test_sigkill_at_random_moments_leaves_nothing_corrupt(tmp_path):
     assert again.inserted == 0
     assert replayed > 0  # the kills did leave backup files for recovery to replay
     print(f"{KILLS} kills: {replayed} rows replayed by recover, {torn} torn lines skipped")
+
+
+# A small collector that only runs until it is killed (one heartbeat file beside ticks.db).
+KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from robust_collector import Collector
+from robust_collector.config import config_from_dict
+cfg = config_from_dict(
+    {
+        "symbols": ["SPY", "QQQ"],
+        "storage": {"database": "ticks.db"},
+        "realtime_data": {
+            "collect_interval_seconds": 0.05,
+            "health_check": {"check_interval_seconds": float(sys.argv[2])},
+        },
+    },
+    base_dir=Path(sys.argv[1]),
+)
+c = Collector(cfg).start()
+print(c.run_id, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def _health(db: Path, capsys, *extra: str) -> tuple[int, str]:
+    from robust_collector.cli import main
+
+    code = main(["health", "--db", str(db), *extra])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("where", "check_interval"),
+    [
+        # same host: the recorded pid is gone (a zombie until reaped): dead at once, even
+        # with the default 60 s check interval that used to read HEALTHY for ~2 minutes
+        ("same-host", 60.0),
+        # another host (pid unknowable): no heartbeat for max(3 x interval, 3 s)
+        ("other-host", 0.5),
+    ],
+)
+def test_health_says_a_sigkilled_collector_is_not_running_within_5s(
+    tmp_path, capsys, monkeypatch, where, check_interval
+):
+    import types
+
+    from robust_collector import health_report
+
+    if where == "other-host":  # `health` reads from a machine that cannot see the pid
+        monkeypatch.setattr(
+            health_report, "socket", types.SimpleNamespace(gethostname=lambda: "elsewhere")
+        )
+    db = tmp_path / "ticks.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, str(tmp_path), str(check_interval)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip(), proc.stderr.read()
+        deadline = time.monotonic() + 30
+        while True:  # a live collector first reads HEALTHY, exit 0
+            code, out = _health(db, capsys)
+            if code == 0:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, f"never HEALTHY: {out}"
+            time.sleep(0.05)
+        assert "Overall Status: HEALTHY" in out and " ago" in out
+        os.kill(proc.pid, signal.SIGKILL)  # not reaped yet: a zombie, as under a busy parent
+        killed = time.monotonic()
+        while True:
+            code, out = _health(db, capsys)
+            elapsed = time.monotonic() - killed
+            if code != 0:
+                break
+            assert elapsed < 10, f"still {code} {elapsed:.1f}s after SIGKILL: {out}"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    with capsys.disabled():
+        print(f"\n{where}: `health` said not running {elapsed:.2f}s after SIGKILL")
+    assert code == 2, out  # CRITICAL: it died without being stopped
+    assert elapsed < 5.0, f"took {elapsed:.1f}s"
+    assert f"collector pid {proc.pid} on host " in out and "is not running" in out, out
+    assert "last heartbeat" in out and "ago" in out
+    code, out = _health(db, capsys, "--json")
+    data = json.loads(out)
+    assert code == 2 and data["level"] == "CRITICAL" and data["running"] is False
+    assert data["state"] == ("dead" if where == "same-host" else "silent")
+    assert data["pid"] == proc.pid and data["age_seconds"] >= 0
+    if where == "same-host":  # and from another process, as an operator runs it
+        p = subprocess.run(
+            [sys.executable, "-m", "robust_collector.cli", "health", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 2 and "is not running" in p.stdout, p.stdout + p.stderr
