@@ -266,6 +266,14 @@ def assert_nothing_lost(c: Collector, feed: FakeFeed) -> None:
         assert ticks + rej + dups == feed.sent.get(sym, 0), sym
 
 
+def all_stored(c: Collector, feed: FakeFeed) -> bool:
+    """Every sent quote is in the database (a tick or a reject) or a counted duplicate."""
+    dups = sum(s.duplicates for s in c.status().symbols.values())
+    (ticks,) = rows(c, "SELECT count(*) FROM ticks")[0]
+    (rej,) = rows(c, "SELECT count(*) FROM rejects")[0]
+    return bool(ticks + rej + dups == sum(feed.sent.values()))
+
+
 def gap_rows(c: Collector) -> list[tuple[Any, ...]]:
     return rows(c, "SELECT symbol, cause, start_us, end_us, detail FROM gaps ORDER BY id")
 
@@ -656,3 +664,51 @@ def test_a_reconnect_refreshes_every_symbol_over_rest_in_the_streams_sequence(
         dups = c.status().symbols[sym].duplicates
         assert n == distinct and hi - lo + 1 == n + dups, sym
         assert n + dups == feed.sent[sym] + 1, sym  # every streamed quote, plus one refresh
+
+
+def test_slow_processing_of_a_burst_is_not_taken_for_a_dead_connection(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    """A busy stream is not a dead one: while validation lags behind a burst, the pong
+    waits in the socket behind the quotes; the quotes still arriving prove the peer alive,
+    so the connection is kept (a 0.3 s ping timeout, processing ~100 µs a frame)."""
+    feed = feed_factory("alpaca")
+    feed.flowing = False
+    cfg = stream_config(
+        make_config,
+        feed,
+        realtime_data={"buffer_size": 500},
+        source={
+            "silence_floor_seconds": 5.0,
+            "silence_ceiling_seconds": 30.0,
+            "ping_interval_seconds": 0.1,
+            "ping_timeout_seconds": 0.3,
+        },
+    )
+    c = Collector(cfg).start()
+    real_parse = c.source.parse
+
+    def slow_parse(frame: Any) -> Any:  # validation that cannot keep up with the burst
+        end = time.perf_counter() + 100e-6
+        while time.perf_counter() < end:
+            pass
+        return real_parse(frame)
+
+    c.source.parse = slow_parse  # type: ignore[method-assign]
+    n = 15_000
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+
+        async def burst() -> None:
+            for i in range(n):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(lambda: asyncio.wait_for(burst(), 60))
+        wait(lambda: received_all(c, feed), timeout=30, what="the burst to be read")
+        wait(lambda: all_stored(c, feed), timeout=30, what="the burst stored (spills replayed)")
+    finally:
+        c.stop()
+    assert sum(feed.sent.values()) == n
+    assert st(c)["reconnects"] == 0 and st(c)["last_cause"] is None
+    assert feed.connections == 1
+    assert_nothing_lost(c, feed)

@@ -11,11 +11,19 @@ supervisor: connect (breaker) -> auth -> subscribe; on close: gap rows,    write
 silence monitor: per-symbol adaptive thresholds (session only); all silent -> reconnect
 ```
 
-The processor hands batches to the writer through ``asyncio.to_thread``, so a
-writer whose queue is full (and blocks the caller) never stops the reader: the
-frames wait in the bounded queue, and past its bound they are validated at once
-and written to backup files. Nothing is dropped: every frame ends as ticks,
-rejects, duplicates or counted malformed items. Each outage and silence becomes
+The processor hands batches to the writer from a worker thread, so a writer
+whose queue is full (and blocks the caller) never stops the reader: the frames
+wait in the bounded queue, and past its bound they are validated at once and
+written to backup files. Once the interpreter is shutting down (no new worker
+threads) the batch is handed over directly instead. Nothing is dropped: every
+frame ends as ticks, rejects, duplicates or counted malformed items; a frame whose
+processing raises anything is one counted malformed item, never the end of the
+processor.
+
+Reading and keep-alive never wait on processing: the processor (and a spill)
+works in slices of a few milliseconds and yields between them, and the
+connection's keepalive counts any arriving frame, or frames still queued here,
+as a sign of life (a busy stream is not a dead one). Each outage and silence becomes
 a ``gaps`` row (symbol, start, end, cause, detail) that ``analysis.gaps`` reads.
 """
 
@@ -26,8 +34,10 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from robust_collector.boundary import clean_text
 from robust_collector.errors import CircuitOpenError, PermanentSourceError
 from robust_collector.health_store import snapshot_rows, write_heartbeat
 from robust_collector.model import make_tick_id, new_quote, now_us
@@ -52,7 +62,7 @@ __all__ = ["StreamRunner"]
 log = logging.getLogger("robust_collector.stream")
 
 _DEFAULTS = WebSocketSourceConfig(preset="alpaca")
-_CHUNK = 2048  # frames processed before the processor yields to the reader
+_SLICE_SECONDS = 0.005  # work done on the loop before yielding to the reader and keepalive
 _LOG_EVERY = 1000  # after the first 10 malformed items, one log line per this many
 
 
@@ -98,6 +108,8 @@ class StreamRunner:
         self._last_frame = 0.0
         self._conn_quotes = 0
         self._flushing = False
+        self._spilling = False
+        self._frame_failures = 0
         # counters (read from any thread; plain ints)
         self.state = "idle"
         self.connects = 0
@@ -123,17 +135,32 @@ class StreamRunner:
 
     # -- tasks ------------------------------------------------------------------------
 
-    def tasks(self) -> list[asyncio.Task[Any]]:
-        """Start the stream's tasks on the running loop (the collector cancels them at stop)."""
-        self._wake = asyncio.Event()
-        out = [
-            asyncio.create_task(self._supervise(), name="stream-supervisor"),
-            asyncio.create_task(self._process_loop(), name="stream-processor"),
-            asyncio.create_task(self._monitor_loop(), name="stream-silence"),
+    def units(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """The stream's long-lived units as (name, coroutine factory) pairs, for a supervisor.
+
+        Each factory may be called again after its coroutine crashed: the state lives on
+        the runner (the processor resumes on the same queue, the connection supervisor
+        connects again), so a restart loses nothing that was read.
+        """
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        out: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("stream-supervisor", self._supervise),
+            ("stream-processor", self._process_loop),
+            ("stream-silence", self._monitor_loop),
         ]
         if self.c._health_enabled:
-            out.append(asyncio.create_task(self._health_loop(), name="stream-health"))
+            out.append(("stream-health", self._health_loop))
         return out
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Start the stream's units as tasks on the running loop (the collector cancels them
+        at stop); kept until the collector's supervisor runs ``units()`` itself."""
+        return [asyncio.create_task(factory(), name=name) for name, factory in self.units()]
+
+    def _behind(self) -> bool:
+        """True while frames read wait for processing: the connection is busy, not dead."""
+        return bool(self.queue) or self._spilling
 
     async def _supervise(self) -> None:
         while True:
@@ -168,8 +195,10 @@ class StreamRunner:
                 await self._read(conn)
             except StreamClosed as exc:
                 cause = exc.cause
-            except asyncio.CancelledError:
-                await conn.close()  # the collector stops: say goodbye to the server
+            except BaseException:
+                # the collector stops (cancelled), or this unit crashed and will be restarted:
+                # either way say goodbye to the server rather than leave the socket behind
+                await conn.close()
                 raise
             finally:
                 self._conn = None
@@ -197,7 +226,7 @@ class StreamRunner:
             recv = now_us()
             self._last_frame = recv / 1e6
             if len(queue) >= self.max_queue:
-                self._spill(recv, frame)
+                await self._spill(recv, frame)
             else:
                 queue.append((recv, frame))
                 if len(queue) > self.max_queue_depth:
@@ -222,11 +251,16 @@ class StreamRunner:
                     pass
                 wake.clear()
             n = 0
-            while queue and n < _CHUNK:
+            # a time slice, not a frame count: frames cost from microseconds to far more
+            # (a slow validator, a big frame), and the reader and keepalive must get turns
+            deadline = time.perf_counter() + _SLICE_SECONDS
+            while queue:
                 recv, frame = queue.popleft()
                 self._process(recv, frame)
                 n += 1
                 if len(c._ticks) + len(c._rejects) >= buffer_size:
+                    break
+                if time.perf_counter() >= deadline:
                     break
             now = time.monotonic()
             full = len(c._ticks) + len(c._rejects) >= buffer_size
@@ -265,9 +299,23 @@ class StreamRunner:
         c._ticks, c._rejects = [], []
         self._flushing = True
         try:
-            await asyncio.to_thread(c._writer.submit, batch)
+            await self._submit(batch)
         finally:
             self._flushing = False
+
+    async def _submit(self, batch: Batch) -> None:
+        """``submit`` in a worker thread; when the executor refuses new work (interpreter
+        shutdown has begun, or the executor is shut down) submit here: never lose the batch."""
+        writer = self.c._writer
+        assert writer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(None, writer.submit, batch)
+        except RuntimeError as exc:  # "cannot schedule new futures after ... shutdown"
+            log.debug("%s: worker threads refused (%s); submitting directly", self.name, exc)
+            writer.submit(batch)
+            return
+        await future
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -276,7 +324,7 @@ class StreamRunner:
             self._publish()
 
     def _check_silence(self) -> None:
-        if self.state != "connected" or self.queue or self._flushing:
+        if self.state != "connected" or self._behind() or self._flushing:
             return  # down (gaps say so) or behind (arrivals not all processed): no verdict
         for sym in self.detector.check():
             log.warning(
@@ -316,7 +364,26 @@ class StreamRunner:
     # -- frames -------------------------------------------------------------------------
 
     def _process(self, recv: int, frame: str | bytes) -> None:
-        """Parse, validate and buffer one frame; malformed items are counted, never raised."""
+        """Parse, validate and buffer one frame; malformed items are counted, never raised.
+
+        Whatever processing one frame raises (a parser bug, a hostile frame) makes that
+        frame one malformed item: the processor, and the stream, go on."""
+        try:
+            self._process_frame(recv, frame)
+        except Exception as exc:
+            self._frame_failed(exc, frame)
+
+    def _frame_failed(self, exc: Exception, frame: str | bytes) -> None:
+        self._frame_failures += 1
+        if self._frame_failures == 1:  # the traceback once; the count and error rows always
+            log.warning("%s: processing a frame raised", self.name, exc_info=exc)
+        text = frame[:60] if isinstance(frame, str) else frame[:60].decode("utf-8", "replace")
+        self._malformed(
+            f"frame could not be processed ({type(exc).__name__}: {clean_text(exc, 200)}): "
+            f"{clean_text(text, 60)!r}"
+        )
+
+    def _process_frame(self, recv: int, frame: str | bytes) -> None:
         c = self.c
         self.frames += 1
         parsed = self.source.parse(frame)
@@ -364,7 +431,8 @@ class StreamRunner:
                 self.subscribed = tuple(sorted(set(self.subscribed) | set(ctl.symbols)))
             elif ctl.kind == "error":
                 exc_cls = PermanentSourceError if ctl.permanent else StreamClosed
-                exc = exc_cls(redact(f"{self.name} stream: server error {ctl.message}"))
+                text = f"{self.name} stream: server error {ctl.message}"
+                exc = exc_cls(clean_text(redact(text)))
                 self._error(exc)
                 if ctl.permanent and self._fatal is None:
                     self._fatal = exc  # type: ignore[assignment]
@@ -373,7 +441,7 @@ class StreamRunner:
 
     def _malformed(self, problem: str) -> None:
         self.malformed += 1
-        message = redact(f"{self.name} stream: malformed message: {problem}")
+        message = clean_text(redact(f"{self.name} stream: malformed message: {problem}"))
         if self.malformed <= 10 or self.malformed % _LOG_EVERY == 0:
             log.warning("%s (%d malformed so far)", message, self.malformed)
         c = self.c
@@ -383,23 +451,58 @@ class StreamRunner:
             (INSERT_ERROR, (c.run_id, now_us(), "source", None, "MalformedMessage", message))
         )
 
-    def _spill(self, recv: int, frame: str | bytes) -> None:
+    async def _spill(self, recv: int, frame: str | bytes) -> None:
         """The queue is full: validate everything queued and this frame now, in order, and
         write the result to backup files (the writer is behind; waiting would stall the
-        reader, dropping would lose data). Without backup files the rows stay buffered."""
-        c = self.c
-        frames = [*self.queue, (recv, frame)]
+        reader, dropping would lose data). Without backup files the rows stay buffered.
+
+        The work is done in time slices with a yield between them, so the keepalive and
+        the connection's own protocol (pongs, the server's pings) are never starved; new
+        frames wait in the socket until the spill is done (order is kept). Cancelled or
+        crashed midway, the frames not yet validated go back to the queue (``finish``
+        validates them) and the rows already validated are still written."""
+        frames = deque(self.queue)
+        frames.append((recv, frame))
         self.queue.clear()
         self.spills += 1
         self.spilled_frames += len(frames)
-        kept_t, kept_r = c._ticks, c._rejects
-        c._ticks, c._rejects = [], []
+        ticks: list[tuple[Any, ...]] = []
+        rejects: list[tuple[Any, ...]] = []
+        self._spilling = True
         try:
-            for r, f in frames:
-                self._process(r, f)
+            while frames:
+                self._spill_slice(frames, ticks, rejects)
+                if frames:
+                    await asyncio.sleep(0)
         finally:
-            ticks, rejects = c._ticks, c._rejects
+            self._spilling = False
+            if frames:
+                self.spilled_frames -= len(frames)
+                self.queue.extendleft(reversed(frames))
+            self._store_spill(ticks, rejects)
+
+    def _spill_slice(
+        self,
+        frames: deque[tuple[int, str | bytes]],
+        ticks: list[tuple[Any, ...]],
+        rejects: list[tuple[Any, ...]],
+    ) -> None:
+        """Validate spilled frames for one time slice into ``ticks``/``rejects`` (the
+        collector's buffers are swapped out only within the slice: no yield in between)."""
+        c = self.c
+        kept_t, kept_r = c._ticks, c._rejects
+        c._ticks, c._rejects = ticks, rejects
+        deadline = time.perf_counter() + _SLICE_SECONDS
+        try:
+            while frames:
+                self._process(*frames.popleft())
+                if time.perf_counter() >= deadline:
+                    break
+        finally:
             c._ticks, c._rejects = kept_t, kept_r
+
+    def _store_spill(self, ticks: list[tuple[Any, ...]], rejects: list[tuple[Any, ...]]) -> None:
+        c = self.c
         if self.spills == 1 or self.spills % 100 == 0:
             log.warning(
                 "%s: stream queue full (%d messages): validated at once and spilled to "
@@ -408,6 +511,8 @@ class StreamRunner:
                 self.max_queue,
                 self.spills,
             )
+        if not (ticks or rejects):
+            return
         writer = self._backup()
         if writer is not None:
             try:
@@ -430,6 +535,8 @@ class StreamRunner:
     def _connected(self, conn: StreamConnection) -> None:
         now = time.time()
         self._conn = conn
+        if hasattr(conn, "behind"):
+            conn.behind = self._behind  # its keepalive: frames queued here prove it alive
         self._close_reason = None
         self._conn_quotes = 0
         self.connects += 1
@@ -490,12 +597,13 @@ class StreamRunner:
     def _gap(self, symbol: str, start: float, end: float, cause: str, detail: str) -> None:
         c = self.c
         self.gap_rows += 1
-        row = (c.run_id, symbol, int(start * 1e6), int(end * 1e6), cause, redact(detail))
+        detail = clean_text(redact(detail))
+        row = (c.run_id, symbol, int(start * 1e6), int(end * 1e6), cause, detail)
         c._events.append((INSERT_GAP, row))
 
     def _error(self, exc: BaseException, component: str = "source") -> None:
         c = self.c
-        message = redact(str(exc))
+        message = clean_text(redact(str(exc)))
         self.last_error = f"{type(exc).__name__}: {message}"
         if component == "source":
             c._source_health.record_failure(exc)

@@ -1,8 +1,8 @@
 """A streaming source over one WebSocket, on the ``websockets`` library (alpaca, polygon).
 
-``connect(symbols)`` opens the connection (with ``websockets``' own ping/pong
-keepalive: a pong later than ``ping_timeout_seconds`` closes the connection),
-waits for the server's greeting, authenticates, and subscribes to every symbol's
+``connect(symbols)`` opens the connection (with our own ping/pong keepalive: no
+pong within ``ping_timeout_seconds`` while no frame arrives either closes the
+connection as dead, "ping timeout"; a pong late behind a burst does not), waits for the server's greeting, authenticates, and subscribes to every symbol's
 quotes. What can go wrong there becomes a typed error:
 
 - credentials refused (alpaca 402, polygon ``auth_failed``), symbol limits,
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -67,32 +67,106 @@ def close_cause(exc: ConnectionClosed) -> str:
 
 
 class WebSocketConnection:
-    """One open, subscribed connection: iterate it for raw frames (``StreamClosed`` at the end)."""
+    """One open, subscribed connection: iterate it for raw frames (``StreamClosed`` at the end).
 
-    def __init__(self, ws: ClientConnection, name: str, pending: list[str | bytes]) -> None:
+    The keepalive is ours, not ``websockets``' (whose pong deadline closes a connection
+    whose pong merely waits in the socket behind a burst we have not read yet): a ping
+    every ``ping_interval`` seconds, and the connection is declared dead ("ping timeout")
+    only when no pong came within ``ping_timeout`` AND no frame arrived meanwhile AND
+    the consumer is not behind (``behind()``): any arriving frame proves the peer alive.
+    """
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        name: str,
+        pending: list[str | bytes],
+        *,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+    ) -> None:
         self._ws = ws
         self._name = name
         self._pending = pending  # frames read during the handshake that were not answers
+        self.frames = 0  # frames handed to the consumer (the keepalive's sign of life)
+        self.behind: Callable[[], bool] = _never  # the consumer sets it: frames still queued
+        self._dead: str | None = None
+        self._interval = ping_interval
+        self._timeout = ping_timeout
+        self._keepalive: asyncio.Task[None] | None = None
+        if ping_interval is not None:
+            self._keepalive = asyncio.get_running_loop().create_task(
+                self._keepalive_loop(), name=f"{name}-keepalive"
+            )
 
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
         while self._pending:
+            self.frames += 1
             yield self._pending.pop(0)
         ws = self._ws
         while True:
             try:
                 frame = await ws.recv()
             except ConnectionClosed as exc:
-                cause = close_cause(exc)
+                self._stop_keepalive()
+                cause = self._dead or close_cause(exc)
                 raise StreamClosed(f"{self._name} stream: {cause}", cause=cause) from None
+            self.frames += 1
             yield frame
 
     async def close(self) -> None:
+        self._stop_keepalive()
         await self._ws.close()
+
+    def _stop_keepalive(self) -> None:
+        task, self._keepalive = self._keepalive, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _keepalive_loop(self) -> None:
+        """Ping; a late pong is death only if nothing else arrived (see the class docs)."""
+        assert self._interval is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._interval)
+            seen = self.frames
+            try:
+                pong = await self._ws.ping()
+            except ConnectionClosed:
+                return
+            if self._timeout is None:
+                continue
+            deadline = loop.time() + self._timeout
+            while not pong.done():
+                await asyncio.wait({pong}, timeout=max(0.0, deadline - loop.time()))
+                if pong.done():
+                    break
+                if loop.time() < deadline:
+                    continue
+                await asyncio.sleep(0)  # a starved reader gets one turn to show its frames
+                if pong.done():
+                    break
+                if self.frames != seen or self.behind():
+                    seen = self.frames  # busy, not dead: the pong is behind the data
+                    deadline = loop.time() + self._timeout
+                    continue
+                self._dead = "ping timeout"
+                log.debug("%s: no pong and no frame for %gs", self._name, self._timeout)
+                transport = self._ws.transport
+                if transport is not None:
+                    transport.abort()  # a half-dead peer would not finish a closing handshake
+                return
+            if pong.cancelled() or pong.exception() is not None:
+                return  # the connection closed meanwhile
 
     async def ping_latency(self) -> float:
         """One round trip (seconds); for diagnostics, the keepalive runs by itself."""
         waiter = await self._ws.ping()
         return await waiter
+
+
+def _never() -> bool:
+    return False
 
 
 class WebSocketSource:
@@ -156,8 +230,8 @@ class WebSocketSource:
             ws = await connect(
                 self.url,
                 open_timeout=cfg.open_timeout_seconds,
-                ping_interval=cfg.ping_interval_seconds,
-                ping_timeout=cfg.ping_timeout_seconds,
+                ping_interval=None,  # our own keepalive (WebSocketConnection): a busy
+                ping_timeout=None,  # stream is not a dead one
                 close_timeout=2.0,
                 max_size=cfg.max_message_bytes,
                 max_queue=64,
@@ -187,7 +261,13 @@ class WebSocketSource:
                     self._msg(f"no answer to the handshake in {cfg.open_timeout_seconds:g}s")
                 ) from None
             raise
-        return WebSocketConnection(ws, self.name, pending)
+        return WebSocketConnection(
+            ws,
+            self.name,
+            pending,
+            ping_interval=cfg.ping_interval_seconds,
+            ping_timeout=cfg.ping_timeout_seconds,
+        )
 
     async def _answer(self, ws: ClientConnection, stage: str) -> tuple[ParsedFrame, Any]:
         try:
