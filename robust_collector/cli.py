@@ -7,7 +7,9 @@ and exits 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,6 +28,16 @@ from robust_collector.storage.reader import reader_errors
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+
+# Signals that mean "stop now" to a headless run: SIGTERM (kill, systemd), SIGHUP (the
+# terminal closed), SIGUSR1/SIGUSR2 (their default action would kill the process and lose
+# the in-memory buffer). Each flushes everything and exits like SIGTERM. SIGINT (Ctrl-C)
+# arrives as KeyboardInterrupt and ends the same way.
+STOP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
 
 
 class _Interrupted(Exception):
@@ -71,68 +83,107 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     collector = Collector(config)
     stop = threading.Event()
+    caught: list[int] = []
 
-    def on_term(signum: int, frame: Any) -> None:
+    def on_stop_signal(signum: int, frame: Any) -> None:
+        caught.append(signum)  # repeated signals while stopping only set the flag again
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
-    print(
-        f"robust-collector {robust_collector.__version__}: run {collector.run_id}, "
-        f"{len(config.symbols)} symbols ({', '.join(config.symbols)}) "
-        f"from the {config.source.type} source into {collector.db_path}",
-        flush=True,
-    )
-    collector.start()
-    started = time.monotonic()
-    next_status = started + args.status_interval
+    previous = {sig: signal.signal(sig, on_stop_signal) for sig in STOP_SIGNALS}
     try:
-        while not stop.is_set():
-            now = time.monotonic()
-            if args.duration is not None and now - started >= args.duration:
-                break
-            if collector.finished:
-                print("replay finished: every symbol reached the end of its data", flush=True)
-                break
-            if now >= next_status:
-                print(f"[{now - started:7.1f}s] {collector.status().line()}", flush=True)
-                next_status += args.status_interval
-            stop.wait(0.1)
-    except KeyboardInterrupt:
-        print("\ninterrupted: flushing and stopping...", flush=True)
+        _say(
+            f"robust-collector {robust_collector.__version__}: run {collector.run_id}, "
+            f"{len(config.symbols)} symbols ({', '.join(config.symbols)}) "
+            f"from the {config.source.type} source into {collector.db_path}"
+        )
+        collector.start()
+        started = time.monotonic()
+        next_status = started + args.status_interval
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if args.duration is not None and now - started >= args.duration:
+                    break
+                if collector.finished:
+                    _say("replay finished: every symbol reached the end of its data")
+                    break
+                if now >= next_status:
+                    _say(f"[{now - started:7.1f}s] {status_line(collector)}")
+                    next_status += args.status_interval
+                stop.wait(0.1)
+        except KeyboardInterrupt:
+            _say("\ninterrupted: flushing and stopping...")
+        finally:
+            if caught:
+                _say(f"{signal.Signals(caught[0]).name}: flushing and stopping...")
+            summary = collector.stop()
     finally:
-        summary = collector.stop()  # a repeated SIGTERM meanwhile only sets the flag again
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _print_summary(summary, time.monotonic() - started)
     st = summary.storage
     if st is not None and st.ticks_written == 0 and st.db_errors and summary.stored == 0:
-        print(
-            f"robust-collector run: nothing reached the database ({st.last_error}); "
+        _say(
+            f"robust-collector run: nothing reached the database ({clean_text(st.last_error)}); "
             "check --db / storage.database",
-            file=sys.stderr,
+            err=True,
         )
         return 1
     return EXIT_OK
 
 
+def _say(text: str, *, err: bool = False) -> None:
+    """Print one line, surviving a terminal that is gone (SIGHUP closes it: writes fail
+    with EIO or EPIPE). The run must still flush and exit with its code, so a failed
+    write switches that stream to /dev/null instead of raising."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - replaces the stream until exit
+        if err:
+            sys.stderr = devnull
+        else:
+            sys.stdout = devnull
+
+
+def status_line(collector: Any) -> str:
+    """The run loop's status line: the health level evaluated now (not the last stored
+    snapshot, which may be a whole ``check_interval_seconds`` old and miss backup mode),
+    accepted quotes and the collector's counters; outside text shown escaped."""
+    level = collector.health().level.name
+    st = collector.status()
+    accepted = sum(s.accepted for s in st.symbols.values())
+    line = dataclasses.replace(st, health_level=None).line()
+    return clean_text(f"{level}  accepted {accepted}  {line}", 100_000)
+
+
 def _print_summary(summary: Any, elapsed: float) -> None:
-    print(f"\nstopped after {elapsed:.1f}s; run {summary.run_id}")
-    print(f"{'symbol':<8} {'stored':>8} {'rejects':>8} {'errors':>7} {'last price':>11}")
+    _say(f"\nstopped after {elapsed:.1f}s; run {clean_text(summary.run_id, 200)}")
+    _say(
+        f"{'symbol':<8} {'accepted':>8} {'stored':>8} {'rejects':>8} {'errors':>7} "
+        f"{'last price':>11}"
+    )
     for s in summary.symbols.values():
         price = f"{s.last_price:.2f}" if s.last_price is not None else "-"
-        print(f"{s.symbol:<8} {s.stored:>8} {s.rejects:>8} {s.errors:>7} {price:>11}")
+        _say(
+            f"{clean_text(s.symbol, 40):<8} {s.accepted:>8} {s.stored:>8} {s.rejects:>8} "
+            f"{s.errors:>7} {price:>11}"
+        )
     st = summary.storage
-    print(f"\ndata went to {summary.database} ({summary.stored} ticks this run)")
+    accepted = sum(s.accepted for s in summary.symbols.values())
+    _say(f"\ndata went to {clean_text(summary.database)} ({summary.stored} ticks this run)")
+    rejects = sum(s.rejects for s in summary.symbols.values())
+    _say(f"{accepted} quotes accepted, {rejects} rejected")
     if st is not None and (st.ticks_to_backup or st.rejects_to_backup):
-        print(
+        _say(
             f"{st.ticks_to_backup} ticks went to backup files; "
             "replay them with: robust-collector recover"
         )
     if st is not None and st.lost_rows:
-        print(
-            f"WARNING: {st.lost_rows} rows could be written neither to the database nor to backup"
-        )
+        _say(f"WARNING: {st.lost_rows} rows could be written neither to the database nor to backup")
     shown = repr(summary.database) if "://" not in summary.database else "<the postgresql URL>"
-    print(f"read it in Python: robust_collector.read_ticks({shown})")
+    _say(f"read it in Python: robust_collector.read_ticks({clean_text(shown)})")
 
 
 def _db_target(args: argparse.Namespace) -> Path | str:
@@ -372,10 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run the collector (Ctrl-C or SIGTERM stops it cleanly)",
+        help="run the collector (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2 stop it cleanly)",
         description=(
             "Start the collector with the given config, print a status line every few seconds, "
-            "and on --duration, Ctrl-C or SIGTERM flush everything and print a summary."
+            "and on --duration, Ctrl-C, SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2 flush everything "
+            "and print a summary."
         ),
     )
     run.add_argument(

@@ -178,3 +178,53 @@ def test_run_into_a_directory_is_not_a_silent_success(tmp_path):
     p = cli("run", "--config", "c.yaml", "--db", "adir", "--duration", "0.5", cwd=tmp_path)
     assert p.returncode == 1
     assert "nothing reached the database" in p.stderr
+
+
+def test_run_status_line_shows_the_level_now_not_the_last_snapshot(tmp_path):
+    """With the default 60 s check interval the last stored snapshot said HEALTHY long
+    after the database was locked and storage went to backup; the status line must
+    show the level evaluated when it is printed."""
+    (tmp_path / "c.yaml").write_text(
+        "symbols: [SPY, QQQ]\n"
+        "realtime_data: {collect_interval_seconds: 0.02, backup: {backup_path: bk}}\n"
+        "storage: {flush_interval_seconds: 0.1, write_timeout_seconds: 0.1, "
+        "breaker_timeout_seconds: 0.2}\n"
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "robust_collector.cli", "run"),
+            *("--config", "c.yaml", "--status-interval", "0.2"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def next_line() -> str:
+        line = proc.stdout.readline()
+        assert line, "".join(lines[-5:]) + proc.stderr.read()
+        lines.append(line)
+        return line
+
+    db = tmp_path / "data" / "market_data.db"
+    blocker = None
+    try:
+        deadline = time.monotonic() + 30
+        while "HEALTHY  accepted" not in next_line() or not db.exists():
+            assert time.monotonic() < deadline, "never HEALTHY"
+        blocker = sqlite3.connect(db, timeout=5, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # every write fails: storage goes to backup
+        deadline = time.monotonic() + 30
+        while "storage BACKUP" not in (line := next_line()):
+            assert time.monotonic() < deadline, "storage never went to backup"
+        level = line.split("]", 1)[1].split()[0]
+        assert level in ("DEGRADED", "UNHEALTHY", "CRITICAL"), line
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from robust_collector import health_report as hr
-from robust_collector.cli import main
+from robust_collector.cli import main, status_line
 from robust_collector.fleet import fleet_status, render_fleet
 from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
 from robust_collector.health_store import (
@@ -362,6 +362,19 @@ def test_fleet_view_sees_a_dead_pid_on_this_host_at_once(tmp_path):
     assert not inst.running and inst.process_gone and not inst.stopped_cleanly
     assert "stopped reporting: process gone" in render_fleet([inst], str(db))
     assert inst.as_dict()["last_heartbeat_age_seconds"] < 30
+
+
+def test_run_status_line_shows_outside_text_escaped(make_config):
+    from robust_collector.collector import Collector
+
+    c = Collector(make_config(symbols=["SPY"]))
+    st = c.status()
+    evil = dataclasses.replace(st.symbols["SPY"], symbol=f"SPY{OSC}", breaker_state=CLEAR)
+    c.status = lambda: dataclasses.replace(st, symbols={"SPY": evil})  # type: ignore[method-assign]
+    line = status_line(c)
+    assert "\x1b" not in line and "\x07" not in line
+    assert "SPY\\x1b]0;pwned\\x07" in line and "[\\x1b[2J]" in line
+    assert line.split()[0] in {lvl.name for lvl in HealthLevel}  # the level evaluated now
 
 
 @pytest.mark.parametrize("seconds", [0.04, 1.25, 59.9, 61, 7300])
