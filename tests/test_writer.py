@@ -116,6 +116,8 @@ def test_a_replay_that_fails_on_a_busy_database_is_tried_again(tmp_path):
         calls.append("call")
         if len(calls) == 1:
             raise sqlite3.OperationalError("database is locked")
+        if files[0] == 0:  # like the collector's: nothing left, nothing recovered
+            return 0, 0
         files[0] = 0
         return 7, 1
 

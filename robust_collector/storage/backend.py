@@ -9,17 +9,20 @@ transaction, and hand the replay a row sink. ``storage.backend`` picks one:
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
 from robust_collector.storage.schema import INSERT_REJECTS, INSERT_TICKS, open_database
 
-__all__ = ["Backend", "RowSink", "SQLiteBackend", "SQLiteSink", "is_postgres_url"]
+__all__ = ["Backend", "ChunkGuard", "RowSink", "SQLiteBackend", "SQLiteSink", "is_postgres_url"]
 
 Row = tuple[Any, ...]
 Event = tuple[str, Row]
@@ -48,10 +51,22 @@ def is_postgres_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
+class ChunkGuard(Protocol):
+    """What the writer does around each replay chunk: its own turn, deadline and watchdog."""
+
+    def before_chunk(self) -> None:
+        """Called with no transaction open, before a chunk's transaction starts."""
+
+    def after_chunk(self) -> None:
+        """Called after a chunk's transaction ended (committed or rolled back)."""
+
+
 class RowSink(Protocol):
     """Where replayed backup rows go: idempotent inserts that report what was new."""
 
     errors: tuple[type[BaseException], ...]
+    # errors that say "this row cannot be stored", not "the database is out"
+    data_errors: tuple[type[BaseException], ...]
 
     def check_idle(self) -> None:
         """Raise ``ValueError`` if a transaction is open (replay commits its own)."""
@@ -74,6 +89,8 @@ class Backend(Protocol):
 
     kind: str
     errors: tuple[type[BaseException], ...]
+    data_errors: tuple[type[BaseException], ...]
+    guard: ChunkGuard | None  # set by the writer while it replays on this backend
 
     def describe(self) -> str:
         """Where it writes, for messages (never with a password)."""
@@ -85,7 +102,13 @@ class Backend(Protocol):
         """Write it all in one transaction within ``deadline``; rolled back on failure."""
 
     def set_deadline(self, conn: Any, seconds: float) -> None:
-        """Abort the next write if it runs longer than ``seconds``."""
+        """Abort each later write (each one, from its start) that runs longer than ``seconds``."""
+
+    def interrupt(self, conn: Any) -> None:
+        """From another thread: make the call running on ``conn`` fail now (the watchdog)."""
+
+    def ensure_file(self, conn: Any) -> tuple[Any, str | None]:
+        """The connection to use and, if the database had to be reopened, why."""
 
     def broken(self, conn: Any) -> bool:
         """True when ``conn`` is unusable and the writer must reconnect."""
@@ -102,11 +125,20 @@ class SQLiteBackend:
 
     kind = "sqlite"
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    data_errors: tuple[type[BaseException], ...] = (
+        sqlite3.IntegrityError,
+        sqlite3.DataError,
+        sqlite3.InterfaceError,
+    )
 
     def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self._deadline = 0.0
+        self.guard: ChunkGuard | None = None
+        self._limit = timeout
+        # no deadline outside a write or a replay chunk: each one arms and clears its own
+        self._deadline = math.inf
+        self._identity: dict[int, tuple[int, int]] = {}  # id(conn) -> (st_dev, st_ino)
 
     def describe(self) -> str:
         return str(self.path)
@@ -115,13 +147,30 @@ class SQLiteBackend:
         conn = open_database(self.path, timeout=self.timeout)
         # abort a statement that runs past the write timeout (a slow disk, a huge batch)
         conn.set_progress_handler(self._progress, 10_000)
+        try:
+            st = os.stat(self.path)
+            self._identity[id(conn)] = (st.st_dev, st.st_ino)
+        except OSError:
+            pass
         return conn
 
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
 
     def set_deadline(self, conn: Any, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
+        self._limit = seconds
+
+    def arm(self) -> None:
+        """Start the deadline of one write or one replay chunk."""
+        self._deadline = time.monotonic() + self._limit
+
+    def disarm(self) -> None:
+        """No deadline until the next ``arm``: an idle or replaying connection is never cut."""
+        self._deadline = math.inf
+
+    def interrupt(self, conn: Any) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.interrupt()
 
     def write(
         self,
@@ -130,6 +179,7 @@ class SQLiteBackend:
         rejects: list[Row],
         events: list[Event],
     ) -> None:
+        self.arm()
         try:
             conn.execute("BEGIN IMMEDIATE")
             if ticks:
@@ -139,31 +189,78 @@ class SQLiteBackend:
             for sql, row in events:
                 conn.execute(sql, row)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        except BaseException as exc:
+            # any failure (a value the driver cannot bind too) ends the transaction:
+            # an open one would keep the database locked for every other writer
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
-                raise TimeoutError(f"database write took longer than {self.timeout:g}s") from exc
+                raise TimeoutError(f"database write took longer than {self._limit:g}s") from exc
             raise
+        finally:
+            self.disarm()
+
+    def ensure_file(self, conn: sqlite3.Connection) -> tuple[sqlite3.Connection, str | None]:
+        """Reopen when the file open is no longer the file at ``path`` (deleted, replaced,
+        its folder removed), keeping what it holds: it is copied back to ``path`` when
+        that is empty, else saved next to it; returns the connection to use and a message."""
+        known = self._identity.get(id(conn))
+        if known is None:
+            return conn, None
+        try:
+            st = os.stat(self.path)
+            now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            now = None
+        except OSError:
+            return conn, None  # cannot tell (a permission problem): the write will say
+        if now == known:
+            return conn, None
+        self.disarm()
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        if now is None:
+            what = "removed"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            target = self.path
+        else:
+            what = "replaced by another file"
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            target = self.path.with_name(f"{self.path.name}.orphaned-{stamp}")
+        try:
+            # the open (unlinked) file still holds every row written: keep them
+            conn.execute("VACUUM INTO ?", (str(target),))
+            kept = f"its rows were copied to {target}"
+        except sqlite3.Error as exc:
+            kept = f"its rows could not be copied ({type(exc).__name__}: {exc})"
+        self.close(conn)
+        new = self.connect()
+        return new, f"database file {self.path} was {what} while open; {kept}; reopened"
 
     def broken(self, conn: Any) -> bool:
         return False  # a file connection survives its errors
 
     def close(self, conn: Any) -> None:
+        self._identity.pop(id(conn), None)
         with contextlib.suppress(sqlite3.Error):
             conn.close()
 
     def sink(self, conn: sqlite3.Connection) -> SQLiteSink:
-        return SQLiteSink(conn)
+        return SQLiteSink(conn, self)
 
 
 class SQLiteSink:
     """Replay into SQLite: ``INSERT OR IGNORE`` on the unique tick id."""
 
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    data_errors: tuple[type[BaseException], ...] = SQLiteBackend.data_errors
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, backend: SQLiteBackend | None = None) -> None:
         self.conn = conn
+        self._backend = backend
+        self._guard = backend.guard if backend is not None else None
         self._dry: Any = None
 
     def check_idle(self) -> None:
@@ -182,13 +279,30 @@ class SQLiteSink:
 
     def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
         conn = self.conn
-        before = conn.total_changes
-        with _transaction(conn):
-            if ticks:
-                conn.executemany(INSERT_TICKS, ticks)
-            if rejects:
-                conn.executemany(INSERT_REJECTS, rejects)
-        return conn.total_changes - before
+        guard, backend = self._guard, self._backend
+        if guard is not None:
+            guard.before_chunk()
+        if backend is not None:
+            backend.arm()  # the write timeout bounds one chunk, never a whole file
+        try:
+            before = conn.total_changes
+            with _transaction(conn):
+                if ticks:
+                    conn.executemany(INSERT_TICKS, ticks)
+                if rejects:
+                    conn.executemany(INSERT_REJECTS, rejects)
+            return conn.total_changes - before
+        except sqlite3.OperationalError as exc:
+            if backend is not None and "interrupted" in str(exc):
+                raise TimeoutError(
+                    f"replaying a chunk took longer than {backend._limit:g}s"
+                ) from exc
+            raise
+        finally:
+            if backend is not None:
+                backend.disarm()
+            if guard is not None:
+                guard.after_chunk()
 
     def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
         if self._dry is None:

@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
+from robust_collector.boundary import safe_row
 from robust_collector.storage.schema import REJECT_COLUMNS, TICK_COLUMNS
 
 if TYPE_CHECKING:
@@ -142,9 +143,11 @@ def encode_batch(
 ) -> bytes:
     """The JSONL bytes of a batch: one checksummed line per tick, then per reject.
 
-    Rows are sequences in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order. Raises
-    ``ValueError`` for a row of the wrong length and ``TypeError`` for a value
-    JSON cannot hold, before anything is written.
+    Rows are sequences in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order. A row JSON
+    cannot hold as it is (an integer past 64 bits, a lone surrogate) is written as
+    ``boundary.safe_row`` makes it (clamped, cleaned): saved, never refused. Raises
+    ``ValueError`` for a row of the wrong length and ``TypeError`` for a value of a
+    type JSON cannot hold at all, before anything is written.
     """
     dumps = orjson.dumps
     crc = zlib.crc32
@@ -159,7 +162,11 @@ def encode_batch(
                 raise ValueError(f"a {kind} row needs {width} values, got {len(row)}: {row!r}")
             record = {KIND_KEY: kind}
             record.update(zip(columns, row, strict=False))
-            head = dumps(record, default=default, option=opt)[:-1]  # without the "}"
+            try:
+                head = dumps(record, default=default, option=opt)[:-1]  # without the "}"
+            except TypeError:  # orjson.JSONEncodeError too
+                record.update(zip(columns, safe_row(tuple(row)), strict=False))
+                head = dumps(record, default=default, option=opt)[:-1]
             append(b'%s,"crc32":%d}\n' % (head, crc(head)))
     return b"".join(out)
 

@@ -13,13 +13,16 @@ optional dependency: ``pip install 'robust-collector[postgresql]'``.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from robust_collector.errors import StorageError
 from robust_collector.secrets import register_secret
+from robust_collector.storage.backend import ChunkGuard
 from robust_collector.storage.schema import DDL, REJECT_COLUMNS, TABLES, TICK_COLUMNS
 
 __all__ = [
@@ -258,6 +261,11 @@ class PostgresBackend:
         self.url = url
         self.timeout = timeout
         self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self.data_errors: tuple[type[BaseException], ...] = (
+            psycopg.DataError,
+            psycopg.IntegrityError,
+        )
+        self.guard: ChunkGuard | None = None
         self._unique_violation = psycopg.errors.UniqueViolation
         self._timeout_ms = max(1, int(timeout * 1000))
         _register_password(url)
@@ -268,6 +276,8 @@ class PostgresBackend:
     def connect(self) -> Any:
         conn = connect_postgres(self.url, timeout=self.timeout)
         try:
+            # every statement on this connection (replay, events, dry runs) has a deadline
+            conn.execute(f"SET statement_timeout = {self._timeout_ms}")
             _stage(conn)
         except BaseException:
             conn.close()
@@ -276,6 +286,23 @@ class PostgresBackend:
 
     def set_deadline(self, conn: Any, seconds: float) -> None:
         self._timeout_ms = max(1, int(seconds * 1000))
+
+    def interrupt(self, conn: Any) -> None:
+        """Cancel the running statement, then cut the socket: a server process that stopped
+        (not closed) answers neither, and the blocked call must fail now, not never."""
+        with contextlib.suppress(Exception):
+            cancel = getattr(conn, "cancel_safe", None)
+            if cancel is not None:
+                cancel(timeout=1.0)
+            else:  # pragma: no cover - psycopg < 3.2
+                conn.cancel()
+        with contextlib.suppress(Exception):
+            fd = os.dup(conn.fileno())
+            with socket.socket(fileno=fd) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def ensure_file(self, conn: Any) -> tuple[Any, str | None]:
+        return conn, None  # a server, not a file: nothing to check
 
     def write(
         self, conn: Any, ticks: list[Row], rejects: list[Row], events: list[tuple[str, Row]]
@@ -303,7 +330,7 @@ class PostgresBackend:
             conn.close()
 
     def sink(self, conn: Any) -> PostgresSink:
-        return PostgresSink(conn)
+        return PostgresSink(conn, guard=self.guard, timeout_ms=self._timeout_ms)
 
 
 def _grouped(events: list[tuple[str, Row]]) -> Iterator[tuple[str, list[Row]]]:
@@ -323,10 +350,18 @@ def _grouped(events: list[tuple[str, Row]]) -> Iterator[tuple[str, list[Row]]]:
 class PostgresSink:
     """Replay into PostgreSQL: the same COPY and staged ``ON CONFLICT DO NOTHING``."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(
+        self, conn: Any, *, guard: ChunkGuard | None = None, timeout_ms: int | None = None
+    ) -> None:
         psycopg = _psycopg()
         self.conn = conn
         self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self.data_errors: tuple[type[BaseException], ...] = (
+            psycopg.DataError,
+            psycopg.IntegrityError,
+        )
+        self._guard = guard
+        self._timeout_ms = timeout_ms
         self._seen: set[str] | None = None
         self._staged = False
         self._tables: set[str] | None = None
@@ -344,11 +379,20 @@ class PostgresSink:
         yield
 
     def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
-        if not self._staged:
-            _stage(self.conn)
-            self._staged = True
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            return _copy_in(cur, ticks, rejects)
+        guard = self._guard
+        if guard is not None:
+            guard.before_chunk()
+        try:
+            if not self._staged:
+                _stage(self.conn)
+                self._staged = True
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                if self._timeout_ms is not None:  # one chunk, not the whole file
+                    cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
+                return _copy_in(cur, ticks, rejects)
+        finally:
+            if guard is not None:
+                guard.after_chunk()
 
     def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
         if self._seen is None:

@@ -4,8 +4,36 @@ The collector hands over batches through a bounded queue; each batch is one
 transaction. A failing or slow database sends the batch to the backup files
 (when a ``BackupWriter`` is given), the database's own breaker stops the writer
 from waiting on a database that is down, and when it is back the backup files
-are replayed first. Nothing accepted is dropped silently: what cannot be written
+are replayed. Nothing accepted is dropped silently: what cannot be written
 anywhere is held in memory within a bound, counted and reported.
+
+Supervision: any exception while writing a batch rolls the transaction back and
+sends the batch to backup (a value the driver refuses is first retried cleaned by
+``boundary.safe_row``); an unexpected exception anywhere in the writer's loop is
+logged with its traceback, counted (``WriterStats.crashes``) and the loop resumes
+after a short backoff with a fresh connection. A watchdog thread cuts a database
+call that runs past ``write_timeout`` plus a grace (a PostgreSQL server process
+that stopped answering), so the writer reconnects or goes to backup.
+
+Ordering guarantee: batches become durable (committed to the database, or written
+and fsynced to a backup file) in the order they were submitted; a batch is never
+made durable while an earlier one is only in memory, so a crash never leaves a
+newer batch saved and an older one lost. How:
+
+- the writer thread takes batches from the queue one at a time under the order
+  lock and finishes each (database or backup) before taking the next;
+- ``submit`` never waits on I/O: it takes only ``_submit_lock``, held for list and
+  queue operations alone. When the queue is full the batch joins an in-memory
+  overflow list (and every later batch follows it there, so none overtakes it);
+  the spill thread moves the overflow into the queue as room appears, or, after
+  ``queue_full_block_ms``, takes the order lock (waiting for at most the batch the
+  writer has in hand, itself bounded by the write timeout and the watchdog) and
+  writes everything queued, then the overflow, to the backup files, in order;
+- a replay never holds the order lock: between replay chunks the writer writes the
+  queued batches, so a large backlog never fills the queue or stalls collection.
+
+Event rows (errors, health, breaker events) ride along with batches and are not
+part of the guarantee.
 """
 
 from __future__ import annotations
@@ -13,6 +41,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +49,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from robust_collector.boundary import clean_text, safe_row
+from robust_collector.errors import StorageError
 from robust_collector.storage.backend import Backend, SQLiteBackend
 
 log = logging.getLogger(__name__)
@@ -95,15 +126,21 @@ class WriterStats:
     last_error: str | None
     stored_by_symbol: dict[str, int]
     backup_files: int
+    crashes: int = 0  # unexpected exceptions the writer's supervision caught
+    alive: bool = True  # the writer thread runs (False before start and after stop)
+    overflow_batches: int = 0  # submitted while the queue was full, not yet queued or spilled
 
 
 _STOP = object()
+_CRASH_BACKOFF_MAX = 2.0
+_FILE_CHECK_IDLE_S = 0.25  # how often an idle writer checks its database file
 
 
 class StorageWriter:
     """Writes batches to a database from its own thread, falling back to backup files.
 
     ``target`` is a SQLite file path or a ``Backend`` (e.g. ``PostgresBackend``).
+    ``clock`` (monotonic seconds) and ``watchdog_grace`` drive the watchdog.
     """
 
     def __init__(
@@ -122,11 +159,15 @@ class StorageWriter:
         on_written: Callable[[int], None] | None = None,
         max_held_batches: int = 1024,
         max_held_events: int = 10_000,
+        watchdog_grace: float = 1.0,
+        watchdog_poll: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(target, str | Path):
             target = SQLiteBackend(target, timeout=write_timeout)
         self.backend: Backend = target
         self._db_errors = (*target.errors, OSError)
+        self._data_errors: tuple[type[BaseException], ...] = getattr(target, "data_errors", ())
         self.write_timeout = write_timeout
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max_batches)
         self._capacity = queue_max_batches
@@ -139,19 +180,39 @@ class StorageWriter:
         self._replay_due = replay_on_start and replay is not None and self._backup_files() > 0
         self._replay_pending = False
         self._closed = False
+        self._stopping = False
         self._on_error = on_error
         self._on_written = on_written
         self._held: deque[Batch] = deque()
         self._max_held = max_held_batches
         self._events: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max_held_events)
-        self._lock = threading.Lock()  # guards the fallback, used by producer spills too
-        # held while a batch is taken from the queue and written, and by a spill:
-        # keeps batches durable in the order they were submitted
+        self._lock = threading.Lock()  # guards the fallback, used by the spill thread too
+        # held while one batch is taken from the queue and written, and by a spill:
+        # keeps batches durable in the order they were submitted (never across a replay)
         self._order_lock = threading.Lock()
+        # held by submit only for in-memory work: the queue and the overflow list
+        self._submit_lock = threading.Lock()
+        self._overflow: deque[Any] = deque()
+        self._overflow_since = 0.0
+        self._spill_wake = threading.Event()
+        self._room = threading.Event()
+        self._spill_exit = False
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
+        self._spill_thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
+        self._watch_exit = threading.Event()
+        self._clock = clock
+        self._watch_limit = write_timeout + watchdog_grace
+        self._watch_poll = watchdog_poll
+        self._watch: tuple[int, float] | None = None  # (call id, deadline) of the call running
+        self._watch_calls = 0
+        self._watch_fired: int | None = None  # the call id the watchdog cut
         self._conn: Any = None
         self._ready = threading.Event()
+        self._alive = False
+        self._in_replay = False
+        self._last_file_check = 0.0
         self._mode = "database"
         self._n = Counter[str]()
         self._stored_by_symbol = Counter[str]()
@@ -160,28 +221,44 @@ class StorageWriter:
     # -- producer side -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer thread (it opens the database itself)."""
+        """Start the writer thread (it opens the database itself), the spill thread and
+        the watchdog."""
+        self._alive = True
         self._thread = threading.Thread(target=self._run, name="rc-writer", daemon=True)
+        self._spill_thread = threading.Thread(
+            target=self._spill_loop, name="rc-writer-spill", daemon=True
+        )
+        self._watch_thread = threading.Thread(
+            target=self._watch_loop, name="rc-writer-watchdog", daemon=True
+        )
         self._thread.start()
+        self._spill_thread.start()
+        self._watch_thread.start()
         self._ready.wait(timeout=self.write_timeout + 5)
 
     def submit(self, batch: Batch) -> None:
-        """Queue a batch; a full queue blocks at most ``queue_full_block_ms``, then spills."""
-        if self._closed:
+        """Queue a batch without ever waiting on I/O (safe on the event loop): a full
+        queue hands it to the spill thread, behind every batch submitted before it."""
+        with self._submit_lock:
+            late = self._closed
+            if not late:
+                if not self._overflow:
+                    try:
+                        self._queue.put_nowait(batch)
+                    except queue.Full:
+                        pass
+                    else:
+                        self._wakeup.set()
+                        return
+                if not self._overflow:
+                    self._overflow_since = time.monotonic()
+                self._overflow.append(batch)
+                self._n["queue_full_waits"] += 1
+        if late:
             # the writer thread is gone (stop timed out): save it directly, or count it lost
             self._late(batch)
             return
-        try:
-            self._queue.put_nowait(batch)
-            self._wakeup.set()
-            return
-        except queue.Full:
-            self._n["queue_full_waits"] += 1
-        try:
-            self._queue.put(batch, timeout=self._block)
-            self._wakeup.set()
-        except queue.Full:
-            self._spill(batch)
+        self._spill_wake.set()
 
     def request_replay(self) -> None:
         """Replay the backup folder after the next good write (e.g. a file another
@@ -190,27 +267,72 @@ class StorageWriter:
             self._replay_due = True
             self._wakeup.set()
 
-    def _spill(self, batch: Batch) -> None:
-        """Send every queued batch, then ``batch``, to the backup files, in order.
+    def _spill_loop(self) -> None:
+        """The spill thread: moves the overflow into the queue, or spills it in order."""
+        while not self._spill_exit:
+            self._spill_wake.wait(0.5)
+            self._spill_wake.clear()
+            try:
+                self._drain_overflow()
+            except Exception as exc:  # supervised: never let the spill path die
+                self._crashed(exc, where="spill thread")
+
+    def _drain_overflow(self) -> None:
+        while not self._spill_exit:
+            with self._submit_lock:
+                while self._overflow:
+                    try:
+                        self._queue.put_nowait(self._overflow[0])
+                    except queue.Full:
+                        break
+                    self._overflow.popleft()
+                    self._wakeup.set()
+                if not self._overflow:
+                    return
+                waited = time.monotonic() - self._overflow_since
+            if waited < self._block:
+                self._room.clear()
+                self._room.wait(min(self._block - waited, 0.05))
+                continue
+            self._spill()
+
+    def _spill(self) -> None:
+        """Send every queued batch, then the overflow, to the backup files, in order.
 
         Taken under the order lock, so the writer is not halfway through an older
         batch: a crash never leaves a newer batch saved and an older one lost.
         """
         with self._order_lock:
-            queued = []
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:  # keep the stop marker for the writer thread
-                    self._queue.put_nowait(item)
-                    break
-                queued.append(item)
-            for item in (*queued, batch):
+            with self._submit_lock:
+                items = []
+                while True:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                items.extend(self._overflow)
+                self._overflow.clear()
+                batches = [item for item in items if item is not _STOP]
+                if len(batches) < len(items):  # the stop marker goes back, after them
+                    self._queue.put_nowait(_STOP)
+            self._room.set()
+            self._backup_held()
+            for item in batches:
                 self._n["queue_full_spills"] += 1
-                self._to_fallback(item)
+                if self._held:  # an older batch is only in memory: keep the order
+                    self._hold(item)
+                else:
+                    self._to_fallback(item)
         self._wakeup.set()
+
+    def _backup_held(self) -> None:
+        """Save held batches (older than anything spilled) to backup first, in order."""
+        while self._held:
+            if not self._save_to_backup(self._held[0]):
+                return
+            self._held.popleft()
+        if self._mode == "failing":
+            self._mode = "backup"
 
     def stop(self, timeout: float | None = None) -> bool:
         """Write everything queued, then close the database and the backup file.
@@ -221,24 +343,40 @@ class StorageWriter:
         """
         if self._thread is None:
             return True
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            log.error("writer: queue still full at stop; its batches go to backup")
+        with self._submit_lock:
+            if not self._overflow:
+                try:
+                    self._queue.put_nowait(_STOP)
+                except queue.Full:
+                    self._overflow_since = time.monotonic()
+                    self._overflow.append(_STOP)
+            else:
+                self._overflow.append(_STOP)
+        self._spill_wake.set()
         self._wakeup.set()
         self._thread.join(timeout)
         finished = not self._thread.is_alive()
-        self._closed = True
+        with self._submit_lock:
+            self._closed = True
+            leftovers = []  # the queue's batches are older than the overflow's
+            while True:
+                try:
+                    leftovers.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            leftovers.extend(self._overflow)
+            self._overflow.clear()
+        self._spill_exit = True
+        self._spill_wake.set()
+        self._room.set()
+        if self._spill_thread is not None:
+            self._spill_thread.join(timeout)
         if not finished:
             log.error("writer: still writing after %ss at stop", timeout)
         else:
             self._thread = None
-        # anything left in the queue (the writer gave up or never got to it)
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        # anything left (the writer gave up or never got to it), oldest first
+        for item in leftovers:
             if item is not _STOP:
                 self._late(item)
         return finished
@@ -254,38 +392,80 @@ class StorageWriter:
     # -- writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        """The supervised writer loop: an unexpected exception restarts it, never ends it."""
         try:
-            self._open()
+            try:
+                self._open()
+            except Exception as exc:
+                self._crashed(exc, where="open")
+            finally:
+                self._ready.set()
+            backoff = 0.05
+            while True:
+                try:
+                    self._loop()
+                    break
+                except Exception as exc:
+                    self._crashed(exc, where="loop")
+                    self._reset_connection()
+                    # paced restarts; a stop or a new batch still ends the wait early
+                    self._wakeup.wait(backoff)
+                    backoff = min(backoff * 2, _CRASH_BACKOFF_MAX)
+            try:
+                with self._order_lock:
+                    self._retry_held(final=True)
+                    self._check_file()  # a file removed after the last write is saved too
+                    self._close()
+            except Exception as exc:
+                self._crashed(exc, where="stop")
         finally:
-            self._ready.set()
-        stopping = False
-        while not stopping:
+            self._alive = False
+            self._watch_exit.set()
+
+    def _loop(self) -> None:
+        while not self._stopping and not self._closed:
             self._wakeup.wait(0.25)
             self._wakeup.clear()
-            wrote = False
-            while True:
-                # one batch at a time under the order lock: a spill waits for it
-                with self._order_lock:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stopping = True
-                        continue  # write what was queued before and after the marker
-                    self._write(item)
-                    wrote = True
-                    if self._replay_pending:
-                        self._replay_step()
-            if not wrote and not stopping:
+            wrote = self._service_queue()
+            if self._stopping or self._closed:
+                break
+            if self._replay_pending:
+                self._replay_step()
+                self._wakeup.set()  # more files may wait: do not sleep in between
+            elif not wrote:
                 with self._order_lock:
                     self._idle()
-                    if self._replay_pending:
-                        self._replay_step()
-                        self._wakeup.set()  # more files may wait: do not sleep in between
-        with self._order_lock:
-            self._retry_held(final=True)
-            self._close()
+        self._service_queue()  # what was queued before and after the stop marker
+
+    def _service_queue(self) -> bool:
+        """Write every queued batch, one at a time under the order lock; True if any."""
+        wrote = False
+        while True:
+            with self._order_lock:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return wrote
+                self._room.set()
+                if item is _STOP:
+                    self._stopping = True
+                    continue  # write what was queued before and after the marker
+                self._write(item)
+                wrote = True
+
+    def _crashed(self, exc: BaseException, *, where: str) -> None:
+        """An unexpected exception: logged once with its traceback, counted, recorded."""
+        self._n["crashes"] += 1
+        log.error("writer: unexpected error in the %s (recovering)", where, exc_info=exc)
+        self._record("storage", exc, counter="crashes_recorded")
+
+    def _reset_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                self.backend.close(conn)
+            except Exception:
+                log.exception("writer: closing the connection after a crash failed")
 
     def _open(self) -> bool:
         if self._conn is not None:
@@ -296,7 +476,25 @@ class StorageWriter:
             self._record("storage", exc, db=True)
             return False
         self._conn = conn
+        self._last_file_check = self._clock()
         return True
+
+    def _check_file(self) -> None:
+        """Is the open database still the one at its path? Reopen (and say so) if not."""
+        ensure = getattr(self.backend, "ensure_file", None)
+        if ensure is None or self._conn is None:
+            return
+        self._last_file_check = self._clock()
+        try:
+            conn, message = ensure(self._conn)
+        except self._db_errors as exc:
+            self._reset_connection()
+            self._record("storage", exc, db=True)
+            return
+        self._conn = conn
+        if message:
+            log.error("writer: %s", message)
+            self._record("storage", StorageError(message), db=True)
 
     def _drop_broken(self) -> None:
         # a lost server connection is reopened on the next try (the breaker paces it)
@@ -317,17 +515,48 @@ class StorageWriter:
 
     def _idle(self) -> None:
         self._retry_held()
+        if self._conn is not None and (self._clock() - self._last_file_check >= _FILE_CHECK_IDLE_S):
+            self._check_file()
         if self._mode != "database" and self._events:
             self._try_db(Batch())
 
     def _write(self, batch: Batch) -> None:
-        if self._held:
-            self._retry_held()
-        if self._held:
-            self._hold(batch)
-            return
-        if not self._try_db(batch):
-            self._to_fallback(batch)
+        try:
+            if self._held:
+                self._retry_held()
+            if self._held:
+                self._hold(batch)
+                return
+            if self._try_db(batch):
+                return
+        except Exception as exc:  # whatever happened, the batch in hand is saved below
+            self._crashed(exc, where="batch write")
+            self._drop_broken()
+        self._to_fallback(batch)
+
+    def _is_data_error(self, exc: BaseException) -> bool:
+        """True when ``exc`` says "these values cannot be stored", not "the database is out"."""
+        if isinstance(exc, self._data_errors):
+            return True
+        return not isinstance(exc, (*self._db_errors, TimeoutError))
+
+    def _attempt(
+        self,
+        ticks: list[tuple[Any, ...]],
+        rejects: list[tuple[Any, ...]],
+        events: list[tuple[str, tuple[Any, ...]]],
+    ) -> BaseException | None:
+        """One transaction under the deadline and the watchdog; the exception, or None."""
+        conn = self._conn
+        call = self._watch_arm()
+        try:
+            self.backend.set_deadline(conn, self.write_timeout)
+            self.backend.write(conn, ticks, rejects, events)
+        except Exception as exc:
+            return self._cut_by_watchdog(call, exc)
+        finally:
+            self._watch_disarm()
+        return None
 
     def _try_db(self, batch: Batch) -> bool:
         """Write ``batch`` (and any held event rows) in one transaction; True if committed."""
@@ -338,24 +567,50 @@ class StorageWriter:
             except Exception:  # breaker open: do not wait on the database
                 return False
         was_down = self._mode != "database"
+        if self._conn is not None:
+            self._check_file()
         if not self._open():
             if self._gate is not None:
                 self._gate.on_failure(token, RuntimeError("cannot open database"))
             return False
-        conn = self._conn
-        assert conn is not None
+        # event rows and rejects carry outside text and numbers: always bounded (they are
+        # few); ticks from the hot path are clean, and are cleaned only if refused
+        if batch.events:
+            batch.events = [(sql, safe_row(row)) for sql, row in batch.events]
+        if batch.rejects:
+            batch.rejects = [safe_row(row) for row in batch.rejects]
         held_events = len(self._events)
         events = [*self._events, *batch.events]
-        try:
-            self.backend.set_deadline(conn, self.write_timeout)
-            self.backend.write(conn, batch.ticks, batch.rejects, events)
-        except (*self._db_errors, TimeoutError) as exc:
-            self._drop_broken()
+        exc = self._attempt(batch.ticks, batch.rejects, events)
+        if exc is not None and self._is_data_error(exc):
+            batch.ticks = [safe_row(row) for row in batch.ticks]
+            exc = self._attempt(batch.ticks, batch.rejects, events)
+            if exc is not None and self._is_data_error(exc) and events:
+                without = self._attempt(batch.ticks, batch.rejects, [])
+                if without is None:
+                    # the event rows are what cannot be stored: dropped (counted), not re-sent
+                    self._n["events_dropped"] += len(events)
+                    log.error(
+                        "writer: dropped %d event row(s) the database refuses: %s",
+                        len(events),
+                        clean_text(f"{type(exc).__name__}: {exc}", 300),
+                    )
+                    for _ in range(held_events):
+                        self._events.popleft()
+                    held_events = 0
+                    batch.events = []
+                    self._record("storage", exc, db=True)
+                exc = without
+        if exc is not None:
+            outage = not self._is_data_error(exc)
+            if outage:
+                self._drop_broken()
             self._record("storage", exc, db=True)
             if self._gate is not None:
-                self._gate.on_failure(token, exc)
-            if not batch.ticks and not batch.rejects:
-                return False
+                if outage:
+                    self._gate.on_failure(token, exc)
+                else:  # the database answered: these rows are the problem, not it
+                    self._gate.on_success(token)
             self._keep_events(batch)
             return False
         for _ in range(held_events):
@@ -391,14 +646,19 @@ class StorageWriter:
         self._replay_pending = True
 
     def _replay_step(self) -> None:
-        """Replay one backup file; new batches are written between files, so a large
-        backlog never stalls collection (or a spill waiting for the writer)."""
+        """Replay one backup file, without the order lock: between its chunks the writer
+        writes queued batches (``before_chunk``), so a large file never stalls collection."""
         if not self._replay_pending or self._replay is None or self._conn is None:
             return
+        had_guard = hasattr(self.backend, "guard")
+        if had_guard:
+            self.backend.guard = self
+        self._in_replay = True
+        call = self._watch_arm()
         try:
-            with self._lock:
-                inserted, files = self._replay(self._conn)
-        except self._db_errors as exc:
+            inserted, files = self._replay(self._conn)
+        except (*self._db_errors, TimeoutError) as exc:
+            exc = self._cut_by_watchdog(call, exc)
             self._drop_broken()
             self._record("storage", exc, db=True)
             # a busy database (a reader's checkpoint, another writer) is no outage:
@@ -406,9 +666,83 @@ class StorageWriter:
             self._replay_pending = False
             self._replay_due = True
             return
+        except Exception as exc:
+            # not the database: it would fail the same way again; wait for a restart
+            log.error("writer: replaying the backup files failed", exc_info=exc)
+            self._record("storage", exc, counter="replay_errors")
+            self._replay_pending = False
+            return
+        finally:
+            self._in_replay = False
+            self._watch_disarm()
+            if had_guard:
+                self.backend.guard = None
         self._n["replayed_rows"] += inserted
         if files == 0:
             self._replay_pending = False
+
+    # the ChunkGuard the backends' replay sinks call around each chunk
+
+    def before_chunk(self) -> None:
+        """Between replay chunks: write what collection queued meanwhile, then a fresh
+        watchdog deadline for the chunk."""
+        if not self._in_replay or threading.current_thread() is not self._thread:
+            return
+        self._service_queue()
+        self._watch_arm()
+
+    def after_chunk(self) -> None:
+        """A chunk ended: the deadline now bounds reading the next one."""
+        if self._in_replay and threading.current_thread() is self._thread:
+            self._watch_arm()
+
+    # -- the watchdog ----------------------------------------------------------------
+
+    def _watch_arm(self) -> int:
+        self._watch_calls += 1
+        call = self._watch_calls
+        self._watch = (call, self._clock() + self._watch_limit)
+        return call
+
+    def _watch_disarm(self) -> None:
+        self._watch = None
+
+    def _cut_by_watchdog(self, call: int, exc: BaseException) -> BaseException:
+        """``exc``, or a clear TimeoutError when the watchdog cut this call."""
+        if self._watch_fired != call:
+            return exc
+        self._watch_fired = None
+        self._reset_connection()  # cut: never reuse it
+        err = TimeoutError(
+            f"the database ({self.backend.describe()}) did not answer within "
+            f"{self._watch_limit:g}s; the connection was cut and will be reopened"
+        )
+        err.__cause__ = exc
+        return err
+
+    def _watch_loop(self) -> None:
+        """Cuts a database call that outlives ``write_timeout`` + grace (a hung server)."""
+        while not self._watch_exit.wait(self._watch_poll):
+            try:
+                watch = self._watch
+                if watch is None or self._clock() <= watch[1] or self._watch_fired == watch[0]:
+                    continue
+                conn = self._conn
+                if conn is None or self._watch is not watch:
+                    continue
+                self._watch_fired = watch[0]
+                self._n["watchdog_cuts"] += 1
+                log.error(
+                    "writer: a database call has run past %gs; cutting the connection",
+                    self._watch_limit,
+                )
+                interrupt = getattr(self.backend, "interrupt", None)
+                if interrupt is not None:
+                    interrupt(conn)
+            except Exception:  # the watchdog itself must not die
+                log.exception("writer watchdog failed")
+
+    # -- the backup side ---------------------------------------------------------------
 
     def _to_fallback(self, batch: Batch) -> None:
         self._keep_events(batch)
@@ -418,17 +752,31 @@ class StorageWriter:
             self._hold(batch)
 
     def _save_to_backup(self, batch: Batch, *, close: bool = False) -> bool:
-        """Write ``batch`` to the backup files (flushed, fsynced); False if that failed."""
+        """Write ``batch`` to the backup files (flushed, fsynced); False if that failed.
+
+        Rows the encoder cannot hold are cleaned (``safe_row``) and written; rows that
+        not even that saves are counted as lost (True: nothing to retry).
+        """
         if self._fallback is None:
             return False
         with self._lock:
             try:
-                self._fallback.write_batch(batch.ticks, batch.rejects)
+                try:
+                    self._fallback.write_batch(batch.ticks, batch.rejects)
+                except (TypeError, ValueError, OverflowError, UnicodeError):
+                    batch.ticks = [safe_row(tuple(r)) for r in batch.ticks]
+                    batch.rejects = [safe_row(tuple(r)) for r in batch.rejects]
+                    self._fallback.write_batch(batch.ticks, batch.rejects)
                 if close:
                     self._fallback.close()
             except OSError as exc:
                 self._record("backup", exc)
                 return False
+            except Exception as exc:
+                self._record("backup", exc)
+                self._n["lost_rows"] += len(batch)
+                log.error("writer: %d rows fit neither the database nor backup", len(batch))
+                return True
         if self._mode == "database":
             self._mode = "backup"
         self._n["batches_to_backup"] += 1
@@ -472,9 +820,16 @@ class StorageWriter:
             self._n["lost_rows"] += lost
             log.error("writer stopped with %d rows neither in the database nor in backup", lost)
 
-    def _record(self, component: str, exc: BaseException, *, db: bool = False) -> None:
-        self._n["db_errors" if db else "backup_errors"] += 1
-        self._last_error = f"{type(exc).__name__}: {exc}"
+    def _record(
+        self,
+        component: str,
+        exc: BaseException,
+        *,
+        db: bool = False,
+        counter: str | None = None,
+    ) -> None:
+        self._n[counter or ("db_errors" if db else "backup_errors")] += 1
+        self._last_error = clean_text(f"{type(exc).__name__}: {exc}", 500)
         if self._on_error is not None:
             try:
                 self._on_error(component, exc)
@@ -509,6 +864,9 @@ class StorageWriter:
             last_error=self._last_error,
             stored_by_symbol=dict(self._stored_by_symbol),
             backup_files=self._backup_files(),
+            crashes=n["crashes"],
+            alive=self._alive,
+            overflow_batches=len(self._overflow),
         )
 
     def _backup_files(self) -> int:
