@@ -31,7 +31,7 @@ import polars as pl
 from robust_collector.config import Config, load_config
 from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData
 from robust_collector.health import ComponentHealth, HealthSnapshot, SystemHealthMonitor
-from robust_collector.health_store import snapshot_rows, write_heartbeat
+from robust_collector.health_store import mark_heartbeat_stopped, snapshot_rows, write_heartbeat
 from robust_collector.model import Quote, now_us
 from robust_collector.resilience import (
     BreakerRegistry,
@@ -437,6 +437,8 @@ class Collector:
                 self._heartbeat_thread.join(timeout=5)
             summary = self.status()
             self._record_run_stop(summary)
+            # the heartbeat file says "stopped", so a clean stop never reads as a dead collector
+            mark_heartbeat_stopped(self.db_path, self.run_id)
             self._summary = summary
             atexit.unregister(self._atexit_stop)
             return summary

@@ -115,7 +115,8 @@ class FleetDashboard(widgets.VBox):
                 self.table_html.value = render_fleet_html(instances, self.label, now)
             self.footer_html.value = (
                 f"<small>refreshed every {self.interval:g}s; a collector that has not "
-                "reported for two health intervals shows as not running</small>"
+                "reported for three heartbeat intervals (at least 3 s), or whose process is gone, "
+                "shows as not running</small>"
             )
             self.refreshes += 1
             return instances

@@ -21,6 +21,8 @@ import orjson
 import polars as pl
 
 from robust_collector.health import HealthLevel
+from robust_collector.health_report import liveness
+from robust_collector.health_store import latest_snapshot
 from robust_collector.model import now_us as _wall_us
 from robust_collector.secrets import redact
 from robust_collector.storage.backup import backlog
@@ -444,6 +446,16 @@ class DatabaseFeed:
         finally:
             conn.close()
 
+    def _liveness(self, run_id: str, now: int) -> bool | None:
+        """Whether the run is alive by its heartbeat and pid (``None``: no heartbeat of it)."""
+        try:
+            snap = latest_snapshot(self.db)
+        except Exception:  # no heartbeat, or the database is unreadable right now
+            return None
+        if snap is None or snap.run_id != run_id:
+            return None
+        return liveness(snap, now).running
+
     def _run(self, conn: sqlite3.Connection) -> _RunCursor | None:
         if self.pinned_run is not None:
             row = conn.execute(
@@ -506,6 +518,11 @@ class DatabaseFeed:
         )
         quiet_limit = max(2.5 * interval, 5 * poll, 10.0)
         running = status == "running" and (now - activity) / 1e6 <= quiet_limit
+        if status == "running":
+            # the heartbeat (every second, with the pid) says better than activity
+            judged = self._liveness(cur.run_id, now)
+            if judged is not None:
+                running = judged
 
         comps = {name: (lvl, reasons, metrics) for name, lvl, reasons, metrics in snap}
         rows = []
