@@ -99,3 +99,22 @@ def test_recover_without_a_backup_folder_is_a_clear_error(tmp_path):
     assert (
         p.returncode == 2 and "no backup folder at nope" in p.stderr and "Traceback" not in p.stderr
     )
+
+
+def test_recover_quarantines_a_line_past_64_bits_and_reaches_later_files(tmp_path):
+    """A checksummed line with ts_us >= 2^63 once made recover print a traceback and stop."""
+    backups = tmp_path / "backups"
+    good = rows(4)
+    poisoned = (*good[1][:3], 2**63 + 5, *good[1][4:])
+    with BackupWriter(backups, "r1", max_file_bytes=1) as w:
+        w.write_batch([good[0], poisoned, good[2]])
+        w.write_batch([good[3]])
+    db = tmp_path / "out.db"
+    p = cli("recover", "--db", str(db), "--backup-path", str(backups), "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "1 line(s) the database refused were quarantined" in p.stdout
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM ticks").fetchone()[0] == 3
+    (quarantined,) = (backups / "quarantine").glob("*.jsonl")
+    assert "outside the 64-bit range" in quarantined.read_text()
+    assert len(list((backups / "recovered").glob("*.jsonl"))) == 2

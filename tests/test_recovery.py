@@ -7,9 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
 
@@ -447,3 +450,82 @@ def test_dry_run_against_a_file_that_is_not_a_database(tmp_path: Path, backups: 
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StorageError, match="cannot open database"):
         recover(junk, backups, dry_run=True)
+
+
+# -- issue 14, finding 5: a good line the database refuses is quarantined -----------------
+
+
+def wait_until(pred: Any, timeout: float = 20.0) -> bool:
+    """Poll ``pred`` until true or ``timeout`` (a condition, not a fixed sleep)."""
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        stop.wait(0.005)
+    return True
+
+
+def write_poisoned_backlog(folder: Path) -> None:
+    """Two files: the first holds a checksummed line with ts_us >= 2^63 among good ones."""
+    with BackupWriter(folder, RUN, max_file_bytes=1) as w:
+        w.write_batch([tick(1), tick(2, ts_us=2**63 + 5), tick(3)], [reject(4)])
+        w.write_batch([tick(5), tick(6)])
+
+
+def test_a_line_the_database_refuses_is_quarantined_and_the_rest_goes_on(tmp_path):
+    folder = tmp_path / "backups"
+    write_poisoned_backlog(folder)
+    report = recover(tmp_path / "t.db", folder)
+    assert report.ok, report.summary()
+    t = report.totals
+    assert (t["recovered"], t["inserted"], t["quarantined"], t["already_present"]) == (2, 5, 1, 0)
+    assert "quarantined" in report.summary()
+    stored = [r[0] for r in sqlite3.connect(tmp_path / "t.db").execute("SELECT seq FROM ticks")]
+    assert sorted(stored) == [1, 3, 5, 6]
+    (qfile,) = (folder / recovery.QUARANTINE_DIR).glob("*.jsonl")
+    (line,) = qfile.read_text().splitlines()
+    record = orjson.loads(line)
+    assert record["row"]["ts_us"] == str(2**63 + 5) and "64-bit" in record["reason"]
+    assert report.results[0].quarantine_file == qfile
+    assert list_backup_files(folder) == []  # both files recovered and moved
+
+
+def test_a_dry_run_counts_refused_lines_without_writing_them(tmp_path):
+    folder = tmp_path / "backups"
+    write_poisoned_backlog(folder)
+    report = recover(tmp_path / "t.db", folder, dry_run=True)
+    assert report.totals["quarantined"] == 1 and report.inserted == 5
+    assert not (folder / recovery.QUARANTINE_DIR).exists()
+
+
+def test_the_automatic_replay_quarantines_too_and_the_writer_lives(tmp_path):
+    """The collector's in-run replay (one file per call, raise_for_errors) over the same
+    backlog: the writer neither dies nor retries the poisoned file forever."""
+    from robust_collector.storage.backend import SQLiteBackend
+    from robust_collector.storage.writer import Batch, StorageWriter
+
+    folder = tmp_path / "backups"
+    write_poisoned_backlog(folder)
+    backend = SQLiteBackend(tmp_path / "t.db")
+
+    def replay(conn: Any) -> tuple[int, int]:
+        report = replay_backlog(backend.sink(conn), folder, max_files=1)
+        report.raise_for_errors()
+        return report.inserted, int(report.totals["recovered"])
+
+    w = StorageWriter(
+        backend,
+        fallback=BackupWriter(tmp_path / "spill", "now"),
+        replay=replay,
+        backlog=lambda: backlog(folder)[0],
+    )
+    w.start()
+    try:
+        w.submit(Batch([tick(100)]))  # the first good write starts the replay
+        assert wait_until(lambda: w.stats().replayed_rows >= 5), w.stats()
+        st = w.stats()
+        assert st.backup_files == 0 and st.replayed_rows == 5 and st.alive, st
+    finally:
+        w.stop(10)
+    assert len(list((folder / recovery.QUARANTINE_DIR).glob("*.jsonl"))) == 1

@@ -255,7 +255,9 @@ class SQLiteSink:
     """Replay into SQLite: ``INSERT OR IGNORE`` on the unique tick id."""
 
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
-    data_errors: tuple[type[BaseException], ...] = SQLiteBackend.data_errors
+    # OR IGNORE skips constraint conflicts: an IntegrityError here is the database's
+    # (a trigger, a broken file), not a row's
+    data_errors: tuple[type[BaseException], ...] = (sqlite3.DataError, sqlite3.InterfaceError)
 
     def __init__(self, conn: sqlite3.Connection, backend: SQLiteBackend | None = None) -> None:
         self.conn = conn

@@ -356,10 +356,8 @@ class PostgresSink:
         psycopg = _psycopg()
         self.conn = conn
         self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
-        self.data_errors: tuple[type[BaseException], ...] = (
-            psycopg.DataError,
-            psycopg.IntegrityError,
-        )
+        # ON CONFLICT DO NOTHING skips stored rows: only a value can be a row's fault
+        self.data_errors: tuple[type[BaseException], ...] = (psycopg.DataError,)
         self._guard = guard
         self._timeout_ms = timeout_ms
         self._seen: set[str] | None = None

@@ -7,7 +7,10 @@ database comes back), and ``replay_file`` replays one file. A connection is a
 SQLite connection or any backend's ``RowSink``. Rows go in ignoring those whose
 unique ``tick_id`` is stored already, so replaying twice stores nothing
 twice; a file is moved to ``recovered/`` (or deleted) only after all of its good
-lines are committed.
+lines are committed. A good line whose row the database refuses (an integer past
+64 bits, text that is not UTF-8) is quarantined: appended with its reason to
+``quarantine/<file name>`` in the backup folder and counted, and the rest of the
+file goes on.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import orjson
 import polars as pl
 
+from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text
 from robust_collector.errors import StorageError
 from robust_collector.storage.backend import RowSink, SQLiteSink, is_postgres_url
 from robust_collector.storage.backup import (
@@ -37,12 +42,19 @@ from robust_collector.storage.backup import (
     iter_backup_chunks,
     list_backup_files,
 )
-from robust_collector.storage.schema import connect, init_db, open_database
+from robust_collector.storage.schema import (
+    REJECT_COLUMNS,
+    TICK_COLUMNS,
+    connect,
+    init_db,
+    open_database,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "FILE_REPORT_SCHEMA",
     "PROBLEM_SCHEMA",
+    "QUARANTINE_DIR",
     "READER_PROCESS_MIN_BYTES",
     "FileResult",
     "RecoveryReport",
@@ -55,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 10_000
 READER_PROCESS_MIN_BYTES = 64 * 1024 * 1024
+QUARANTINE_DIR = "quarantine"
 After = Literal["move", "delete"]
 
 FILE_REPORT_SCHEMA: dict[str, Any] = {
@@ -66,6 +79,7 @@ FILE_REPORT_SCHEMA: dict[str, Any] = {
     "already_present": pl.Int64,
     "torn": pl.Int64,
     "corrupt": pl.Int64,
+    "quarantined": pl.Int64,
     "status": pl.String,
 }
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -74,7 +88,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "kind": pl.String,
     "detail": pl.String,
 }
-_COUNTS = ("lines", "ticks", "rejects", "inserted", "already_present", "torn", "corrupt")
+_COUNTS = (
+    "lines",
+    "ticks",
+    "rejects",
+    "inserted",
+    "already_present",
+    "torn",
+    "corrupt",
+    "quarantined",
+)
 
 
 @dataclass
@@ -85,6 +108,8 @@ class FileResult:
     another recovery holds the file), ``"gone"`` (another recovery took it since it
     was listed) or ``"failed: <reason>"``; in a dry run ``inserted`` counts the rows
     that would be inserted. ``error`` keeps the exception behind a failure.
+    ``quarantined`` counts good lines the database refused (saved with their reason
+    to ``quarantine_file``; in a dry run only counted).
     """
 
     path: Path
@@ -95,9 +120,11 @@ class FileResult:
     already_present: int = 0
     torn: int = 0
     corrupt: int = 0
+    quarantined: int = 0
     status: str = ""
     problems: list[Problem] = field(default_factory=list)
     moved_to: Path | None = None
+    quarantine_file: Path | None = None
     error: BaseException | None = field(default=None, repr=False)
 
     @property
@@ -121,7 +148,7 @@ class RecoveryReport:
     @property
     def files(self) -> pl.DataFrame:
         """One row per file: file, lines, ticks, rejects, inserted, already_present, torn,
-        corrupt, status."""
+        corrupt, quarantined, status."""
         return pl.DataFrame([r.as_row() for r in self.results], schema=FILE_REPORT_SCHEMA)
 
     @property
@@ -185,12 +212,18 @@ class RecoveryReport:
                 f"{t['torn']} torn and {t['corrupt']} corrupt line(s) skipped "
                 "(see .problems; the files are kept in recovered/)"
             )
+        if t["quarantined"]:
+            where = sorted({str(r.quarantine_file) for r in self.results if r.quarantine_file})
+            lines.append(
+                f"{t['quarantined']} line(s) the database refused were quarantined with their "
+                f"reason{' to ' + ', '.join(where) if where else ' (dry run: not written)'}"
+            )
         lines.extend(f"{r.file}: {r.status}" for r in self.results if r.status.startswith("failed"))
         return "\n".join(lines)
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return clean_text(f"{type(exc).__name__}: {exc}", 500)
 
 
 _ChunkSource = Callable[[IO[bytes], Path, int, list[Problem]], Iterator[BackupChunk]]
@@ -323,6 +356,130 @@ def _start_reader(use: bool | None, files: list[Path]) -> _ReaderProcess | None:
         return None
 
 
+class _Quarantine:
+    """Rows of one backup file the database refused, saved with their reason (JSONL)."""
+
+    def __init__(self, path: Path, *, write: bool) -> None:
+        self.path = path.parent / QUARANTINE_DIR / path.name
+        self.source = path.name
+        self.write = write
+        self.count = 0
+        self._fd: int | None = None
+
+    def add(self, kind: str, row: tuple[Any, ...], reason: str) -> None:
+        """Keep one refused row (appended to the quarantine file unless a dry run)."""
+        self.count += 1
+        if not self.write:
+            return
+        columns = TICK_COLUMNS if kind == "tick" else REJECT_COLUMNS
+        record = {
+            "file": self.source,
+            "kind": kind,
+            "reason": clean_text(reason, 500),
+            "row": {c: _jsonable(v) for c, v in zip(columns, row, strict=False)},
+        }
+        if self._fd is None:
+            self.path.parent.mkdir(exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
+        os.write(self._fd, orjson.dumps(record) + b"\n")
+
+    def close(self) -> None:
+        """Flush what was quarantined to disk (before the source file is moved)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _jsonable(value: Any) -> Any:
+    # a quarantined value is kept as evidence: exact, even where JSON numbers cannot be
+    if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+        return str(value)
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return value
+
+
+def _unstorable(row: tuple[Any, ...]) -> str | None:
+    """Why no database can store ``row`` as it is (checked only once a chunk failed)."""
+    for value in row:
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            return f"integer {value} is outside the 64-bit range"
+        if type(value) is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"text {_jsonable(value)!r} is not valid UTF-8 (a lone surrogate)"
+    return None
+
+
+def _row_problem(sink: RowSink, exc: BaseException) -> bool:
+    """True when ``exc`` says "a row cannot be stored", not "the database is out"."""
+    if isinstance(exc, getattr(sink, "data_errors", ())):
+        return True
+    return not isinstance(exc, (*sink.errors, OSError))
+
+
+def _store_chunk(
+    store: Callable[[list[Any], list[Any]], int],
+    sink: RowSink,
+    ticks: list[tuple[Any, ...]],
+    rejects: list[tuple[Any, ...]],
+    quarantine: _Quarantine,
+    *,
+    screen: bool = False,
+) -> int:
+    """``store`` a chunk; if a row is refused, quarantine the rows that cannot be stored
+    (screened, then found by halving) and store the rest. ``screen`` checks every row
+    first (a dry run, whose count would not notice a value out of range)."""
+    if not screen:
+        try:
+            return store(ticks, rejects)
+        except Exception as exc:
+            if not _row_problem(sink, exc):
+                raise
+    stored = 0
+    for kind, rows in (("tick", ticks), ("reject", rejects)):
+        keep = []
+        for row in rows:
+            reason = _unstorable(row)
+            if reason is None:
+                keep.append(row)
+            else:
+                quarantine.add(kind, row, reason)
+        stored += _store_halving(store, sink, kind, keep, quarantine)
+    return stored
+
+
+def _store_halving(
+    store: Callable[[list[Any], list[Any]], int],
+    sink: RowSink,
+    kind: str,
+    rows: list[tuple[Any, ...]],
+    quarantine: _Quarantine,
+) -> int:
+    if not rows:
+        return 0
+    try:
+        return store(rows, []) if kind == "tick" else store([], rows)
+    except Exception as exc:
+        if not _row_problem(sink, exc):
+            raise
+        if len(rows) == 1:
+            quarantine.add(kind, rows[0], f"{type(exc).__name__}: {exc}")
+            return 0
+    mid = len(rows) // 2
+    return _store_halving(store, sink, kind, rows[:mid], quarantine) + _store_halving(
+        store, sink, kind, rows[mid:], quarantine
+    )
+
+
 def replay_file(
     conn: sqlite3.Connection | RowSink,
     path: str | Path,
@@ -405,13 +562,17 @@ def _replay_file(
             result.status = "gone"
             return result
         stage = "read"
+        quarantine = _Quarantine(path, write=not dry_run)
+        store = sink.new_rows if dry_run else sink.insert
         try:
             for chunk in read(f, path, batch_size, result.problems):
                 stage = "database"
-                if dry_run:
-                    result.inserted += sink.new_rows(chunk.ticks, chunk.rejects)
-                elif chunk.ticks or chunk.rejects:
-                    result.inserted += sink.insert(chunk.ticks, chunk.rejects)
+                if dry_run or chunk.ticks or chunk.rejects:
+                    added = _store_chunk(
+                        store, sink, chunk.ticks, chunk.rejects, quarantine, screen=dry_run
+                    )
+                    result.inserted += added
+                    result.quarantined = quarantine.count
                 # counted once committed, so a failed file reports what went in
                 result.lines += chunk.lines
                 result.ticks += len(chunk.ticks)
@@ -419,23 +580,34 @@ def _replay_file(
                 stage = "read"
                 if on_lines is not None:
                     on_lines(chunk.lines)
-            result.already_present = result.ticks + result.rejects - result.inserted
-            result.torn = sum(p.kind == "torn" for p in result.problems)
-            result.corrupt = len(result.problems) - result.torn
+            _settle(result, quarantine)
             if dry_run:
                 result.status = "dry-run"
                 return result
             stage = "after"
+            quarantine.close()  # the refused rows are on disk before the file moves
             result.moved_to = _dispose(path, after)
             result.status = "recovered"
-        except (*sink.errors, OSError) as exc:
-            result.already_present = result.ticks + result.rejects - result.inserted
-            result.torn = sum(p.kind == "torn" for p in result.problems)
-            result.corrupt = len(result.problems) - result.torn
+        except Exception as exc:  # any failure ends this file only: later files go on
+            with contextlib.suppress(OSError):
+                quarantine.close()
+            _settle(result, quarantine)
             what = {"read": "reading", "database": "database", "after": after}[stage]
+            if not isinstance(exc, (*sink.errors, OSError)):
+                what = f"unexpected ({what})"
+                log.error("recovery: replaying %s failed", path, exc_info=exc)
             result.status = f"failed: {what}: {_describe(exc)}"
             result.error = exc
     return result
+
+
+def _settle(result: FileResult, quarantine: _Quarantine) -> None:
+    result.quarantined = quarantine.count
+    if quarantine.count and quarantine.write:
+        result.quarantine_file = quarantine.path
+    result.already_present = result.ticks + result.rejects - result.inserted - result.quarantined
+    result.torn = sum(p.kind == "torn" for p in result.problems)
+    result.corrupt = len(result.problems) - result.torn
 
 
 def _dispose(path: Path, after: After) -> Path | None:
