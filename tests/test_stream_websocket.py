@@ -712,3 +712,71 @@ def test_slow_processing_of_a_burst_is_not_taken_for_a_dead_connection(
     assert st(c)["reconnects"] == 0 and st(c)["last_cause"] is None
     assert feed.connections == 1
     assert_nothing_lost(c, feed)
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_a_10000_deep_frame_is_one_malformed_item_and_the_stream_goes_on(
+    make_config: Callable[..., Config], feed_factory: Any, preset: str
+) -> None:
+    """Finding 3: a deeply nested frame raised RecursionError in the parser and the
+    processor task died silently (connected, HEALTHY, nothing stored)."""
+    feed = feed_factory(preset)
+    feed.flowing = False
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+
+        async def poison() -> None:
+            ws = feed.live
+            assert ws is not None
+            await ws.send("[" * 10_000 + "]" * 10_000)
+            for i in range(30):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(poison)
+        wait(lambda: received_all(c, feed), what="the quotes after the deep frame")
+        wait(lambda: all_stored(c, feed), what="the quotes after the deep frame stored")
+        assert st(c)["state"] == "connected" and st(c)["reconnects"] == 0
+    finally:
+        c.stop()
+    assert st(c)["malformed"] == 1
+    (msg,) = rows(c, "SELECT message FROM errors WHERE error_type = 'MalformedMessage'")[0]
+    assert "nested deeper than" in msg
+    assert_nothing_lost(c, feed)
+
+
+def test_a_frame_whose_processing_raises_is_counted_and_the_processor_goes_on(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    """Whatever one frame raises (here: a parser bug) is one malformed item; the
+    processor task survives and processes the frames after it."""
+    feed = feed_factory("alpaca")
+    feed.flowing = False
+    c = Collector(stream_config(make_config, feed)).start()
+    real_parse = c.source.parse
+
+    def buggy_parse(frame: Any) -> Any:
+        if "BOOM" in str(frame):
+            raise RecursionError("maximum recursion depth exceeded \ud83d\x1b[2J")
+        return real_parse(frame)
+
+    c.source.parse = buggy_parse  # type: ignore[method-assign]
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+
+        async def frames() -> None:
+            ws = feed.live
+            assert ws is not None
+            await ws.send('[{"T": "BOOM"}]')
+            for i in range(30):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(frames)
+        wait(lambda: received_all(c, feed), what="the quotes after the failing frame")
+        wait(lambda: all_stored(c, feed), what="the quotes after the failing frame stored")
+    finally:
+        c.stop()
+    assert st(c)["malformed"] == 1
+    (msg,) = rows(c, "SELECT message FROM errors WHERE error_type = 'MalformedMessage'")[0]
+    assert "RecursionError" in msg and "\ud83d" not in msg and "\x1b" not in msg
+    assert_nothing_lost(c, feed)

@@ -14,12 +14,20 @@ Value rules, the same for every preset:
 - ``null`` (or an absent key) for a price or size means "no value": the quote
   lacks that side, and the validator decides (no price at all: ``non_finite``);
 - NaN, infinities and absurdly large numbers are passed on as floats, so the
-  validator rejects them (``non_finite``, ``price_range``) into the rejects table.
+  validator rejects them (``non_finite``, ``price_range``) into the rejects table;
+- timestamps are clamped into int64 (``boundary.clamp_int64``): a time in the
+  wrong unit (ms where s belong, ns where ms belong) gives a quote whose time
+  the validator rejects (``bad_timestamp``), never an overflow in storage.
+
+Bodies are decoded by ``decode_json`` within the boundary's size and depth
+bounds (``boundary.loads_bounded``), so a hostile body is one typed error, never
+a ``RecursionError``; every message built from a body is cleaned by the source.
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -27,6 +35,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote as urlquote
 
+from robust_collector.boundary import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
+    BoundaryError,
+    clamp_int64,
+    json_depth_ok,
+    loads_bounded,
+)
 from robust_collector.sources.settings import FieldMapConfig, HttpSourceConfig
 
 __all__ = [
@@ -41,6 +59,7 @@ __all__ = [
     "Preset",
     "RequestSpec",
     "ShapeProblem",
+    "decode_json",
     "make_preset",
     "parse_rfc3339_us",
     "parse_timestamp_us",
@@ -111,11 +130,36 @@ _RFC3339_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
 )
 _MISSING = object()
+_MAX_DIGITS = 40  # an integer string longer than this is no timestamp (int() would refuse >4300)
+
+
+def decode_json(data: str | bytes) -> Any:
+    """A JSON body or frame within the boundary's size and depth bounds; ``BoundaryError``
+    otherwise. orjson first; the stdlib when orjson refuses, for the ``NaN`` and
+    ``Infinity`` some APIs send (the validator must see them) and integers past 64 bits."""
+    try:
+        return loads_bounded(data)
+    except BoundaryError as exc:
+        if len(data) > MAX_FRAME_BYTES or not str(exc).startswith("not valid JSON"):
+            raise
+        refused = exc
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise BoundaryError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+        raise refused from None
+    if isinstance(body, dict | list) and not json_depth_ok(body):
+        raise BoundaryError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return body
 
 
 def _show(value: Any) -> str:
     """A short repr of a bad value for an error message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an integer too long to print
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -160,8 +204,10 @@ def _to_int(value: Any, field: str, what: str) -> int:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return int(value)
-    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) <= _MAX_DIGITS and _INT_RE.fullmatch(text):
+            return int(text)
     raise ShapeProblem(field, f"expected {what}, got {_kind(value)}")
 
 
@@ -183,28 +229,34 @@ def parse_rfc3339_us(value: Any, field: str) -> int:
     if m.group(9):
         offset = (int(m.group(10)) * 60 + int(m.group(11))) * 60
         seconds -= offset if m.group(9) == "+" else -offset
-    return seconds * 1_000_000 + int(frac)
+    return clamp_int64(seconds * 1_000_000 + int(frac))
 
 
 _UNIX_SCALE = {"unix_s": 1_000_000, "unix_ms": 1_000, "unix_us": 1}
 
 
 def parse_timestamp_us(value: Any, fmt: str, field: str) -> int:
-    """A timestamp in ``fmt`` (rfc3339 | unix_s | unix_ms | unix_us | unix_ns) as epoch µs."""
+    """A timestamp in ``fmt`` (rfc3339 | unix_s | unix_ms | unix_us | unix_ns) as epoch µs,
+    clamped into int64 (a time in the wrong unit is the validator's to reject)."""
     if fmt == "rfc3339":
         return parse_rfc3339_us(value, field)
     what = f"a {fmt} timestamp"
     if fmt == "unix_ns":
-        return _to_int(value, field, what) // 1000
+        return clamp_int64(_to_int(value, field, what) // 1000)
     scale = _UNIX_SCALE[fmt]
     if isinstance(value, int) and not isinstance(value, bool):
-        return value * scale
-    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip()) * scale
+        return clamp_int64(value * scale)
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) <= _MAX_DIGITS and _INT_RE.fullmatch(text):
+            return clamp_int64(int(text) * scale)
     number = to_number(value, field)
     if number is None or not math.isfinite(number):
         raise ShapeProblem(field, f"expected {what}, got {_show(value)}")
-    return round(number * scale)
+    scaled = number * scale
+    if not math.isfinite(scaled):  # finite in, but out of float range once scaled
+        return INT64_MAX if scaled > 0 else INT64_MIN
+    return clamp_int64(round(scaled))
 
 
 def get_path(body: Any, path: str) -> Any:
@@ -377,9 +429,11 @@ class PolygonPreset(Preset):
             raise ShapeProblem("results.t", "missing")
         t_ns = _to_int(r["t"], "results.t", "a SIP timestamp in nanoseconds")
         if t_ns <= 0:
-            raise ShapeProblem("results.t", f"expected a SIP timestamp in nanoseconds, got {t_ns}")
+            raise ShapeProblem(
+                "results.t", f"expected a SIP timestamp in nanoseconds, got {_show(t_ns)}"
+            )
         values = _numbers(r, "results.", self.KEYS, ("ask", "bid"))
-        return ParsedQuote(ts_us=t_ns // 1000, **values)
+        return ParsedQuote(ts_us=clamp_int64(t_ns // 1000), **values)
 
 
 class FinnhubPreset(Preset):

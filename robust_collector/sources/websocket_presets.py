@@ -6,6 +6,12 @@ fields (``parse``). Parsing never raises: a frame that is not JSON, or an item
 of the wrong shape, becomes one line in ``ParsedFrame.problems`` and every
 valid item of the same frame is still kept ("half-valid" messages).
 
+Everything in a ``ParsedFrame`` is bounded: frames are decoded within the
+boundary's size and depth bounds (a 10,000-deep frame is one problem, not a
+``RecursionError``), times are clamped into int64 (the validator rejects a time
+in the wrong unit as ``bad_timestamp``), and every symbol, problem and control
+text is clean (``boundary.clean_text``); a symbol that is not clean is a problem.
+
 Error codes, permanent (the source stops) or transient (back off, reconnect):
 
 - alpaca ``{"T":"error","code":N,"msg":...}``: 400 invalid syntax, 401 not
@@ -18,42 +24,87 @@ Error codes, permanent (the source stops) or transient (back off, reconnect):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import orjson
 
-from robust_collector.sources.presets import ShapeProblem, parse_rfc3339_us, to_number
+from robust_collector.boundary import INT64_MAX, INT64_MIN, BoundaryError, clamp_int64, clean_text
+from robust_collector.sources.presets import (
+    ShapeProblem,
+    decode_json,
+    parse_rfc3339_us,
+    to_number,
+)
 from robust_collector.sources.stream import Control, ParsedFrame
 
 __all__ = ["STREAM_PRESETS", "AlpacaStream", "PolygonStream", "StreamPreset", "decode_frame"]
 
 _NOT_JSON = object()
+MAX_SYMBOL = 64  # characters of a symbol; a longer one is a problem, not a quote
 
 
 def decode_frame(frame: str | bytes) -> Any:
-    """JSON of a frame (orjson, then stdlib for NaN/Infinity); ``_NOT_JSON`` when neither."""
+    """JSON of a frame within the boundary's bounds; ``_NOT_JSON`` when it is not."""
     try:
-        return orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(frame)
-    except (ValueError, UnicodeDecodeError, TypeError):
+        return decode_json(frame)
+    except BoundaryError:
         return _NOT_JSON
 
 
 def _snippet(frame: str | bytes, limit: int = 80) -> str:
-    text = frame if isinstance(frame, str) else frame[: limit * 2].decode("utf-8", "replace")
+    text = (
+        frame[: limit * 2]
+        if isinstance(frame, str)
+        else frame[: limit * 2].decode("utf-8", "replace")
+    )
     text = " ".join(text.split())
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+    return repr(clean_text(text if len(text) <= limit else text[: limit - 3] + "..."))
+
+
+def _symbol(value: Any, key: str) -> str:
+    """A quote's symbol: a non-empty clean string of at most ``MAX_SYMBOL`` characters."""
+    if not isinstance(value, str) or not value or clean_text(value, MAX_SYMBOL) != value:
+        raise ShapeProblem(key, f"expected a symbol, got {clean_text(_show(value), 80)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _code(value: Any) -> int | str | None:
+    """A control's code as a bounded int or a clean string (anything else: None)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, str):
+        return clean_text(value, 200)
+    return None
+
+
+def _text(value: Any) -> str:
+    """Outside text for a control message, cleaned and capped."""
+    return clean_text(value if isinstance(value, str) else _show(value), 500)
+
+
+def _clean(out: ParsedFrame) -> ParsedFrame:
+    """Every problem line clean (they quote outside values)."""
+    out.problems = [clean_text(p) for p in out.problems]
+    return out
 
 
 def _items(frame: str | bytes, out: ParsedFrame) -> list[Any]:
-    body = decode_frame(frame)
-    if body is _NOT_JSON:
-        out.problems.append(f"frame is not JSON: {_snippet(frame)}")
+    try:
+        body = decode_json(frame)
+    except BoundaryError as exc:
+        why = "" if str(exc).startswith("not valid JSON") else f" ({exc})"
+        out.problems.append(f"frame is not JSON{why}: {_snippet(frame)}")
         return []
     if isinstance(body, list):
         return body
@@ -76,8 +127,8 @@ def _add_quote(
         out.quotes.append(parse(item))
     except ShapeProblem as exc:
         sym = item.get(symbol_key)
-        where = f"item {i}" + (f" ({sym})" if isinstance(sym, str) else "")
-        out.problems.append(f"{where}: {exc}")
+        shown = f" ({clean_text(sym, MAX_SYMBOL)})" if isinstance(sym, str) else ""
+        out.problems.append(f"item {i}{shown}: {exc}")
 
 
 class StreamPreset:
@@ -143,16 +194,22 @@ class AlpacaStream(StreamPreset):
             if kind == "q":
                 _add_quote(out, i, item, self._quote, "S")
             elif kind == "error":
-                code = item.get("code")
-                msg = str(item.get("msg", ""))
+                code = _code(item.get("code"))
+                msg = _text(item.get("msg", ""))
                 permanent = isinstance(code, int) and code in self.PERMANENT
-                out.controls.append(Control("error", f"{code} {msg}".strip(), code, permanent))
+                shown = "" if code is None else code
+                out.controls.append(Control("error", f"{shown} {msg}".strip(), code, permanent))
             elif kind == "success":
-                out.controls.append(Control("status", str(item.get("msg")), item.get("msg")))
+                msg_value = item.get("msg")
+                out.controls.append(Control("status", _text(msg_value), _code(msg_value)))
             elif kind == "subscription":
                 quotes = item.get("quotes")
                 syms = (
-                    tuple(s for s in quotes if isinstance(s, str))
+                    tuple(
+                        s
+                        for s in quotes
+                        if isinstance(s, str) and s and clean_text(s, MAX_SYMBOL) == s
+                    )
                     if isinstance(quotes, list)
                     else ()
                 )
@@ -163,13 +220,11 @@ class AlpacaStream(StreamPreset):
                 out.ignored += 1  # trades, bars, statuses we do not collect
             else:
                 out.problems.append(f"item {i}: no message type 'T'")
-        return out
+        return _clean(out)
 
     @staticmethod
     def _quote(item: Mapping[str, Any]) -> tuple[Any, ...]:
-        sym = item.get("S")
-        if not isinstance(sym, str) or not sym:
-            raise ShapeProblem("S", f"expected a symbol, got {sym!r}")
+        sym = _symbol(item.get("S"), "S")
         if "t" not in item:
             raise ShapeProblem("t", "missing")
         if "bp" not in item and "ap" not in item:
@@ -214,8 +269,9 @@ class PolygonStream(StreamPreset):
             if kind == "Q":
                 _add_quote(out, i, item, self._quote, "sym")
             elif kind == "status":
-                status = str(item.get("status", ""))
-                message = str(item.get("message", ""))
+                raw_status = item.get("status", "")
+                status = clean_text(raw_status, 200) if isinstance(raw_status, str) else ""
+                message = _text(item.get("message", ""))
                 if status in self.OK:
                     code = "authenticated" if status == "auth_success" else status
                     syms: tuple[str, ...] = ()
@@ -223,7 +279,7 @@ class PolygonStream(StreamPreset):
                         syms = tuple(
                             s.strip().removeprefix("Q.")
                             for s in message.split(":", 1)[1].split(",")
-                            if s.strip()
+                            if s.strip() and len(s.strip()) <= MAX_SYMBOL + 2
                         )
                         out.controls.append(Control("subscribed", message, status, False, syms))
                     else:
@@ -237,21 +293,19 @@ class PolygonStream(StreamPreset):
                 out.ignored += 1
             else:
                 out.problems.append(f"item {i}: no event type 'ev'")
-        return out
+        return _clean(out)
 
     @staticmethod
     def _quote(item: Mapping[str, Any]) -> tuple[Any, ...]:
-        sym = item.get("sym")
-        if not isinstance(sym, str) or not sym:
-            raise ShapeProblem("sym", f"expected a symbol, got {sym!r}")
+        sym = _symbol(item.get("sym"), "sym")
         t = item.get("t")
         if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
-            raise ShapeProblem("t", f"expected a unix time in ms, got {t!r}")
+            raise ShapeProblem("t", f"expected a unix time in ms, got {_show(t)}")
         if "bp" not in item and "ap" not in item:
             raise ShapeProblem("bp", "missing")
         return (
             sym,
-            t * 1000,
+            clamp_int64(t * 1000),  # ns or µs sent as ms: out of the window, rejected
             to_number(item.get("bp"), "bp"),
             to_number(item.get("ap"), "ap"),
             to_number(item.get("bs"), "bs"),
