@@ -152,7 +152,9 @@ def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> No
     c.start()
     try:
         # SPY's poll task crashed on the poison quote, and was restarted: it keeps storing
-        wait_until(lambda: c.status().units["poll-SPY"].restarts >= 1, what="a restart")
+        wait_until(
+            lambda: getattr(c.status().units.get("poll-SPY"), "restarts", 0) >= 1, what="a restart"
+        )
         first = c.status().symbols["SPY"].stored
         wait_until(lambda: c.status().symbols["SPY"].stored > first + 5, what="SPY storing again")
         # the crash is an error row, a recent error and a health reason (DEGRADED for a minute)
@@ -163,6 +165,12 @@ def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> No
         )
         assert c.health().level >= HealthLevel.DEGRADED
         assert any(e.component == "supervisor" for e in c.monitor.errors)
+        # the dashboard's status banner shows it (what the user reads)
+        from robust_collector.dashboard.model import view_from_collector
+        from robust_collector.dashboard.render import render_status
+
+        banner = render_status(view_from_collector(c))
+        assert "poll-SPY crashed" in banner and "DEGRADED" in banner.upper()
         # the heartbeat file says so too, within 2 s
         hb = c.db_path.with_name(c.db_path.name + ".health.json")
         wait_until(
