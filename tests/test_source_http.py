@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
+from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text, ts_in_window
 from robust_collector.config import config_from_dict
 from robust_collector.errors import (
     ConfigError,
@@ -869,3 +870,89 @@ def test_each_call_counts_requests(provider_server):
     src = make_source("finnhub", srv.url)
     fetch(src, *itertools.repeat("SPY", 3))
     assert src.requests == 3 == srv.count("SPY")
+
+
+# -- the boundary: hostile bodies and values ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "path", "raw"),
+    [
+        ("finnhub", "t", 10_000_000_000_000),  # ms where seconds belong: 1e19 µs
+        ("finnhub", "t", 2**64),
+        ("finnhub", "t", 1e308),
+        ("polygon", "results.t", 10**30),
+        ("custom", "data.time", 2**63),  # unix_ms
+        ("custom", "data.time", "9" * 30),
+    ],
+)
+def test_a_timestamp_in_the_wrong_unit_is_clamped_into_int64(provider_server, preset, path, raw):
+    """Finding 2's source side: a time far out of range is a quote whose ts_us is clamped
+    into int64 (the validator rejects it as bad_timestamp), never an int storage cannot hold."""
+    prov, srv = provider_server(preset)
+    body = set_path(quote_body(preset, "SPY"), path, raw)
+    prov.faults["SPY"] = lambda n: Reply(200, body)
+    q = one(make_source(preset, srv.url))
+    assert isinstance(q, Quote), q
+    assert q.ts_us == INT64_MAX and not ts_in_window(q.ts_us)
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize(
+    ("status", "raw", "error"),
+    [
+        (200, DEEP, TransientSourceError),
+        (200, '{"quote": ' * 2000 + "1" + "}" * 2000, TransientSourceError),
+        (401, DEEP, AuthenticationError),
+        (500, '{"error": ' * 5000 + '"x"' + "}" * 5000, TransientSourceError),
+    ],
+)
+def test_a_deeply_nested_body_is_a_typed_error(provider_server, preset, status, raw, error):
+    """A 10,000-deep body raised RecursionError out of fetch (the stdlib json decoder)."""
+    prov, srv = provider_server(preset)
+    prov.faults["SPY"] = lambda n: Reply(status, raw=raw.encode())
+    err = one(make_source(preset, srv.url))
+    assert type(err) is error or isinstance(err, error), err
+    assert clean_text(str(err)) == str(err)
+
+
+HOSTILE_TEXTS = [
+    "quota exceeded for \ud83d",
+    "bad\x00key",
+    "\x1b[2J\x1b]0;pwned\x07cleared",
+    "x" * 100_000,
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS, ids=["surrogate", "nul", "escapes", "long"])
+@pytest.mark.parametrize("status", [200, 400, 401, 429, 503])
+def test_api_error_texts_are_cleaned_before_they_reach_an_exception(provider_server, status, text):
+    """Finding 1's source side: an API error body with a lone surrogate, NUL or terminal
+    escapes becomes an exception whose message every sink accepts."""
+    prov, srv = provider_server("alpaca")
+    prov.faults["SPY"] = lambda n: Reply(status, {"message": text})
+    err = one(make_source("alpaca", srv.url))
+    assert isinstance(err, SourceError), err
+    msg = str(err)
+    assert clean_text(msg) == msg and len(msg) <= 2000
+    msg.encode("utf-8")  # no lone surrogate left
+    assert "\x00" not in msg and "\x1b" not in msg
+    assert_clean(err)
+
+
+def test_an_http_date_past_year_9999_is_no_retry_after():
+    assert parse_retry_after("Mon, 01 Jan 9999999999999999999 00:00:00 GMT", 0.0) is None
+    assert parse_retry_after("Mon, 01 Jan 99999 00:00:00 GMT", 0.0) is None
+
+
+def test_parsing_helpers_stay_bounded():
+    assert parse_timestamp_us(1e308, "unix_s", "t") == INT64_MAX
+    assert parse_timestamp_us(-1e308, "unix_ms", "t") == INT64_MIN
+    assert parse_timestamp_us(2**80, "unix_ns", "t") == INT64_MAX
+    for fmt in ("unix_s", "unix_ns"):
+        with pytest.raises(Exception, match="expected a"):
+            parse_timestamp_us("1" * 5000, fmt, "t")  # int() would refuse it: ValueError
+    assert parse_rfc3339_us("9999-12-31T23:59:59.999999Z", "t") < INT64_MAX

@@ -18,7 +18,11 @@ JSON of the wrong shape                     ``MalformedResponseError`` (no)
 
 Credentials come from environment variables named in the config; each value is
 registered with ``secrets.register_secret`` (also in its URL-encoded forms) and
-every message is redacted before it is raised. httpx's own request log lines
+every message is redacted, then cleaned (``boundary.clean_text``: no lone
+surrogates, NUL, control characters or terminal escapes; length-capped) before
+it is raised: API bodies are outside text. Bodies are decoded within the
+boundary's size and depth bounds, so whatever a server sends ends as a quote or
+one of the errors below, nothing else. httpx's own request log lines
 (which hold the URL, and so a key sent as a query parameter) are redacted by a
 filter on the ``httpx`` and ``httpcore`` loggers.
 """
@@ -26,7 +30,6 @@ filter on the ``httpx`` and ``httpcore`` loggers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
@@ -39,6 +42,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from robust_collector.boundary import BoundaryError, clamp_int64, clean_text
 from robust_collector.errors import (
     ConfigError,
     PermanentSourceError,
@@ -56,6 +60,7 @@ from robust_collector.sources.presets import (
     ParsedQuote,
     RequestSpec,
     ShapeProblem,
+    decode_json,
     make_preset,
 )
 from robust_collector.sources.settings import TEMPLATE_FIELDS, HttpSourceConfig
@@ -145,7 +150,7 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
@@ -298,7 +303,8 @@ class HttpSource:
     # -- one fetch --------------------------------------------------------------------------
 
     def _msg(self, symbol: str, text: str) -> str:
-        return redact(f"{self.name} {symbol}: {text}")
+        """A message for an exception: redacted, then cleaned (``text`` holds API words)."""
+        return clean_text(redact(f"{self.name} {symbol}: {text}"))
 
     def _request(self, symbol: str) -> RequestSpec:
         spec = self.preset.request(self.base_url, symbol, self._creds)
@@ -379,6 +385,12 @@ class HttpSource:
                 self._msg(symbol, f"the API answered with an error: {_snippet(str(exc))}"),
                 symbol=symbol,
             )
+        except Exception as exc:  # a parser bug must not escape as anything but a typed error
+            log.warning("%s %s: parsing the answer raised", self.name, symbol, exc_info=True)
+            failure = MalformedResponseError(
+                self._msg(symbol, f"unreadable answer ({type(exc).__name__}: {exc})"),
+                symbol=symbol,
+            )
         if failure is not None:  # raised outside the handlers: nothing of the body is chained
             raise failure
         assert parsed is not None
@@ -388,7 +400,7 @@ class HttpSource:
             tick_id=make_tick_id(self._run_id, symbol, seq),
             symbol=symbol,
             seq=seq,
-            ts_us=parsed.ts_us if parsed.ts_us is not None else recv,
+            ts_us=clamp_int64(parsed.ts_us) if parsed.ts_us is not None else recv,
             recv_us=recv,
             bid=parsed.bid,
             ask=parsed.ask,
@@ -405,17 +417,19 @@ class HttpSource:
                 self._msg(symbol, f"unknown symbol: empty answer (HTTP {response.status_code})"),
                 symbol=symbol,
             )
+        why = ""
         try:
-            # stdlib json: accepts the NaN/Infinity some APIs send, so the validator sees them
-            return json.loads(content)
-        except (ValueError, UnicodeDecodeError):
-            pass  # raised below, outside the handler: the decode error holds the whole body
+            # NaN/Infinity some APIs send are accepted, so the validator sees them
+            return decode_json(content)
+        except BoundaryError as exc:
+            why = str(exc)  # raised below, outside the handler: nothing of the body is chained
         kind = response.headers.get("content-type", "no content-type")
         text = content[:200].decode("utf-8", "replace")
+        what = "is not JSON" if why.startswith("not valid JSON") else f"refused ({why})"
         raise TransientSourceError(
             self._msg(
                 symbol,
-                f"answer is not JSON ({kind}, {len(content)} bytes): {_snippet(text)!r}",
+                f"answer {what} ({kind}, {len(content)} bytes): {_snippet(text)!r}",
             ),
             symbol=symbol,
         )
@@ -457,8 +471,8 @@ class HttpSource:
             return ""
         message = None
         try:
-            body = json.loads(text)
-        except ValueError:
+            body = decode_json(text)
+        except BoundaryError:
             body = None
         if isinstance(body, Mapping):
             for key in ("message", "error", "msg", "detail", "status"):
