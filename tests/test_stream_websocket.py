@@ -24,6 +24,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from robust_collector import Collector
+from robust_collector.boundary import clean_text
 from robust_collector.config import Config
 from robust_collector.storage.recovery import recover
 
@@ -779,4 +780,42 @@ def test_a_frame_whose_processing_raises_is_counted_and_the_processor_goes_on(
     assert st(c)["malformed"] == 1
     (msg,) = rows(c, "SELECT message FROM errors WHERE error_type = 'MalformedMessage'")[0]
     assert "RecursionError" in msg and "\ud83d" not in msg and "\x1b" not in msg
+    assert_nothing_lost(c, feed)
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_a_server_error_frame_with_hostile_text_is_cleaned(
+    make_config: Callable[..., Config], feed_factory: Any, preset: str
+) -> None:
+    """Finding 1's stream side: an error frame carrying a lone surrogate, NUL and terminal
+    escapes becomes an error (row, last_error, log) every sink accepts; the stream goes on."""
+    feed = feed_factory(preset)
+    feed.flowing = False
+    c = Collector(stream_config(make_config, feed)).start()
+    hostile = "slow client \ud83d\x00\x1b[2J\x1b]0;pwned\x07" + "x" * 5000
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+
+        async def frames() -> None:
+            ws = feed.live
+            assert ws is not None
+            if preset == "alpaca":
+                err = {"T": "error", "code": 407, "msg": hostile}
+            else:
+                err = {"ev": "status", "status": "error", "message": hostile}
+            await ws.send(json.dumps([err]))
+            for i in range(30):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(frames)
+        wait(lambda: received_all(c, feed), what="the quotes after the error frame")
+        wait(lambda: all_stored(c, feed), what="the quotes after the error frame stored")
+        last = st(c)["last_error"]
+    finally:
+        c.stop()
+    assert last is not None and "slow client" in last
+    assert clean_text(last) == last and len(last) <= 2100
+    msgs = [m for (m,) in rows(c, "SELECT message FROM errors WHERE message LIKE '%slow client%'")]
+    assert msgs and all(clean_text(m) == m for m in msgs)
+    assert st(c)["reconnects"] == 0
     assert_nothing_lost(c, feed)

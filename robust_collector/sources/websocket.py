@@ -29,6 +29,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from robust_collector.boundary import clean_text
 from robust_collector.errors import ConfigError
 from robust_collector.secrets import redact, register_secret
 from robust_collector.sources.base import register_source
@@ -57,11 +58,11 @@ def close_cause(exc: ConnectionClosed) -> str:
     rcvd, sent = exc.rcvd, exc.sent
     if sent is not None and sent.code == 1011 and "ping" in sent.reason:
         return "ping timeout"
-    if rcvd is not None:
-        why = f": {rcvd.reason}" if rcvd.reason else ""
+    if rcvd is not None:  # the server's reason is outside text
+        why = f": {clean_text(rcvd.reason, 200)}" if rcvd.reason else ""
         return f"closed by server ({rcvd.code}{why})"
     if sent is not None:
-        why = f": {sent.reason}" if sent.reason else ""
+        why = f": {clean_text(sent.reason, 200)}" if sent.reason else ""
         return f"closed by us ({sent.code}{why})"
     return "connection dropped"
 
@@ -110,7 +111,9 @@ class WebSocketConnection:
             except ConnectionClosed as exc:
                 self._stop_keepalive()
                 cause = self._dead or close_cause(exc)
-                raise StreamClosed(f"{self._name} stream: {cause}", cause=cause) from None
+                raise StreamClosed(
+                    clean_text(f"{self._name} stream: {cause}"), cause=cause
+                ) from None
             self.frames += 1
             yield frame
 
@@ -220,7 +223,8 @@ class WebSocketSource:
         return self.preset.parse(frame)
 
     def _msg(self, text: str) -> str:
-        return redact(f"{self.name} stream: {text}")
+        """A message for an exception: redacted, then cleaned (``text`` holds server words)."""
+        return clean_text(redact(f"{self.name} stream: {text}"))
 
     async def connect(self, symbols: Sequence[str]) -> WebSocketConnection:
         """Open, authenticate, subscribe (see the module docs for the errors)."""
