@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 
 from robust_collector import Collector
+from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text, ts_in_window
 from robust_collector.config import config_from_dict
 from robust_collector.errors import ConfigError, PermanentSourceError
 from robust_collector.health import HealthLevel
@@ -568,3 +569,75 @@ def test_unreadable_files_are_one_line_config_errors(tmp_path, name, content):
         create_source(ReplaySourceConfig(path=str(p)))
     assert str(info.value).startswith(f"source.path: cannot read {p} as ")
     assert "\n" not in str(info.value)
+
+
+# -- the boundary: hostile values in the file ---------------------------------------------------
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("u64.csv", "symbol,t,last\nA,{ok},1.0\nA,18446744073709551615,2.0\nA,{ok},3.0\n"),
+        ("i64.csv", "symbol,t,last\nA,{ok},1.0\nA,9223372036854775807,2.0\nA,{ok},3.0\n"),
+        ("big.csv", "symbol,t,last\nA,{ok},1.0\nA,-99999999999999999999,2.0\nA,{ok},3.0\n"),
+        (
+            "big.jsonl",
+            '{{"symbol":"A","t":{ok},"last":1.0}}\n'
+            '{{"symbol":"A","t":18446744073709551616,"last":2.0}}\n'
+            '{{"symbol":"A","t":{ok},"last":3.0}}\n',
+        ),
+    ],
+)
+def test_integer_times_beyond_int64_are_clamped_not_wrapped_or_refused(tmp_path, name, body, unit):
+    """An integer time past int64 (or past it once scaled to µs) made polars refuse the
+    file with a traceback (UInt64/Int128 cast) or wrap around silently (i64 max × 10^6 =
+    -10^6); it is clamped into int64 so the validator rejects that one row."""
+    ok = {"s": 1_709_908_200, "ms": 1_709_908_200_000, "us": 1_709_908_200_000_000}
+    ok["ns"] = ok["us"] * 1000
+    p = tmp_path / name
+    p.write_text(body.format(ok=ok[unit]))
+    cfg = ReplaySourceConfig(path=str(p), columns={"ts_us": "t"}, time_unit=unit, speed=0)
+    src = create_source(cfg)
+    out = drain(src, ["A"] * 3)
+    assert [q.last for q in out if isinstance(q, Quote)] == [1.0, 2.0, 3.0]
+    good, bad, good2 = out
+    assert isinstance(good, Quote) and isinstance(bad, Quote) and isinstance(good2, Quote)
+    assert good.ts_us == good2.ts_us == 1_709_908_200_000_000
+    assert bad.ts_us in (INT64_MAX, INT64_MIN) or not ts_in_window(bad.ts_us)
+    assert INT64_MIN <= bad.ts_us <= INT64_MAX
+
+
+def test_an_absurd_time_is_not_waited_for_at_speed_above_0():
+    """Paced replay: a row with a clamped time is due in centuries; it is served at once
+    (for the validator to reject) and the replay clock's origin ignores it."""
+    df = pl.DataFrame(
+        {
+            "symbol": ["A", "A", "A"],
+            "ts_us": [INT64_MAX, *secs(0, 1)],
+            "last": [1.0, 2.0, 3.0],
+        }
+    )
+    ft = FakeTime()
+    src = source(df, ft, speed=1.0)
+    out = drain(src, ["A"] * 3)
+    assert [q.last for q in out if isinstance(q, Quote)] == [1.0, 2.0, 3.0]
+    assert src.t0_us == secs(0)[0]
+    assert ft.slept == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ("symbol,t,last\nA,2024-03-08T09:30:00,1.0\nA,not a time,2.0\n", "have no time"),
+        ("symbol,t,last\nA,2024-03-08T09:30:00,1.0\nA,99999999999999999999,2.0\n", "no time"),
+        ("symbol,t,last\nA,2024-03-08T09:30:00,abc\n", "not numeric"),
+    ],
+)
+def test_unparseable_values_are_one_line_config_errors(tmp_path, body, what):
+    p = tmp_path / "q.csv"
+    p.write_text(body)
+    with pytest.raises(ConfigError) as info:
+        create_source(ReplaySourceConfig(path=str(p), columns={"ts_us": "t"}))
+    assert what in str(info.value)
+    assert "\n" not in str(info.value) and clean_text(str(info.value)) == str(info.value)

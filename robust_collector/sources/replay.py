@@ -13,7 +13,11 @@ the size of the columns used. ``fetch(symbol)`` returns that symbol's next row:
 - a symbol the file does not hold raises ``PermanentSourceError`` naming it.
 
 ``ts_us`` is the row's time (naive times are read in ``timezone``); ``recv_us``
-is our clock when fetched, unless the file maps a ``recv_us`` column. Rows keep
+is our clock when fetched, unless the file maps a ``recv_us`` column. A file is
+outside input: an integer time beyond int64 (or that overflows it once scaled to
+µs) is clamped into int64, so the validator rejects that row (``bad_timestamp``)
+instead of polars wrapping it around or refusing the file; a file polars cannot
+read, or a time it cannot parse, is a one-line ``ConfigError``, never a traceback. Rows keep
 their values exactly (nulls stay None, NaN stays NaN), so the collector's
 ``Validator`` decides as ``validate_frame`` does on the same file.
 """
@@ -33,6 +37,7 @@ from typing import Any
 
 import polars as pl
 
+from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text, ts_in_window
 from robust_collector.errors import ConfigError, EndOfData, PermanentSourceError
 from robust_collector.model import Quote, make_tick_id, new_quote, now_us
 from robust_collector.sources.base import register_source
@@ -50,6 +55,13 @@ _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
 }
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one clean line (polars errors run to many lines and quote values)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return clean_text(first, 300)
 
 
 def read_quotes_file(path: str | Path, format: str = "auto") -> pl.DataFrame:
@@ -74,10 +86,9 @@ def read_quotes_file(path: str | Path, format: str = "auto") -> pl.DataFrame:
             return pl.read_parquet(p)
         if fmt == "jsonl":
             return pl.read_ndjson(p)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (pl.exceptions.PolarsError, OSError, ValueError, OverflowError) as exc:
         raise ConfigError(
-            f"source.path: cannot read {p} as {fmt}: {first}", path="source.path"
+            f"source.path: cannot read {p} as {fmt}: {_first_line(exc)}", path="source.path"
         ) from None
     raise ConfigError(f"source.format: unknown format {format!r}", path="source.format")
 
@@ -115,22 +126,46 @@ def _time_expr(df: pl.DataFrame, column: str, tz: str, unit: str) -> pl.Expr:
     """A time column as Int64 epoch µs (UTC), exactly as ``validate_frame`` converts it."""
     dtype = df.schema[column]
     col = pl.col(column)
-    if dtype == pl.String:
-        col = col.str.to_datetime(time_unit="us")
+    if dtype == pl.String:  # unparseable times become nulls: "N rows have no time"
+        col = col.str.to_datetime(time_unit="us", strict=False)
         dtype = pl.Datetime("us")
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
             col = col.dt.replace_time_zone(tz, ambiguous="earliest")
         return col.dt.epoch("us").cast(pl.Int64)
     if dtype.is_integer():
-        if unit == "ns":
-            return (col.cast(pl.Int64) // 1000).cast(pl.Int64)
-        return (col.cast(pl.Int64) * _UNIT_TO_US[unit]).cast(pl.Int64)
+        return _int_time_us(col, unit)
     raise ConfigError(
         f"source.columns: column {column!r} is {dtype}; expected a datetime, a date-time "
         "string or integer epoch time",
         path="source.columns",
     )
+
+
+def _int_time_us(col: pl.Expr, unit: str) -> pl.Expr:
+    """Integer epoch times (any width, signed or not) as Int64 µs, clamped into int64:
+    polars would refuse a UInt64/Int128 value past int64 and wrap a product around."""
+    if unit == "ns":
+        lo, hi = INT64_MIN, INT64_MAX
+    else:
+        scale = _UNIT_TO_US[unit]
+        lo, hi = -(INT64_MAX // scale), INT64_MAX // scale
+    wide = col.cast(pl.Int128)  # every integer column fits; the comparisons cannot overflow
+    inside = wide.clip(lo, hi).cast(pl.Int64)
+    scaled = inside // 1000 if unit == "ns" else inside * _UNIT_TO_US[unit]
+    return (
+        pl.when(wide > hi)
+        .then(pl.lit(INT64_MAX, dtype=pl.Int64))
+        .when(wide < lo)
+        .then(pl.lit(INT64_MIN, dtype=pl.Int64))
+        .otherwise(scaled)
+        .cast(pl.Int64)
+    )
+
+
+def _first_sane(ts: array[int]) -> int | None:
+    """The first time inside the sane window (the replay clock's origin), if any."""
+    return next((t for t in ts if ts_in_window(t)), None)
 
 
 @dataclass
@@ -192,9 +227,22 @@ class ReplaySource:
             self.label = "the replayed frame"
         self.columns = replay_columns(config, frame.columns)
         self._tracks = self._load(frame)
-        self.t0_us = min((int(t.ts[0]) for t in self._tracks.values() if t.rows), default=0)
+        firsts = (_first_sane(t.ts) for t in self._tracks.values())
+        self.t0_us = min((ts for ts in firsts if ts is not None), default=0)
 
     def _load(self, df: pl.DataFrame) -> dict[str, _Track]:
+        """The file's rows per symbol; whatever polars raises on odd values is one line."""
+        try:
+            return self._load_tracks(df)
+        except ConfigError:
+            raise
+        except (pl.exceptions.PolarsError, OverflowError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"source.path: cannot replay {self.label}: {_first_line(exc)}",
+                path="source.path",
+            ) from None
+
+    def _load_tracks(self, df: pl.DataFrame) -> dict[str, _Track]:
         cfg, cols = self.config, self.columns
         if "symbol" in cols:
             sym = pl.col(cols["symbol"]).cast(pl.String)
@@ -216,9 +264,8 @@ class ReplaySource:
             try:
                 df.select(pl.col(cols[f]).cast(pl.Float64))
             except pl.exceptions.PolarsError as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ConfigError(
-                    f"source.columns.{f}: column {cols[f]!r} is not numeric ({first})",
+                    f"source.columns.{f}: column {cols[f]!r} is not numeric ({_first_line(exc)})",
                     path=f"source.columns.{f}",
                 ) from None
             exprs.append(pl.col(cols[f]).cast(pl.Float64).alias(f))
@@ -297,8 +344,10 @@ class ReplaySource:
 
     def _unknown(self, symbol: str) -> PermanentSourceError:
         shown = ", ".join(list(self._tracks)[:10]) + (", ..." if len(self._tracks) > 10 else "")
-        return PermanentSourceError(
-            f"replay {symbol}: symbol not in {self.label} (it holds {shown or 'no rows'})",
+        return PermanentSourceError(  # the file's symbols are outside text
+            clean_text(
+                f"replay {symbol}: symbol not in {self.label} (it holds {shown or 'no rows'})"
+            ),
             symbol=symbol,
         )
 
@@ -316,7 +365,7 @@ class ReplaySource:
             )
         ts = t.ts[i]
         speed = self.config.speed
-        if speed > 0:
+        if speed > 0 and ts_in_window(ts):  # an absurd time is rejected, not waited for
             if self._started is None:
                 self._started = self._monotonic()
             due = self._started + (ts - self.t0_us) / 1e6 / speed
