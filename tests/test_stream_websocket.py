@@ -819,3 +819,39 @@ def test_a_server_error_frame_with_hostile_text_is_cleaned(
     assert msgs and all(clean_text(m) == m for m in msgs)
     assert st(c)["reconnects"] == 0
     assert_nothing_lost(c, feed)
+
+
+def test_a_batch_the_executor_refuses_is_submitted_directly(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    """Finding 9, made deterministic: once interpreter shutdown has begun, concurrent.futures
+    refuses new work ("cannot schedule new futures after interpreter shutdown") and the
+    batch handed to the worker thread was lost, counted nowhere. A shut-down executor
+    refuses the same way; the batch must be submitted directly instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    feed = feed_factory("alpaca")
+    feed.flowing = False
+    c = Collector(stream_config(make_config, feed)).start()
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        dead = ThreadPoolExecutor(max_workers=1)
+        dead.shutdown()
+        loop = c._loop
+        assert loop is not None
+        asyncio.run_coroutine_threadsafe(_set_executor(dead), loop).result(5)
+
+        async def quotes() -> None:
+            for i in range(300):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(quotes)
+        wait(lambda: received_all(c, feed), what="every quote processed")
+        wait(lambda: all_stored(c, feed), what="every accepted quote stored")
+    finally:
+        c.stop()
+    assert_nothing_lost(c, feed)
+
+
+async def _set_executor(executor: Any) -> None:
+    asyncio.get_running_loop().set_default_executor(executor)
