@@ -855,3 +855,45 @@ def test_a_batch_the_executor_refuses_is_submitted_directly(
 
 async def _set_executor(executor: Any) -> None:
     asyncio.get_running_loop().set_default_executor(executor)
+
+
+def test_stream_units_are_restartable_after_a_crash(
+    make_config: Callable[..., Config], feed_factory: Any
+) -> None:
+    """``units()`` gives the supervisor factories it can call again: a processor that
+    crashed resumes on the same queue, and nothing read before the crash is lost."""
+    feed = feed_factory("alpaca")
+    feed.flowing = False
+    c = Collector(stream_config(make_config, feed)).start()
+    runner = c._stream
+    assert runner is not None
+    names = [name for name, _ in runner.units()]
+    assert names[:3] == ["stream-supervisor", "stream-processor", "stream-silence"]
+    real_flush = runner._flush
+    crashes: list[str] = []
+
+    async def flaky_flush() -> None:
+        task = asyncio.current_task()
+        if not crashes and task is not None and "processor" in task.get_name():
+            crashes.append(task.get_name())  # before the buffers are taken: nothing lost
+            raise RuntimeError("processor crash for the test")
+        await real_flush()
+
+    runner._flush = flaky_flush  # type: ignore[method-assign]
+    try:
+        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+
+        async def quotes() -> None:
+            for i in range(200):
+                await feed.send([feed.quote(SYMBOLS[i % 3])])
+
+        feed.call(quotes)
+        wait(lambda: received_all(c, feed), what="every quote processed")
+        wait(lambda: all_stored(c, feed), what="every quote stored after the restart")
+        assert crashes, "the processor never flushed"
+        units = c.status().units
+        assert units["stream-processor"].restarts >= 1, units
+    finally:
+        c.stop()
+    assert st(c)["reconnects"] == 0
+    assert_nothing_lost(c, feed)
