@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from robust_collector.errors import StorageError
 from robust_collector.secrets import register_secret
-from robust_collector.storage.backend import ChunkGuard
+from robust_collector.storage.backend import REPLAY_SLICE_ROWS, ChunkGuard, sliced
 from robust_collector.storage.schema import DDL, REJECT_COLUMNS, TABLES, TICK_COLUMNS
 
 __all__ = [
@@ -364,6 +364,10 @@ class PostgresSink:
         self._staged = False
         self._tables: set[str] | None = None
 
+    @property
+    def preferred_chunk_rows(self) -> int | None:
+        return REPLAY_SLICE_ROWS if self._guard is not None else None
+
     def check_idle(self) -> None:
         from psycopg.pq import TransactionStatus
 
@@ -377,6 +381,12 @@ class PostgresSink:
         yield
 
     def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+        if self._guard is None:
+            return self._insert(ticks, rejects)
+        # the writer's replay: short transactions, the writer's turn between them
+        return sum(self._insert(t, r) for t, r in sliced(ticks, rejects))
+
+    def _insert(self, ticks: list[Row], rejects: list[Row]) -> int:
         guard = self._guard
         if guard is not None:
             guard.before_chunk()

@@ -486,7 +486,7 @@ def replay_file(
     *,
     dry_run: bool = False,
     after: After = "move",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     on_lines: Callable[[int], object] | None = None,
 ) -> FileResult:
     """Replay one backup file on ``conn`` (no open transaction), ``batch_size`` rows per
@@ -497,8 +497,9 @@ def replay_file(
     file left in place (rows committed before the failure stay; a later replay
     skips them). ``on_lines(n)`` is called after each chunk of ``n`` lines.
     """
-    _check_args(after, batch_size)
     sink = as_sink(conn)
+    batch_size = _chunk_rows(sink, batch_size)
+    _check_args(after, batch_size)
     sink.check_idle()
     sync = contextlib.nullcontext() if dry_run else sink.durable()
     try:
@@ -626,6 +627,14 @@ def _dispose(path: Path, after: After) -> Path | None:
     return target
 
 
+def _chunk_rows(sink: RowSink, batch_size: int | None) -> int:
+    """``batch_size``, or by default the sink's preference: the writer's in-run replay
+    parses and commits small chunks, so collection keeps the interpreter between them."""
+    if batch_size is not None:
+        return batch_size
+    return getattr(sink, "preferred_chunk_rows", None) or DEFAULT_BATCH_SIZE
+
+
 def _check_args(after: str, batch_size: int) -> None:
     if after not in ("move", "delete"):
         raise ValueError(f"after must be 'move' or 'delete', got {after!r}")
@@ -639,7 +648,7 @@ def replay_backlog(
     *,
     dry_run: bool = False,
     after: After = "move",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     progress: bool = False,
     max_files: int | None = None,
     reader_process: bool | None = False,
@@ -653,8 +662,9 @@ def replay_backlog(
     inserting (``None``: when the backlog is at least ``READER_PROCESS_MIN_BYTES``
     and two CPUs are free to use; off by default here, on the writer thread).
     """
-    _check_args(after, batch_size)
     sink = as_sink(conn)
+    batch_size = _chunk_rows(sink, batch_size)
+    _check_args(after, batch_size)
     sink.check_idle()
     report = RecoveryReport(Path(backup_path), dry_run=dry_run)
     files = list_backup_files(backup_path)

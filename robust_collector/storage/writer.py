@@ -370,7 +370,8 @@ class StorageWriter:
         self._spill_wake.set()
         self._room.set()
         if self._spill_thread is not None:
-            self._spill_thread.join(timeout)
+            # a spill waiting for a stuck writer's batch finishes on its own later
+            self._spill_thread.join(timeout if finished else 0.5)
         if not finished:
             log.error("writer: still writing after %ss at stop", timeout)
         else:
@@ -708,8 +709,10 @@ class StorageWriter:
         self._watch = None
 
     def _cut_by_watchdog(self, call: int, exc: BaseException) -> BaseException:
-        """``exc``, or a clear TimeoutError when the watchdog cut this call."""
-        if self._watch_fired != call:
+        """``exc``, or a clear TimeoutError when the watchdog cut this call (or, for a
+        replay, one of the chunks it armed since)."""
+        fired = self._watch_fired
+        if fired is None or fired < call:
             return exc
         self._watch_fired = None
         self._reset_connection()  # cut: never reuse it
