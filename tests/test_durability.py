@@ -278,3 +278,27 @@ def test_a_large_backlog_replays_while_every_symbol_keeps_polling(make_config, t
     conn = sqlite3.connect(c.db_path)
     assert conn.execute("SELECT count(*) FROM ticks WHERE run_id = 'old'").fetchone()[0] == 600_000
     assert_reconciles(c)
+
+
+@pytest.mark.parametrize("fault", ["file", "folder"])
+def test_database_file_removed_while_running_is_reopened_and_nothing_is_lost(make_config, fault):
+    """Once the connection kept writing into the unlinked file: health HEALTHY, 0 ticks
+    in the database. Now the writer notices at its next write, copies what the open file
+    holds back to the path, reopens, and says so."""
+    c = Collector(outage_config(make_config)).start()
+    try:
+        c.wait_for(lambda s: s.stored >= 30, timeout=30)
+        if fault == "file":
+            c.db_path.unlink()
+        else:
+            shutil.rmtree(c.db_path.parent)
+        c.wait_for(lambda s: "was removed while open" in (s.storage.last_error or ""), timeout=10)
+        stored = c.status().stored
+        c.wait_for(lambda s: s.stored >= stored + 30, timeout=30)
+        assert c.db_path.exists()
+    finally:
+        c.stop()
+    assert_reconciles(c)
+    conn = sqlite3.connect(c.db_path)
+    messages = [r[0] for r in conn.execute("SELECT message FROM errors WHERE component='storage'")]
+    assert any("was removed while open" in m and "reopened" in m for m in messages)
