@@ -25,10 +25,12 @@ newer batch saved and an older one lost. How:
 - ``submit`` never waits on I/O: it takes only ``_submit_lock``, held for list and
   queue operations alone. When the queue is full the batch joins an in-memory
   overflow list (and every later batch follows it there, so none overtakes it);
-  the spill thread moves the overflow into the queue as room appears, or, after
-  ``queue_full_block_ms``, takes the order lock (waiting for at most the batch the
-  writer has in hand, itself bounded by the write timeout and the watchdog) and
-  writes everything queued, then the overflow, to the backup files, in order;
+  the spill thread moves the overflow into the queue as room appears. When the
+  writer has taken nothing from the queue for ``queue_full_block_ms`` (a slow, locked
+  or hung database), or the overflow outgrows ``max_overflow_batches`` (default four
+  queues' worth), it takes the order lock (waiting for at most the batch the writer
+  has in hand, itself bounded by the write timeout and the watchdog) and writes
+  everything queued, then the overflow, to the backup files, in order;
 - a replay never holds the order lock: between replay chunks the writer writes the
   queued batches, so a large backlog never fills the queue or stalls collection.
 
@@ -140,7 +142,9 @@ class StorageWriter:
     """Writes batches to a database from its own thread, falling back to backup files.
 
     ``target`` is a SQLite file path or a ``Backend`` (e.g. ``PostgresBackend``).
-    ``clock`` (monotonic seconds) and ``watchdog_grace`` drive the watchdog.
+    ``queue_full_block_ms`` is how long a full queue may go without the writer taking a
+    batch before the waiting batches are spilled to backup (``submit`` itself never
+    waits); ``clock`` (monotonic seconds) and ``watchdog_grace`` drive the watchdog.
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class StorageWriter:
         on_written: Callable[[int], None] | None = None,
         max_held_batches: int = 1024,
         max_held_events: int = 10_000,
+        max_overflow_batches: int | None = None,
         watchdog_grace: float = 1.0,
         watchdog_poll: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
@@ -194,6 +199,8 @@ class StorageWriter:
         self._submit_lock = threading.Lock()
         self._overflow: deque[Any] = deque()
         self._overflow_since = 0.0
+        self._max_overflow = max_overflow_batches or 4 * queue_max_batches
+        self._last_take = time.monotonic()  # when the writer last took a queued batch
         self._spill_wake = threading.Event()
         self._room = threading.Event()
         self._spill_exit = False
@@ -278,7 +285,11 @@ class StorageWriter:
                 self._crashed(exc, where="spill thread")
 
     def _drain_overflow(self) -> None:
+        """Feed the overflow into the queue while the writer makes progress; spill it
+        (with the queue) when the writer took nothing for ``queue_full_block_ms`` or the
+        overflow outgrows its bound."""
         while not self._spill_exit:
+            self._room.clear()  # before looking: a take after this wakes the wait below
             with self._submit_lock:
                 while self._overflow:
                     try:
@@ -289,10 +300,10 @@ class StorageWriter:
                     self._wakeup.set()
                 if not self._overflow:
                     return
-                waited = time.monotonic() - self._overflow_since
-            if waited < self._block:
-                self._room.clear()
-                self._room.wait(min(self._block - waited, 0.05))
+                stalled = time.monotonic() - max(self._last_take, self._overflow_since)
+                too_big = len(self._overflow) > self._max_overflow
+            if stalled < self._block and not too_big:
+                self._room.wait(min(self._block - stalled, 0.05))
                 continue
             self._spill()
 
@@ -447,6 +458,7 @@ class StorageWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     return wrote
+                self._last_take = time.monotonic()
                 self._room.set()
                 if item is _STOP:
                     self._stopping = True
