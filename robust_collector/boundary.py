@@ -24,6 +24,7 @@ __all__ = [
     "TS_MAX_US",
     "TS_MIN_US",
     "BoundaryError",
+    "JSONSyntaxError",
     "bounded_float",
     "bounded_int",
     "clamp_int64",
@@ -51,6 +52,11 @@ _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)
 
 class BoundaryError(ValueError):
     """An outside value that cannot be made safe (too deep, too long, not JSON...)."""
+
+
+class JSONSyntaxError(BoundaryError):
+    """Text that orjson refuses as JSON (within the size bound): a caller may try a
+    more lenient parser, e.g. for the ``NaN`` some APIs send."""
 
 
 def _replace(m: re.Match[str]) -> str:
@@ -152,7 +158,7 @@ def loads_bounded(data: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any
     try:
         parsed = orjson.loads(data)
     except (orjson.JSONDecodeError, RecursionError, TypeError) as exc:
-        raise BoundaryError(f"not valid JSON: {clean_text(exc, 120)}") from None
+        raise JSONSyntaxError(f"not valid JSON: {clean_text(exc, 120)}") from None
     if isinstance(parsed, dict | list) and not json_depth_ok(parsed):
         raise BoundaryError(f"JSON nested deeper than {MAX_DEPTH} levels")
     return parsed

@@ -377,7 +377,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
     with_names = files.with_columns(
         files["file"].map_elements(lambda f: Path(f).name, return_dtype=str)
     )
-    cols = ["file", "lines", "inserted", "already_present", "torn", "corrupt", "status"]
+    cols = [
+        "file",
+        "lines",
+        "inserted",
+        "already_present",
+        "torn",
+        "corrupt",
+        "quarantined",
+        "status",
+    ]
     widths = {c: max(len(c), *(len(str(v)) for v in with_names[c].to_list())) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for row in with_names.select(cols).iter_rows():

@@ -264,6 +264,8 @@ class Collector:
         self._fatal: BaseException | None = None
         self._summary: CollectorStatus | None = None
         self._stop_requested = threading.Event()
+        self._writer_crashes: deque[float] = deque(maxlen=64)
+        self._writer_crashes_seen = 0
         self._loop_tick = time.monotonic()
         self._heartbeat_thread: threading.Thread | None = None
         self.supervisor = Supervisor(on_crash=self._unit_crashed)
@@ -283,6 +285,14 @@ class Collector:
                 sink = self.backend.sink(conn)
                 report = replay_backlog(sink, path, after=bcfg.after_recovery, max_files=1)
                 report.raise_for_errors()
+                quarantined = report.totals.get("quarantined", 0)
+                if quarantined:
+                    log.warning(
+                        "backup replay: %d line(s) the database refused were quarantined "
+                        "with their reason in %s",
+                        quarantined,
+                        path / "quarantine",
+                    )
                 done = report.files.filter(report.files["status"] == "recovered").height
                 return report.inserted, done
 
@@ -883,8 +893,16 @@ class Collector:
             checker.facts["breaker_reason"] = c.breaker_reason
         if self._writer is not None:
             ws = self._writer.stats()
+            if ws.crashes > self._writer_crashes_seen:  # the writer restarted itself
+                self._writer_crashes.extend(
+                    [time.monotonic()] * (ws.crashes - self._writer_crashes_seen)
+                )
+                self._writer_crashes_seen = ws.crashes
+            now = time.monotonic()
             self._storage_health.facts.update(
-                writer_alive=getattr(ws, "alive", True) or self._stopped.is_set(),
+                writer_alive=ws.alive or self._stopped.is_set(),
+                writer_recent_crashes=sum(1 for t in self._writer_crashes if now - t <= 60),
+                writer_crashes=ws.crashes,
                 storage_mode=ws.mode,
                 queue_depth=ws.queue_depth,
                 held_rows=ws.held_rows,

@@ -264,7 +264,9 @@ class StorageConfig:
         64, doc="batches waiting for the writer before the queue is full", ge=1
     )
     queue_full_block_ms: float = setting(
-        200.0, doc="how long a full queue blocks the producer before spilling to backup", ge=0
+        200.0,
+        doc="how long a full queue may go without the writer taking a batch before the waiting batches are spilled to backup (submit never blocks)",
+        ge=0,
     )
     breaker_failure_threshold: int = setting(
         1,

@@ -282,6 +282,13 @@ def evaluate(
         raise_to(HealthLevel.UNHEALTHY, f"{name}: event loop stalled for {stalled:.1f}s")
     if m.get("writer_alive") is False:
         raise_to(HealthLevel.CRITICAL, f"{name}: the database writer thread is not running")
+    elif m.get("writer_recent_crashes"):
+        raise_to(
+            HealthLevel.DEGRADED,
+            f"{name}: writer restarted after an unexpected error "
+            f"({m['writer_recent_crashes']}x in the last minute, {m.get('writer_crashes', 0)} "
+            "in all)",
+        )
 
     mode = m.get("storage_mode")
     if mode == "backup":

@@ -39,8 +39,8 @@ from robust_collector.boundary import (
     INT64_MAX,
     INT64_MIN,
     MAX_DEPTH,
-    MAX_FRAME_BYTES,
     BoundaryError,
+    JSONSyntaxError,
     clamp_int64,
     json_depth_ok,
     loads_bounded,
@@ -139,9 +139,7 @@ def decode_json(data: str | bytes) -> Any:
     ``Infinity`` some APIs send (the validator must see them) and integers past 64 bits."""
     try:
         return loads_bounded(data)
-    except BoundaryError as exc:
-        if len(data) > MAX_FRAME_BYTES or not str(exc).startswith("not valid JSON"):
-            raise
+    except JSONSyntaxError as exc:
         refused = exc
     try:
         body = json.loads(data)

@@ -255,7 +255,9 @@ class WebSocketSourceConfig:
         10.0, doc="seconds between pings that check the connection is alive", gt=0
     )
     ping_timeout_seconds: float = setting(
-        10.0, doc="a pong later than this closes the connection as dead", gt=0
+        10.0,
+        doc="no pong and no frame for this long closes the connection as dead (a busy stream is not a dead one)",
+        gt=0,
     )
     reconnect_delay_seconds: float = setting(
         0.5, doc="first wait before reconnecting; doubles per failed attempt, with jitter", ge=0

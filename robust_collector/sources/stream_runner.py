@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from robust_collector.boundary import clean_text
 from robust_collector.errors import CircuitOpenError, PermanentSourceError
-from robust_collector.health_store import snapshot_rows, write_heartbeat
+from robust_collector.health_store import snapshot_rows
 from robust_collector.model import make_tick_id, new_quote, now_us
 from robust_collector.secrets import redact
 from robust_collector.sources.settings import WebSocketSourceConfig
@@ -354,11 +354,7 @@ class StreamRunner:
             c._update_facts()
             snap = c.monitor.check()
             c._events.extend(snapshot_rows(snap, c.run_id))
-            await self._flush()
-            try:
-                write_heartbeat(c.db_path, snap, c.run_id, interval)
-            except OSError as exc:
-                log.debug("health heartbeat not written: %s", exc)
+            await self._flush()  # (the collector's heartbeat thread writes the file each second)
             await asyncio.sleep(interval)
 
     # -- frames -------------------------------------------------------------------------

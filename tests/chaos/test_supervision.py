@@ -217,3 +217,20 @@ def test_a_stalled_event_loop_is_unhealthy_within_seconds(make_config) -> None:
         )
     finally:
         c.stop()
+
+
+def test_the_writer_restarting_itself_or_not_running_shows_in_storage_health() -> None:
+    from robust_collector.config import HealthCheckConfig
+    from robust_collector.health import HealthChecker, MarketSession, evaluate
+
+    checker = HealthChecker("storage", kind="storage")
+    checker.facts.update(writer_alive=True, writer_recent_crashes=1, writer_crashes=3)
+    comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
+    assert comp.level == HealthLevel.DEGRADED
+    assert comp.reasons == (
+        "storage: writer restarted after an unexpected error (1x in the last minute, 3 in all)",
+    )
+    checker.facts.update(writer_alive=False)
+    comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
+    assert comp.level == HealthLevel.CRITICAL
+    assert comp.reasons == ("storage: the database writer thread is not running",)
