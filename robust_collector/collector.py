@@ -564,10 +564,7 @@ class Collector:
         await self.source.start(self.run_id)
         units: list[tuple[str, Callable[[], Any]]] = [("loop-tick", self._tick)]
         if self._stream is not None:  # one connection for every symbol (see stream_runner)
-            if hasattr(self._stream, "units"):
-                units += self._stream.units()
-            else:  # TODO(supervision): until StreamRunner.units() lands
-                legacy = self._stream.tasks()
+            units += self._stream.units()
         else:
             units += [
                 (f"poll-{sym}", functools.partial(self._poll, sym))
@@ -579,8 +576,6 @@ class Collector:
                 units.append(("health", self._health_loop))
         run = self.supervisor.run
         tasks = [asyncio.create_task(run(name, f), name=name) for name, f in units]
-        if self._stream is not None and not hasattr(self._stream, "units"):
-            tasks += legacy
         self._started.set()
         try:
             await self._stop_async.wait()

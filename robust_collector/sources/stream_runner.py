@@ -153,11 +153,6 @@ class StreamRunner:
             out.append(("stream-health", self._health_loop))
         return out
 
-    def tasks(self) -> list[asyncio.Task[Any]]:
-        """Start the stream's units as tasks on the running loop (the collector cancels them
-        at stop); kept until the collector's supervisor runs ``units()`` itself."""
-        return [asyncio.create_task(factory(), name=name) for name, factory in self.units()]
-
     def _behind(self) -> bool:
         """True while frames read wait for processing: the connection is busy, not dead."""
         return bool(self.queue) or self._spilling
