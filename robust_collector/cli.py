@@ -22,7 +22,7 @@ import robust_collector
 from robust_collector.boundary import clean_text
 from robust_collector.config import DEFAULT_CONFIG_PATH, Config, load_config
 from robust_collector.errors import ConfigError, StorageError
-from robust_collector.secrets import redact
+from robust_collector.secrets import mask_credentials, redact
 from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.reader import reader_errors
 
@@ -189,7 +189,15 @@ def _print_summary(summary: Any, elapsed: float) -> None:
 def _db_target(args: argparse.Namespace) -> Path | str:
     """The database a command reads: --db (a file or a postgresql:// URL), else the config's."""
     if getattr(args, "db", None):
-        return args.db if is_postgres_url(args.db) else Path(args.db)
+        if is_postgres_url(args.db):
+            return args.db
+        if "=" in args.db and mask_credentials(args.db) != args.db:
+            raise ConfigError(
+                "--db: expected a SQLite file or a postgresql:// URL, got a keyword connection "
+                "string with a password (give the URL; the password in "
+                "ROBUST_COLLECTOR_DATABASE_URL)"
+            )
+        return Path(args.db)
     target = _load(args).storage.target()
     return target if is_postgres_url(target) else Path(target)
 

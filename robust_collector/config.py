@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from typing import Any, Literal
 
 import yaml
 
+from robust_collector.boundary import clean_text
 from robust_collector.errors import ConfigError
 from robust_collector.schema import build, setting, to_dict
+from robust_collector.secrets import register_url_secrets
 from robust_collector.validation.config import ValidationConfig
 
 DEFAULT_CONFIG_PATH = Path("config/spy_qqq_config.yaml")
@@ -281,6 +284,14 @@ class StorageConfig:
     )
 
     def _check(self, path: str) -> None:
+        register_url_secrets(self.url)
+        if "://" in self.database or re.search(r"(?i)\bpassword\s*=", self.database):
+            raise ConfigError(
+                f"{path}.database: expected a SQLite file path, got a connection string; "
+                "give a postgresql:// URL as storage.url (password in "
+                f"{DATABASE_URL_ENV})",
+                path=f"{path}.database",
+            )
         if self.url and not self.url.startswith(("postgresql://", "postgres://")):
             shown = self.url.split("://", 1)[0] + "://..." if "://" in self.url else "..."
             raise ConfigError(
@@ -293,6 +304,7 @@ class StorageConfig:
         if self.backend == "sqlite":
             return self.database
         url = self.url or os.environ.get(DATABASE_URL_ENV, "")
+        register_url_secrets(url)  # before anything can print or log it
         if not url:
             raise ConfigError(
                 f"storage.url: backend is postgresql but no URL is set: give storage.url "
@@ -367,7 +379,35 @@ def _build_source(data: Any) -> Any:
         raise ConfigError(
             f"source.type: expected one of {choices}, got {kind!r}", path="source.type"
         )
-    return build(cls, data, "source")
+    source = build(cls, data, "source")
+    _refuse_literal_credentials(source)
+    return source
+
+
+# a header or parameter whose name says it carries a credential, and values that are one
+_CREDENTIAL_NAME = re.compile(
+    r"auth|token|key|secret|passw|signature|credential|cookie|bearer", re.IGNORECASE
+)
+_CREDENTIAL_VALUE = re.compile(r"^\s*(?:bearer|basic|token|digest)\s+\S", re.IGNORECASE)
+
+
+def _refuse_literal_credentials(source: Any) -> None:
+    """Refuse a key written literally into ``source.headers`` or ``source.params``: the
+    config is stored with every run and shown by tools, so credentials come only from
+    environment variables, through the ``{api_key}`` and ``{api_secret}`` placeholders."""
+    for section in ("headers", "params"):
+        for key, value in getattr(source, section, {}).items():
+            if "{api_key}" in value or "{api_secret}" in value:
+                continue
+            if _CREDENTIAL_NAME.search(key) or _CREDENTIAL_VALUE.search(value):
+                where = f"source.{section}.{clean_text(key, 80)}"
+                raise ConfigError(
+                    f"{where}: a credential may not be written in the config (it is stored "
+                    "with every run); put it in an environment variable named by "
+                    "source.api_key_env (or api_secret_env) and write '{api_key}' "
+                    "(or '{api_secret}') here",
+                    path=where,
+                )
 
 
 def config_from_dict(

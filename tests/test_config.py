@@ -232,3 +232,46 @@ def test_hostile_config_values_are_one_line_errors(tmp_path, raw, message):
     assert "\n" not in text and len(text) < 300  # the alias tree is not rendered whole
     text.encode("utf-8")  # printable anywhere
     assert "\x1b" not in text and "\x00" not in text
+
+
+# --- issue 16: every malformed or unsafe input is one line naming the key, exit 2 -----------
+# One case per line: (YAML text or bytes, the start of the expected message).
+
+_HTTP = "source: {type: http, preset: custom, url: 'http://x/{symbol}', fields: {last: p}, "
+REFUSED: list[tuple[str | bytes, str]] = [
+    (
+        _HTTP + "headers: {Authorization: 'Bearer abc123def456'}}\n",
+        "source.headers.Authorization: a credential",
+    ),
+    (_HTTP + "headers: {X-Api-Key: abc123def456}}\n", "source.headers.X-Api-Key: a credential"),
+    (_HTTP + "params: {token: abc123def456}}\n", "source.params.token: a credential"),
+    (
+        _HTTP + "headers: {X-Whatever: 'Basic dXNlcjpwdw=='}}\n",
+        "source.headers.X-Whatever: a credential",
+    ),
+    (
+        "storage: {database: 'host=h password=pw123456'}\n",
+        "storage.database: expected a SQLite file path",
+    ),
+    (
+        "storage: {database: 'postgresql://u:pw@h/db'}\n",
+        "storage.database: expected a SQLite file path",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), REFUSED, ids=range(len(REFUSED)))
+def test_issue16_refused_config_is_one_line_naming_the_key(tmp_path, raw, message):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(raw if isinstance(raw, bytes) else raw.encode())
+    with pytest.raises(ConfigError) as info:
+        load_config(p, base_dir=tmp_path)
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400, text
+    assert text.startswith(f"{p}: {message}"), text
+    assert "abc123def456" not in text and "pw123456" not in text
+
+
+def test_issue16_templated_credentials_in_headers_are_accepted(tmp_path):
+    p = write(tmp_path, _HTTP + "headers: {Authorization: 'Bearer {api_key}'}}\n")
+    assert load_config(p, base_dir=tmp_path).source.headers["Authorization"] == "Bearer {api_key}"

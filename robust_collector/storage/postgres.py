@@ -18,10 +18,9 @@ import re
 import socket
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from robust_collector.errors import StorageError
-from robust_collector.secrets import register_secret
+from robust_collector.secrets import mask_url, redact, register_url_secrets
 from robust_collector.storage.backend import REPLAY_SLICE_ROWS, ChunkGuard, sliced
 from robust_collector.storage.schema import DDL, REJECT_COLUMNS, TABLES, TICK_COLUMNS
 
@@ -55,23 +54,24 @@ def _psycopg() -> Any:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and health output)."""
+    """``url`` with its password shown as ``***`` in every form libpq accepts (user info, a
+    ``password=`` parameter, a keyword DSN; also malformed), for messages and health output."""
+    register_url_secrets(url)
+    return mask_url(url)
+
+
+def _masked(psycopg: Any, exc: Exception) -> Exception:
+    """``exc`` again, its text redacted: libpq quotes a malformed URL's password in its
+    errors, and every caller prints or stores the text."""
+    text = redact(str(exc))
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://***"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+        return type(exc)(text)
+    except Exception:
+        return psycopg.OperationalError(text)
 
 
 def _register_password(url: str) -> None:
-    with contextlib.suppress(ValueError):
-        password = urlsplit(url).password
-        if password:
-            register_secret(password)
+    register_url_secrets(url)
 
 
 _TRANSLATE = (
@@ -163,16 +163,19 @@ def connect_postgres(url: str, *, timeout: float = 5.0, init: bool = True) -> An
     """An autocommit psycopg connection to ``url``, schema created or migrated if ``init``."""
     psycopg = _psycopg()
     _register_password(url)
-    conn = psycopg.connect(
-        url,
-        autocommit=True,
-        connect_timeout=max(1, round(timeout)),
-        application_name="robust-collector",
-        # a server that stops answering (not just closing) fails the write in time
-        tcp_user_timeout=int(timeout * 1000) + 1000,
-        keepalives=1,
-        keepalives_idle=max(1, round(timeout)),
-    )
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=max(1, round(timeout)),
+            application_name="robust-collector",
+            # a server that stops answering (not just closing) fails the write in time
+            tcp_user_timeout=int(timeout * 1000) + 1000,
+            keepalives=1,
+            keepalives_idle=max(1, round(timeout)),
+        )
+    except psycopg.Error as exc:
+        raise _masked(psycopg, exc) from None
     if init:
         try:
             init_postgres(conn)
