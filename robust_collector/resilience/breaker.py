@@ -129,6 +129,7 @@ class CircuitBreaker:
         "_generation",
         "_half_open_in_flight",
         "_half_open_successes",
+        "_ignore",
         "_ignored",
         "_last_failure_at",
         "_last_failure_message",
@@ -166,6 +167,7 @@ class CircuitBreaker:
         failure_rate_threshold: float | None = None,
         window_size: int = 20,
         minimum_calls: int = 10,
+        ignore: Callable[[BaseException], bool] | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
@@ -201,6 +203,9 @@ class CircuitBreaker:
         self.window_size = window_size
         self.minimum_calls = minimum_calls
         self._exclude = excluded
+        # resilience4j's ignoreExceptions as a predicate: errors that say "slow down" or
+        # "wrong for everyone" (a 429, bad credentials) are not this call's failure
+        self._ignore = ignore
         self._clock = clock
 
         self._lock = threading.Lock()
@@ -388,7 +393,9 @@ class CircuitBreaker:
 
     def on_failure(self, token: int, exc: BaseException) -> None:
         """Record that the call holding ``token`` raised ``exc`` (excluded types are ignored)."""
-        if self._exclude and isinstance(exc, self._exclude):
+        if (self._exclude and isinstance(exc, self._exclude)) or (
+            self._ignore is not None and self._ignore(exc)
+        ):
             self.release(token)
             return
         # Format the error before taking the lock: str() runs user code.

@@ -30,6 +30,7 @@ __all__ = [
     "RetryInterrupted",
     "RetryPolicy",
     "RetryStats",
+    "format_seconds",
 ]
 
 logger = logging.getLogger("robust_collector.resilience")
@@ -86,6 +87,19 @@ _STAT_FIELDS: tuple[str, ...] = RetryStats.__slots__  # type: ignore[assignment]
 _CALLS, _ATTEMPTS, _RETRIES, _SUCCESSES, _RETRY_SUCCESSES, _GIVE_UPS, _INTERRUPTED, _CANCELLED = (
     range(len(_STAT_FIELDS))
 )
+
+
+def format_seconds(seconds: float) -> str:
+    """Seconds for a human: ``2.47s``, ``300s``, ``1e+308s``; never a 300-digit number."""
+    try:
+        x = float(seconds)
+    except (TypeError, ValueError):
+        return f"{seconds}s"
+    if not math.isfinite(x):
+        return f"{x}s"
+    if abs(x) >= 1e6:
+        return f"{x:.3g}s"
+    return f"{round(x, 2):g}s"
 
 
 def _breaker_of(fn: Callable[..., Any]) -> CircuitBreaker | None:
@@ -264,7 +278,7 @@ class RetryPolicy:
             elapsed = self._clock() - start
             if elapsed + wait > self.deadline:
                 return (
-                    f"gave up after {attempt} attempts: waiting {wait:.3g}s more "
+                    f"gave up after {attempt} attempts: waiting {format_seconds(wait)} more "
                     f"would pass the {self.deadline:g}s deadline"
                 )
         return wait, delay
