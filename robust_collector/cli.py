@@ -28,6 +28,7 @@ from robust_collector.storage.reader import reader_errors
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_SOURCE_FAILED = 4  # `run`: the source was dead, wrong or refused our credentials
 
 # Signals that mean "stop now" to a headless run: SIGTERM (kill, systemd), SIGHUP (the
 # terminal closed), SIGUSR1/SIGUSR2 (their default action would kill the process and lose
@@ -107,6 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if collector.finished:
                     _say("replay finished: every symbol reached the end of its data")
                     break
+                if collector.stream_status() is not None and collector.source_problem():
+                    break  # a stream stopped for good (credentials refused): nothing to wait for
                 if now >= next_status:
                     _say(f"[{now - started:7.1f}s] {status_line(collector)}")
                     next_status += args.status_interval
@@ -129,7 +132,37 @@ def cmd_run(args: argparse.Namespace) -> int:
             err=True,
         )
         return 1
+    verdict = _source_verdict(collector, summary)
+    if verdict is not None:
+        _say(f"robust-collector run: {verdict}", err=True)
+        return EXIT_SOURCE_FAILED
     return EXIT_OK
+
+
+def _source_verdict(collector: Any, summary: Any) -> str | None:
+    """One line when the source failed the run: its credentials were refused (the run
+    ended paused, or the stream stopped), or it stored nothing while every request
+    failed (a dead, wrong or unreachable API); None for a run that worked."""
+    problem = collector.source_problem()
+    if problem is not None and (summary.stored == 0 or collector.stream_status() is not None):
+        return clean_text(redact(f"the source failed: {problem}"), 2000)
+    if summary.stored or summary.rejects or collector.finished:
+        return None
+    stream = collector.stream_status()
+    failed = summary.failed_attempts + (0 if stream is None else stream["connect_failures"])
+    if not failed and not summary.errors:
+        return None
+    last = next(
+        (s.last_error for s in summary.symbols.values() if s.last_error),
+        None if stream is None else stream["last_error"],
+    )
+    return clean_text(
+        redact(
+            f"nothing stored: every request to the source failed ({failed} failed attempts, "
+            f"{summary.errors} failed polls); last error: {last or 'unknown'}"
+        ),
+        2000,
+    )
 
 
 def _say(text: str, *, err: bool = False) -> None:
@@ -162,13 +195,13 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     _say(f"\nstopped after {elapsed:.1f}s; run {clean_text(summary.run_id, 200)}")
     _say(
         f"{'symbol':<8} {'accepted':>8} {'stored':>8} {'rejects':>8} {'errors':>7} "
-        f"{'last price':>11}"
+        f"{'failed req':>10} {'last price':>11}"
     )
     for s in summary.symbols.values():
         price = f"{s.last_price:.2f}" if s.last_price is not None else "-"
         _say(
             f"{clean_text(s.symbol, 40):<8} {s.accepted:>8} {s.stored:>8} {s.rejects:>8} "
-            f"{s.errors:>7} {price:>11}"
+            f"{s.errors:>7} {s.failed_attempts:>10} {price:>11}"
         )
     st = summary.storage
     accepted = sum(s.accepted for s in summary.symbols.values())

@@ -29,7 +29,7 @@ import orjson
 import polars as pl
 
 from robust_collector.config import Config, load_config
-from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData
+from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData, RateLimitError
 from robust_collector.health import ComponentHealth, HealthSnapshot, SystemHealthMonitor
 from robust_collector.health_store import mark_heartbeat_stopped, snapshot_rows, write_heartbeat
 from robust_collector.model import Quote, now_us
@@ -40,6 +40,7 @@ from robust_collector.resilience import (
     RateLimitGate,
     RetryPolicy,
 )
+from robust_collector.resilience.retry import format_seconds
 from robust_collector.secrets import redact, scrub
 from robust_collector.sources import Source, create_source
 from robust_collector.storage.backend import execute_once, is_postgres_url, make_backend
@@ -104,6 +105,7 @@ class SymbolStatus:
     locked: int
     reanchors: int
     lost: int = 0  # quotes a crash of the pipeline dropped (counted, never silent)
+    failed_attempts: int = 0  # requests that failed (errors counts failed polls)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class CollectorStatus:
     @property
     def errors(self) -> int:
         return sum(s.errors for s in self.symbols.values())
+
+    @property
+    def failed_attempts(self) -> int:
+        return sum(s.failed_attempts for s in self.symbols.values())
 
     def line(self) -> str:
         """A one-line summary for terminals and logs."""
@@ -162,7 +168,9 @@ class _SymbolCounters:
         "breaker_since_us",
         "duplicates",
         "errors",
+        "failed_attempts",
         "fetches",
+        "last_attempt_error",
         "last_error",
         "last_price",
         "last_quote_us",
@@ -175,11 +183,29 @@ class _SymbolCounters:
     def __init__(self) -> None:
         self.fetches = self.quotes = self.accepted = self.rejects = 0
         self.duplicates = self.errors = self.overruns = self.lost = 0
+        self.failed_attempts = 0
+        self.last_attempt_error: BaseException | None = None
         self.last_price: float | None = None
         self.last_quote_us: int | None = None
         self.last_error: str | None = None
         self.breaker_since_us: int | None = None
         self.breaker_reason: str | None = None
+
+
+@dataclass
+class _SourcePause:
+    """The whole source paused (its credentials were refused): one probe at a time."""
+
+    reason: str
+    since_us: int
+    probe_at: float  # event-loop time of the next probe
+    probing: bool = False
+
+
+def _not_a_breaker_failure(exc: BaseException) -> bool:
+    """A 429 (or 503 with Retry-After) only slows the source through the shared gate, and
+    refused credentials pause the whole source: neither is this symbol's failure."""
+    return isinstance(exc, RateLimitError) or bool(getattr(exc, "source_wide", False))
 
 
 @dataclass(frozen=True)
@@ -269,6 +295,8 @@ class Collector:
         self._loop_tick = time.monotonic()
         self._heartbeat_thread: threading.Thread | None = None
         self.supervisor = Supervisor(on_crash=self._unit_crashed)
+        self._pause: _SourcePause | None = None
+        self._pause_cond: asyncio.Condition | None = None
         self._setup_stream()
 
     def _make_writer(self) -> StorageWriter:
@@ -331,6 +359,7 @@ class Collector:
                 success_threshold=cb.success_threshold,
                 half_open_max_calls=cb.half_open_max_calls,
                 exclude=(EndOfData,),
+                ignore=_not_a_breaker_failure,
             )
             self.breakers.add_listener(self._on_breaker)
             for sym in self.symbols:
@@ -355,11 +384,11 @@ class Collector:
     def _retry_hook(self, symbol: str) -> Callable[[int, float, BaseException], None]:
         def hook(attempt: int, delay: float, exc: BaseException) -> None:
             log.info(
-                "%s: attempt %d failed (%s); retrying in %.2fs",
+                "%s: attempt %d failed (%s); retrying in %s",
                 symbol,
                 attempt,
                 redact(str(exc)),
-                delay,
+                format_seconds(delay),
             )
 
         return hook
@@ -561,6 +590,10 @@ class Collector:
         if self._stop_requested.is_set():
             return
         self.supervisor.mark_running("rc-collector")
+        self._pause_cond = asyncio.Condition()
+        plan = getattr(self.source, "plan", None)
+        if callable(plan):  # an HTTP source sizes its pool: one connection per symbol
+            plan(self.symbols)
         await self.source.start(self.run_id)
         units: list[tuple[str, Callable[[], Any]]] = [("loop-tick", self._tick)]
         if self._stream is not None:  # one connection for every symbol (see stream_runner)
@@ -615,7 +648,9 @@ class Collector:
         batched = self_paced and hasattr(self.source, "fetch_batch")
         next_at = loop.time()
         while True:
+            probe = self._pause is not None and await self._wait_pause()
             c.fetches += 1
+            failed_before = c.failed_attempts
             try:
                 if batched:
                     self._receive_batch(symbol, await self._fetch(symbol, batch=True), c)
@@ -623,6 +658,8 @@ class Collector:
                     continue
                 quote = await self._fetch(symbol)
             except asyncio.CancelledError:
+                if probe:
+                    await self._probe_done(None)
                 raise
             except EndOfData as exc:
                 self._symbol_finished(symbol, exc)
@@ -630,10 +667,22 @@ class Collector:
             except CircuitOpenError as exc:
                 # the symbol stays dark until its breaker lets a trial call through
                 next_at = max(next_at, loop.time() + exc.retry_after - interval)
+                failed = c.failed_attempts - failed_before
+                if failed and c.last_attempt_error is not None:
+                    # the breaker opened during this poll's retries: a failed poll all the same
+                    self._fetch_failed(symbol, c, c.last_attempt_error, attempts=failed)
+                if probe:
+                    await self._probe_done(None)
             except Exception as exc:
-                self._fetch_failed(symbol, c, exc)
+                self._fetch_failed(symbol, c, exc, attempts=c.failed_attempts - failed_before)
+                if getattr(exc, "source_wide", False):
+                    await self._pause_source(exc)
+                elif probe:
+                    await self._probe_done(None)
             else:
                 self._receive(quote, c)
+                if probe:
+                    await self._probe_done(None)
             if self_paced:
                 # no polling interval; yield to the other tasks every so often (a yield
                 # per quote would cost more than the quote itself)
@@ -642,10 +691,78 @@ class Collector:
                 continue
             next_at += interval
             now = loop.time()
-            if next_at < now:  # the fetch overran its slot: skip missed slots, never burst
+            if next_at < now:
+                # the fetch overran its slot (a slow answer, a wait on the rate-limit gate):
+                # skip the missed slots and start again one interval from now, so a symbol
+                # never sends two requests back to back when the gate reopens
                 c.overruns += 1
-                next_at = now
+                next_at = now + interval
             await asyncio.sleep(next_at - now)
+
+    # -- the whole source paused (credentials refused) -------------------------------
+
+    def _auth_retry_seconds(self) -> float:
+        return float(getattr(getattr(self.source, "config", None), "auth_retry_seconds", 60.0))
+
+    async def _wait_pause(self) -> bool:
+        """Wait while the source is paused; True when this task is to make the probe."""
+        loop = asyncio.get_running_loop()
+        cond = self._pause_cond
+        assert cond is not None
+        async with cond:
+            while (p := self._pause) is not None:
+                now = loop.time()
+                if not p.probing and now >= p.probe_at:
+                    p.probing = True
+                    return True
+                try:
+                    async with asyncio.timeout(None if p.probing else p.probe_at - now):
+                        await cond.wait()
+                except TimeoutError:
+                    pass
+        return False
+
+    async def _pause_source(self, exc: BaseException) -> None:
+        """Credentials refused: pause every symbol; one clear error the first time."""
+        loop = asyncio.get_running_loop()
+        retry = self._auth_retry_seconds()
+        p = self._pause
+        if p is None:
+            reason = (
+                f"credentials refused, every symbol paused ({scrub(exc)}); "
+                f"probing again every {format_seconds(retry)}"
+            )
+            self._pause = _SourcePause(reason, now_us(), loop.time() + retry)
+            self._source_health.facts["source_paused"] = reason
+            log.error("%s", reason)
+        else:
+            p.probing = False
+            p.probe_at = loop.time() + retry
+            log.info("credentials still refused; next probe in %s", format_seconds(retry))
+        await self._notify_pause()
+
+    async def _probe_done(self, exc: BaseException | None) -> None:
+        """The probe was not refused for its credentials: every symbol resumes."""
+        if self._pause is not None and self._pause.probing:
+            self._pause = None
+            self._source_health.facts["source_paused"] = None
+            log.warning("credentials accepted again: every symbol resumes")
+        await self._notify_pause()
+
+    async def _notify_pause(self) -> None:
+        cond = self._pause_cond
+        if cond is not None:
+            async with cond:
+                cond.notify_all()
+
+    def source_problem(self) -> str | None:
+        """Why the source cannot deliver at all (credentials refused, a stream stopped for
+        good), or None; ``robust-collector run`` exits non-zero on it."""
+        if self._pause is not None:
+            return self._pause.reason
+        if self._stream is not None and self._stream.state == "failed":
+            return f"stream stopped: {self._stream.last_error}"
+        return None
 
     async def _fetch(self, symbol: str, batch: bool = False) -> Any:
         """One fetch through retry( breaker( source.fetch ) ), the resilience4j order."""
@@ -820,6 +937,10 @@ class Collector:
 
     def _attempt_failed(self, symbol: str, exc: BaseException) -> None:
         """Every failed attempt: an error row, and the source's health."""
+        c = self._counters.get(symbol)
+        if c is not None:
+            c.failed_attempts += 1
+            c.last_attempt_error = exc
         message = scrub(exc)
         self._source_health.record_failure(exc)
         self.monitor.record_error("source", exc, symbol=symbol)
@@ -827,11 +948,17 @@ class Collector:
             (INSERT_ERROR, (self.run_id, now_us(), "source", symbol, type(exc).__name__, message))
         )
 
-    def _fetch_failed(self, symbol: str, c: _SymbolCounters, exc: Exception) -> None:
-        """A fetch that failed after its retries (the last attempt's error)."""
+    def _fetch_failed(
+        self, symbol: str, c: _SymbolCounters, exc: BaseException, attempts: int = 1
+    ) -> None:
+        """A fetch that failed after its retries (the last attempt's error); the symbol's
+        health counts each failed attempt, so an always-500 symbol (three attempts a poll,
+        then an open breaker) reads as badly as an always-404 one."""
         c.errors += 1
         c.last_error = f"{type(exc).__name__}: {scrub(exc)}"
-        self._symbol_health[symbol].record_failure(exc)
+        health = self._symbol_health[symbol]
+        for _ in range(max(1, attempts)):
+            health.record_failure(exc)
         self._collector_health.record_failure(exc)
 
     async def _flusher(self) -> None:
@@ -991,6 +1118,7 @@ class Collector:
                 locked=vc.get("locked", 0),
                 reanchors=vc.get("reanchored", 0),
                 lost=c.lost,
+                failed_attempts=c.failed_attempts,
             )
         started = self._started_us
         uptime = 0.0 if started is None else (now_us() - started) / 1e6

@@ -312,6 +312,9 @@ def evaluate(
         )
 
     # a streaming source (see sources/stream_runner.py): its state, overflow, silent symbols
+    paused = m.get("source_paused")  # an HTTP source whose credentials were refused
+    if paused:
+        raise_to(HealthLevel.CRITICAL, f"{name}: {paused}")
     stream = m.get("stream_state")
     if stream == "failed":
         raise_to(HealthLevel.CRITICAL, f"{name}: stream stopped: {m.get('stream_error')}")

@@ -79,6 +79,10 @@ class Reply:
     raw: bytes | None = None
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # bursts of new connections are not refused by a full backlog
+
+
 class QuoteServer:
     """A threaded HTTP/1.1 server on a free port of 127.0.0.1; ``app(request) -> Reply``."""
 
@@ -122,7 +126,7 @@ class QuoteServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -512,11 +516,15 @@ def test_retry_after_is_capped(provider_server):
     assert isinstance(err, RateLimitError) and err.retry_after == 60.0
 
 
-def test_503_retry_after_is_carried_by_the_transient_error(provider_server):
+def test_503_with_retry_after_slows_the_source_like_a_429(provider_server):
     prov, srv = provider_server("polygon")
     prov.faults["SPY"] = lambda n: Reply(503, None, {"Retry-After": "3"})
     err = one(make_source("polygon", srv.url))
-    assert type(err) is TransientSourceError and err.retry_after == 3.0
+    assert type(err) is RateLimitError and err.retry_after == 3.0
+    assert "server busy (HTTP 503" in str(err) and "retry after 3s" in str(err)
+    prov.faults["SPY"] = lambda n: Reply(503, None)  # no Retry-After: a plain server error
+    err = one(make_source("polygon", srv.url))
+    assert type(err) is TransientSourceError and err.retry_after is None
 
 
 def test_no_requests_left_makes_the_next_fetch_wait_until_the_reset(provider_server):

@@ -209,7 +209,8 @@ def test_the_api_key_never_leaks(make_config, serve, env, caplog, tmp_path):
     prov.faults["GONE"] = lambda n: Reply(404, raw=f"no symbol; your token {KEY}".encode())
     cfg = make_config(
         symbols=["SPY", "SLOW", "DENIED", "ECHO", "GONE"],
-        source=source_config("finnhub", srv.url, timeout_seconds=0.1),
+        # a 401 pauses every symbol; a probe every 0.1 s lets the others go on between
+        source=source_config("finnhub", srv.url, timeout_seconds=0.1, auth_retry_seconds=0.1),
         realtime_data={
             "circuit_breaker": {"failure_threshold": 3, "timeout_seconds": 0.3},
             "health_check": {"check_interval_seconds": 0.2},

@@ -8,9 +8,12 @@ with the source and the symbol (``polygon SPY: ...``):
 what happened                               error (retried?)
 ==========================================  ====================================
 timeout, connection error, HTTP 5xx/408     ``TransientSourceError`` (yes)
-HTTP 429, or 0 requests left until reset    ``RateLimitError`` with retry_after
+HTTP 429, 503 with Retry-After, no budget   ``RateLimitError`` with retry_after (slows
+left until the rate-limit window resets     the whole source; never a breaker failure)
+a proxy's 502/504 or a refused CONNECT      ``ProxyError`` (yes)
 a 2xx body that is not JSON                 ``TransientSourceError`` (yes)
-HTTP 401/403                                ``AuthenticationError`` (no)
+TLS certificate refused                     ``TlsCertificateError`` (no)
+HTTP 401/403                                ``AuthenticationError`` (no; source-wide)
 HTTP 404, empty body, empty results         ``UnknownSymbolError`` (no)
 HTTP 400/422 and other 4xx                  ``BadRequestError`` (no)
 JSON of the wrong shape                     ``MalformedResponseError`` (no)
@@ -25,15 +28,24 @@ boundary's size and depth bounds, so whatever a server sends ends as a quote or
 one of the errors below, nothing else. httpx's own request log lines
 (which hold the URL, and so a key sent as a query parameter) are redacted by a
 filter on the ``httpx`` and ``httpcore`` loggers.
+
+Being a good API citizen: the pool has one connection per symbol (up to 100) and a
+wait for a free connection is bounded by ``pool_timeout_seconds``, apart from the
+request's ``timeout_seconds``; ``X-RateLimit-Remaining``/``Reset`` are a client-side
+budget shared by concurrent polls; proxies come from ``source.proxy`` (by default the
+environment, never for loopback hosts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import ipaddress
 import logging
 import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -51,6 +63,7 @@ from robust_collector.errors import (
     TransientSourceError,
 )
 from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.resilience.retry import format_seconds
 from robust_collector.secrets import redact, register_secret
 from robust_collector.sources.base import register_source
 from robust_collector.sources.presets import (
@@ -70,16 +83,35 @@ __all__ = [
     "BadRequestError",
     "HttpSource",
     "MalformedResponseError",
+    "ProxyError",
+    "TlsCertificateError",
     "UnknownSymbolError",
     "parse_rate_limit_reset",
     "parse_retry_after",
+    "proxy_for",
 ]
+
+POOL_CAP = 100  # connections when max_connections is null: one per symbol, at most this
 
 log = logging.getLogger(__name__)
 
 
 class AuthenticationError(PermanentSourceError):
-    """HTTP 401/403: the credentials are missing, wrong or lack the permission."""
+    """HTTP 401/403: the credentials are missing, wrong or lack the permission.
+
+    ``source_wide``: the same keys serve every symbol, so the collector pauses the
+    whole source (and no breaker counts it) rather than learn it symbol by symbol.
+    """
+
+    source_wide = True
+
+
+class TlsCertificateError(PermanentSourceError):
+    """The API's TLS certificate was refused: retrying cannot make it valid."""
+
+
+class ProxyError(TransientSourceError):
+    """The proxy between us and the API failed (its 502/504, or a refused CONNECT)."""
 
 
 class UnknownSymbolError(PermanentSourceError):
@@ -181,6 +213,11 @@ def parse_rate_limit_reset(value: str | None, now_s: float) -> float | None:
     return number
 
 
+def _micros(seconds: float) -> int:
+    """Seconds as whole microseconds, bounded (a wait of 1e308 s stays an int)."""
+    return int(min(max(seconds, 0.0), 1e12) * 1e6)
+
+
 def _snippet(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -197,6 +234,112 @@ def _register(value: str) -> None:
         str(httpx.QueryParams({"k": value}))[2:],
     ):
         register_secret(form)
+
+
+def _is_loopback(host: str) -> bool:
+    """True for localhost names and loopback addresses: never sent through a proxy."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _no_proxy_matches(host: str, no_proxy: str) -> bool:
+    """``NO_PROXY`` as curl reads it: ``*``, names (and their subdomains), IPs, CIDRs."""
+    host = host.strip("[]").lower()
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if addr is not None:
+            try:
+                if addr in ipaddress.ip_network(entry.strip("[]"), strict=False):
+                    return True
+                continue
+            except ValueError:
+                pass
+        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        name = name.lstrip("*").lstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def proxy_for(url: str, setting: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy URL to reach ``url`` through, per ``source.proxy`` (None: directly).
+
+    ``env`` reads ``<scheme>_proxy`` then ``all_proxy`` (lower case first, as curl), and
+    ``no_proxy``; loopback hosts (127.0.0.0/8, ::1, localhost) are never proxied.
+    """
+    if setting == "none":
+        return None
+    if setting != "env":
+        return setting
+    target = httpx.URL(url)
+    host = target.host
+    if not host or _is_loopback(host):
+        return None
+    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    if _no_proxy_matches(host, no_proxy):
+        return None
+    for name in (f"{target.scheme}_proxy", "all_proxy"):
+        value = environ.get(name) or environ.get(name.upper())
+        if value:
+            return value if "://" in value else f"http://{value}"
+    return None
+
+
+def _proxy_usable(proxy: str) -> str | None:
+    """Why httpx cannot use ``proxy`` here (one line), or None when it can."""
+    scheme = proxy.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return None
+    if scheme in ("socks5", "socks5h"):
+        if importlib.util.find_spec("socksio") is None:
+            return "a SOCKS proxy needs the socksio package (pip install 'httpx[socks]')"
+        return None
+    return f"proxy scheme {scheme!r} is not supported (http, https or socks5)"
+
+
+def _where(proxy: str) -> str:
+    """A proxy URL without its credentials, for messages."""
+    try:
+        u = httpx.URL(proxy)
+    except Exception:
+        return "the proxy"
+    return f"{u.scheme}://{u.host}:{u.port}" if u.port else f"{u.scheme}://{u.host}"
+
+
+def _tls_context() -> ssl.SSLContext | bool:
+    """Certificate checking as httpx does with trust_env (SSL_CERT_FILE / SSL_CERT_DIR)."""
+    cafile = os.environ.get("SSL_CERT_FILE")
+    capath = os.environ.get("SSL_CERT_DIR")
+    if (cafile and os.path.isfile(cafile)) or (capath and os.path.isdir(capath)):
+        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    return True
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) is a refused certificate."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # -- the source --------------------------------------------------------------------------
@@ -229,9 +372,18 @@ class HttpSource:
         self._transport = transport
         self._creds = self._read_credentials(os.environ if environ is None else environ)
         self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._pool_size = config.max_connections or 10
         self._run_id = "http"
         self._seq: dict[str, int] = {}
         self._blocked_until_us = 0
+        # the client-side rate-limit budget: requests left in the window (None: unknown)
+        self._budget: int | None = None
+        self._budget_reset_us = 0
+        self._in_flight = 0
+        self._proxy = self._choose_proxy(os.environ if environ is None else environ)
+        target = httpx.URL(self.base_url or "http://localhost")
+        self._host = f"{target.host}:{target.port or (443 if target.scheme == 'https' else 80)}"
         self.requests = 0
 
     # -- credentials -------------------------------------------------------------------
@@ -274,17 +426,48 @@ class HttpSource:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _choose_proxy(self, environ: Mapping[str, str]) -> str | None:
+        """The proxy for ``base_url`` per ``source.proxy``; an unusable one from the
+        environment is ignored with a warning, one named in the config is a ConfigError."""
+        if self._transport is not None or not self.base_url:
+            return None
+        proxy = proxy_for(self.base_url, self.config.proxy, environ)
+        if proxy is None:
+            return None
+        why = _proxy_usable(proxy)
+        if why is None:
+            return proxy
+        if self.config.proxy == "env":
+            log.warning(
+                "%s: ignoring the proxy %s from the environment: %s; connecting directly "
+                "(set source.proxy to choose)",
+                self.name,
+                _where(proxy),
+                why,
+            )
+            return None
+        raise ConfigError(f"source.proxy: {why}", path="source.proxy")
+
+    def plan(self, symbols: tuple[str, ...] | list[str]) -> None:
+        """Size the pool for the symbols polled: one connection each (up to ``POOL_CAP``)
+        unless ``max_connections`` is set; call before ``start``."""
+        if self.config.max_connections is None:
+            self._pool_size = max(1, min(len(symbols), POOL_CAP))
+
     def _open(self) -> httpx.AsyncClient:
         cfg = self.config
+        size = self._pool_size
+        self._slots = asyncio.Semaphore(size)
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=cfg.max_connections,
-                max_keepalive_connections=cfg.max_connections,
-            ),
+            # the pool wait is ours (``_slots``, pool_timeout_seconds): httpx never waits
+            timeout=httpx.Timeout(cfg.timeout_seconds, pool=cfg.pool_timeout_seconds),
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             headers={"Accept": "application/json", "User-Agent": "robust-collector"},
             follow_redirects=False,
             transport=self._transport,
+            proxy=self._proxy,
+            verify=_tls_context() if cfg.verify_tls else False,
+            trust_env=False,  # proxies are chosen above (NO_PROXY, loopback never proxied)
         )
         return self._client
 
@@ -322,47 +505,132 @@ class HttpSource:
             spec = RequestSpec(spec.url, params, headers)
         return spec
 
-    async def fetch(self, symbol: str) -> Quote:
-        """The latest quote of ``symbol``; a typed ``SourceError`` on any failure."""
-        now = self._clock_us()
+    def _budget_left(self, symbol: str, now: int) -> None:
+        """Refuse a request the rate-limit window has no room for (every symbol waits on
+        the shared gate until the reset); otherwise take one request from the budget."""
         if self._blocked_until_us > now:
             wait = (self._blocked_until_us - now) / 1e6
             raise RateLimitError(
                 self._msg(
-                    symbol, f"no requests left until the rate-limit window resets in {wait:.2f}s"
+                    symbol,
+                    "no requests left until the rate-limit window resets in "
+                    f"{format_seconds(wait)}",
                 ),
                 symbol=symbol,
                 retry_after=wait,
             )
+        if self._budget is None:
+            return
+        if self._budget_reset_us and now >= self._budget_reset_us:
+            self._budget = None  # a new window: the next answer says how much is left
+            return
+        if self._budget <= 0:
+            wait = self._cap(max(0.0, (self._budget_reset_us - now) / 1e6))
+            if wait > 0:
+                self._blocked_until_us = now + _micros(wait)
+                raise RateLimitError(
+                    self._msg(
+                        symbol,
+                        "rate-limit budget spent by requests in flight; the window resets "
+                        f"in {format_seconds(wait)}",
+                    ),
+                    symbol=symbol,
+                    retry_after=wait,
+                )
+            self._budget = None
+            return
+        self._budget -= 1
+
+    async def _slot(self, symbol: str) -> None:
+        """Wait for a free connection, at most ``pool_timeout_seconds`` (not the API's time)."""
+        slots = self._slots
+        assert slots is not None
+        wait = self.config.pool_timeout_seconds
+        try:
+            async with asyncio.timeout(wait):
+                await slots.acquire()
+        except TimeoutError:
+            raise TransientSourceError(
+                self._msg(
+                    symbol,
+                    f"no free connection within {format_seconds(wait)} (all {self._pool_size} "
+                    f"in use by other symbols; the API was not asked)",
+                ),
+                symbol=symbol,
+            ) from None
+
+    async def fetch(self, symbol: str) -> Quote:
+        """The latest quote of ``symbol``; a typed ``SourceError`` on any failure."""
+        self._budget_left(symbol, self._clock_us())
         spec = self._request(symbol)
         client = self._client or self._open()
+        await self._slot(symbol)
         failure: SourceError | None = None
         response: httpx.Response | None = None
         self.requests += 1
+        self._in_flight += 1
+        timeout = self.config.timeout_seconds
         try:
-            async with asyncio.timeout(self.config.timeout_seconds):
+            async with asyncio.timeout(timeout):
                 response = await client.get(spec.url, params=spec.params, headers=spec.headers)
         except (TimeoutError, httpx.TimeoutException) as exc:
-            failure = TransientSourceError(
+            failure = self._timeout_error(symbol, exc)
+        except httpx.ProxyError as exc:
+            failure = ProxyError(
                 self._msg(
                     symbol,
-                    f"timed out after {self.config.timeout_seconds:g}s ({type(exc).__name__})",
+                    f"proxy error at {_where(self._proxy or '')} ({type(exc).__name__}: {exc}); "
+                    "check source.proxy / HTTPS_PROXY",
                 ),
                 symbol=symbol,
             )
         except httpx.HTTPError as exc:
-            failure = TransientSourceError(
-                self._msg(symbol, f"connection error ({type(exc).__name__}: {exc})"),
-                symbol=symbol,
-            )
+            failure = self._connect_error(symbol, exc)
         except httpx.InvalidURL as exc:
             failure = BadRequestError(self._msg(symbol, f"invalid URL ({exc})"), symbol=symbol)
+        finally:
+            self._in_flight -= 1
+            assert self._slots is not None
+            self._slots.release()
         # raised outside the except blocks, so the httpx error (whose request URL may
         # carry a key) is not chained as the context of ours
         if failure is not None:
             raise failure
         assert response is not None
         return self._quote(symbol, response)
+
+    def _timeout_error(self, symbol: str, exc: BaseException) -> SourceError:
+        kind = type(exc).__name__
+        where = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
+        return TransientSourceError(
+            self._msg(
+                symbol,
+                f"timed out after {format_seconds(self.config.timeout_seconds)} ({kind}; "
+                f"{where} {self._host})",
+            ),
+            symbol=symbol,
+        )
+
+    def _connect_error(self, symbol: str, exc: BaseException) -> SourceError:
+        if _tls_failure(exc):
+            return TlsCertificateError(
+                self._msg(
+                    symbol,
+                    f"TLS certificate of {self._host} refused ({exc}); not retried. Fix the "
+                    "server's certificate or SSL_CERT_FILE (source.verify_tls: false only "
+                    "for a test server)",
+                ),
+                symbol=symbol,
+            )
+        via = f" via the proxy {_where(self._proxy)}" if self._proxy else ""
+        return TransientSourceError(
+            self._msg(
+                symbol,
+                f"connection error to {self._host}{via} ({type(exc).__name__}: {exc}); "
+                "check source.base_url and that the API is reachable",
+            ),
+            symbol=symbol,
+        )
 
     def _quote(self, symbol: str, response: httpx.Response) -> Quote:
         recv = self._clock_us()
@@ -446,7 +714,9 @@ class HttpSource:
         return parse_rate_limit_reset(headers.get(name), now_us_ / 1e6)
 
     def _note_rate_limit(self, headers: httpx.Headers, now_us_: int) -> None:
-        """Remaining 0 with a known reset: refuse requests until then (all symbols)."""
+        """The window's remaining requests, less those still in flight (which the server
+        may not have counted yet), become the budget every symbol's requests draw on;
+        remaining 0 with a known reset refuses requests until then (all symbols)."""
         name = self.config.rate_limit_remaining_header
         if name is None:
             return
@@ -457,11 +727,16 @@ class HttpSource:
             left = float(remaining.strip())
         except ValueError:
             return
-        if left > 0:
+        if not math.isfinite(left):
             return
         reset = self._reset_in(headers, now_us_)
-        if reset is not None and reset > 0:
-            self._blocked_until_us = now_us_ + int(self._cap(reset) * 1e6)
+        if reset is None or reset <= 0:
+            return  # a budget without a reset could never refill: not used
+        reset_us = now_us_ + _micros(self._cap(reset))
+        if left <= 0:
+            self._blocked_until_us = reset_us
+        self._budget = max(0, int(left) - self._in_flight)
+        self._budget_reset_us = reset_us
 
     def _api_detail(self, response: httpx.Response) -> str:
         """The API's own words about a failure, short and redacted (or nothing)."""
@@ -499,9 +774,31 @@ class HttpSource:
                 wait = self.config.default_retry_after_seconds
             wait = self._cap(wait)
             return RateLimitError(
-                self._msg(symbol, f"rate limited ({status}); retry after {wait:g}s{detail}"),
+                self._msg(
+                    symbol, f"rate limited ({status}); retry after {format_seconds(wait)}{detail}"
+                ),
                 symbol=symbol,
                 retry_after=wait,
+            )
+        if code == 503 and retry_after is not None:
+            # "busy, come back in N s": slow the whole source, not a failure of this symbol
+            wait = self._cap(retry_after)
+            return RateLimitError(
+                self._msg(
+                    symbol,
+                    f"server busy ({status}); retry after {format_seconds(wait)}{detail}",
+                ),
+                symbol=symbol,
+                retry_after=wait,
+            )
+        if code in (502, 504) and self._proxy is not None:
+            return ProxyError(
+                self._msg(
+                    symbol,
+                    f"proxy error ({status} from the proxy {_where(self._proxy)} or the API "
+                    "behind it); check source.proxy / HTTPS_PROXY",
+                ),
+                symbol=symbol,
             )
         if code in (401, 403):
             return AuthenticationError(

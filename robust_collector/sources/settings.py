@@ -91,7 +91,36 @@ class HttpSourceConfig:
         None, doc="alpaca data feed, e.g. iex or sip (null: the account's default)"
     )
     timeout_seconds: float = setting(5.0, doc="timeout of each request, in seconds", gt=0)
-    max_connections: int = setting(10, doc="connections kept in the pool", ge=1)
+    max_connections: int | None = setting(
+        None,
+        doc="connections in the pool (null: one per symbol, at most 100, so a hanging "
+        "symbol never holds a healthy one's connection; each symbol has one request in "
+        "flight at a time)",
+        ge=1,
+    )
+    pool_timeout_seconds: float = setting(
+        30.0,
+        doc="how long a request may wait for a free connection of the pool; not part of "
+        "timeout_seconds (waiting for a slot is not the API being slow)",
+        gt=0,
+    )
+    proxy: str = setting(
+        "env",
+        doc="env: the HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY variables (loopback "
+        "hosts are never proxied; a SOCKS proxy without the socksio package is ignored with "
+        "a warning); none: connect directly; or a proxy URL such as http://proxy:3128",
+    )
+    verify_tls: bool = setting(
+        True,
+        doc="check the API's TLS certificate (SSL_CERT_FILE / SSL_CERT_DIR are honoured); "
+        "a certificate failure is permanent, never retried. false only for a test server",
+    )
+    auth_retry_seconds: float = setting(
+        60.0,
+        doc="after a 401/403 every symbol pauses (the credentials are wrong for all); one "
+        "request probes them again this often",
+        gt=0,
+    )
     url: str | None = setting(
         None,
         doc="custom: URL template with {base_url}, {symbol}, {api_key}, {api_secret}, "
@@ -152,6 +181,14 @@ class HttpSourceConfig:
         if self.preset == "alpaca" and self.auth == "query":
             raise ConfigError(
                 f"{p}auth: alpaca takes its keys in headers only, got 'query'", path=f"{p}auth"
+            )
+        if self.proxy not in ("env", "none") and not self.proxy.startswith(
+            ("http://", "https://", "socks5://", "socks5h://")
+        ):
+            raise ConfigError(
+                f"{p}proxy: expected env, none or a proxy URL (http://, https://, socks5://), "
+                f"got {self.proxy!r}",
+                path=f"{p}proxy",
             )
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
