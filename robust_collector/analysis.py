@@ -14,6 +14,7 @@ import bisect
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -138,18 +139,36 @@ def output_dir(name: str, *, start: Pathish | None = None) -> Path:
     return out
 
 
-TEMP_PARENT = Path(tempfile.gettempdir()) / "robust-collector-notebooks"
-"""Where test runs of the notebooks write; folders older than a day are removed."""
+TEMP_PARENT = Path(tempfile.gettempdir()) / f"robust-collector-notebooks-{os.getuid()}"
+"""Where test runs of the notebooks write (one private folder per user, 0700); folders
+older than a day are removed."""
+
+
+def _private_parent(parent: Path) -> Path:
+    """``parent`` as a folder only this user can enter: created 0700, and refused when it
+    is a symlink, not a folder, owned by someone else or open to others (a planted path
+    would otherwise make the clean-up below delete another user's folders)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(parent, 0o700)
+    st = os.lstat(parent)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError(f"{parent} is not a folder (a symlink?): refusing to use it")
+    if st.st_uid != os.getuid():
+        raise RuntimeError(f"{parent} belongs to another user: refusing to use it")
+    if st.st_mode & 0o077:
+        os.chmod(parent, 0o700, follow_symlinks=False)
+    return parent
 
 
 def _fresh_temp_dir(name: str, max_age_seconds: float = 86_400.0) -> Path:
-    TEMP_PARENT.mkdir(parents=True, exist_ok=True)
+    parent = _private_parent(TEMP_PARENT)
     cutoff = time.time() - max_age_seconds
-    for old in TEMP_PARENT.iterdir():  # a killed kernel never cleans up: keep the litter bounded
+    for old in parent.iterdir():  # a killed kernel never cleans up: keep the litter bounded
         with contextlib.suppress(OSError):
-            if old.is_dir() and old.stat().st_mtime < cutoff:
+            st = old.lstat()  # a symlink is never followed, never removed through
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mtime < cutoff:
                 shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=TEMP_PARENT))
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
 # --------------------------------------------------------------------------- loaders

@@ -410,6 +410,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if not backup_path.is_dir():
         print(f"robust-collector: no backup folder at {backup_path}", file=sys.stderr)
         return EXIT_USAGE
+    from robust_collector.storage.backup import unsafe_backup_entries
+
+    for entry in unsafe_backup_entries(backup_path):  # symlinks, FIFOs: never read or moved
+        print(f"left alone: {clean_text(entry.name, 200)}: not a regular file", file=sys.stderr)
     report = recover(db, backup_path, dry_run=args.dry_run, after=after, progress=not args.quiet)
     files = report.files
     if files.is_empty():

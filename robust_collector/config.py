@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,7 +421,26 @@ def config_from_dict(
     object.__setattr__(config, "source", source)
     if base_dir is not None:
         config = _resolve_paths(config, Path(base_dir))
+    if config.storage.backend == "sqlite":
+        _check_database_path(config.storage.database)
     return config
+
+
+def _check_database_path(database: str) -> None:
+    """Refuse a SQLite path that is not a regular file (``/dev/null``, a folder, a FIFO):
+    SQLite cannot use it, and the heartbeat file would land beside it
+    (``/dev/null.health.json``)."""
+    try:
+        mode = os.stat(database).st_mode
+    except OSError:
+        return  # not there yet: created as a regular file
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(
+            f"storage.database: {clean_text(database, 200)!r} is {kind}; "
+            "expected a SQLite database file",
+            path="storage.database",
+        )
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:

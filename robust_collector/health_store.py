@@ -10,8 +10,11 @@ collector from a dead one within seconds, even while the database is locked.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -184,7 +187,7 @@ def write_heartbeat(
     how often the caller rewrites this file (default: ``interval``), so a reader
     knows when a missing beat means a dead collector. ``status="stopped"`` marks
     the run's end (see ``mark_heartbeat_stopped``)."""
-    if is_postgres_url(db):
+    if is_postgres_url(db) or not sidecar_allowed(db):
         return
     target = heartbeat_path(db)
     pid = os.getpid()
@@ -217,13 +220,44 @@ def write_heartbeat(
     _replace_file(target, orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
 
 
+def sidecar_allowed(db: str | Path) -> bool:
+    """True when a file may be put beside ``db``: the database is a regular file, or does
+    not exist yet in a real folder (never ``/dev/null.health.json`` or ``/tmp.health.json``)."""
+    p = Path(db)
+    try:
+        return stat.S_ISREG(p.stat().st_mode)
+    except FileNotFoundError:
+        return p.parent.is_dir()
+    except OSError:
+        return False
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _replace_file(target: Path, data: bytes) -> None:
     """Write ``target`` atomically; the lock keeps two threads (health loop, heartbeat
-    timer, stop) from moving each other's half-written temp file into place."""
+    timer, stop) from moving each other's half-written temp file into place. The temp
+    file is created new (``O_EXCL | O_NOFOLLOW``): a symlink planted at its name is
+    removed, never followed, and a target that is not a regular file is left alone."""
     tmp = target.with_name(target.name + ".tmp")
     with _WRITE_LOCK:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(target.lstat().st_mode):
+                raise OSError(errno.EEXIST, "not a regular file: left alone", str(target))
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o644)
+        except FileExistsError:  # a stale temp file, or something planted: unlink, never follow
+            os.unlink(tmp)
+            fd = os.open(tmp, _NEW_FILE, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def mark_heartbeat_stopped(db: str | Path, run_id: str) -> bool:
@@ -232,7 +266,7 @@ def mark_heartbeat_stopped(db: str | Path, run_id: str) -> bool:
     For the collector's ``stop()``: if the database cannot record the stop (locked,
     gone), ``health`` still reads "stopped" rather than "died". Returns whether a
     file of that run was marked."""
-    if is_postgres_url(db):
+    if is_postgres_url(db) or not sidecar_allowed(db):
         return False
     target = heartbeat_path(db)
     try:

@@ -238,26 +238,20 @@ def test_hostile_config_values_are_one_line_errors(tmp_path, raw, message):
 # One case per line: (YAML text or bytes, the start of the expected message).
 
 _HTTP = "source: {type: http, preset: custom, url: 'http://x/{symbol}', fields: {last: p}, "
+# fmt: off
 REFUSED: list[tuple[str | bytes, str]] = [
-    (
-        _HTTP + "headers: {Authorization: 'Bearer abc123def456'}}\n",
-        "source.headers.Authorization: a credential",
-    ),
+    # credentials written literally into the config
+    (_HTTP + "headers: {Authorization: 'Bearer abc123def456'}}\n", "source.headers.Authorization: a credential"),
     (_HTTP + "headers: {X-Api-Key: abc123def456}}\n", "source.headers.X-Api-Key: a credential"),
     (_HTTP + "params: {token: abc123def456}}\n", "source.params.token: a credential"),
-    (
-        _HTTP + "headers: {X-Whatever: 'Basic dXNlcjpwdw=='}}\n",
-        "source.headers.X-Whatever: a credential",
-    ),
-    (
-        "storage: {database: 'host=h password=pw123456'}\n",
-        "storage.database: expected a SQLite file path",
-    ),
-    (
-        "storage: {database: 'postgresql://u:pw@h/db'}\n",
-        "storage.database: expected a SQLite file path",
-    ),
+    (_HTTP + "headers: {X-Whatever: 'Basic dXNlcjpwdw=='}}\n", "source.headers.X-Whatever: a credential"),
+    ("storage: {database: 'host=h password=pw123456'}\n", "storage.database: expected a SQLite file path"),
+    ("storage: {database: 'postgresql://u:pw@h/db'}\n", "storage.database: expected a SQLite file path"),
+    # a database path that is not a regular file (the heartbeat would land beside it)
+    ("storage: {database: /dev/null}\n", "storage.database: '/dev/null' is not a regular file"),
+    ("storage: {database: /tmp}\n", "storage.database: '/tmp' is a folder"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(("raw", "message"), REFUSED, ids=range(len(REFUSED)))

@@ -17,12 +17,14 @@ anything. The writer appends whole batches, fsyncs them, holds an exclusive
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import logging
 import os
 import pickle
 import re
+import stat
 import threading
 import uuid
 import zlib
@@ -36,7 +38,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
-from robust_collector.boundary import safe_row
+from robust_collector.boundary import clean_text, safe_row
 from robust_collector.storage.schema import REJECT_COLUMNS, TICK_COLUMNS
 
 if TYPE_CHECKING:
@@ -351,11 +353,24 @@ class BackupContents:
         return sum(p.kind == "corrupt" for p in self.problems)
 
 
+def open_regular(path: str | Path) -> IO[bytes]:
+    """``path`` opened for reading only if it is a regular file: a symlink planted in the
+    backup folder is not followed (``O_NOFOLLOW``) and a FIFO does not block (``O_NONBLOCK``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_backup_file(path: str | Path) -> BackupContents:
     """Read a whole backup file into memory, skipping and reporting bad lines."""
     p = Path(path)
     out = BackupContents(p)
-    with open(p, "rb") as f:
+    with open_regular(p) as f:
         for chunk in iter_backup_chunks(f, name=str(p), size=65_536, problems=out.problems):
             out.ticks.extend(chunk.ticks)
             out.rejects.extend(chunk.rejects)
@@ -370,7 +385,7 @@ def iter_backup_file(
     p = Path(path)
     name = str(p)
     sink = problems if problems is not None else []
-    with open(p, "rb") as f:
+    with open_regular(p) as f:
         for n, line in enumerate(f, start=1):
             try:
                 kind, row = decode_line(line)
@@ -406,7 +421,7 @@ def _serve_chunk_requests(request_fd: int, result_fd: int) -> None:
         path, name, size = request
         problems: list[Problem] = []
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 sent = 0
                 for chunk in iter_backup_chunks(f, name=name, size=size, problems=problems):
                     msg = ("chunk", chunk.ticks, chunk.rejects, chunk.lines, problems[sent:])
@@ -441,12 +456,53 @@ def list_backup_files(backup_path: str | Path) -> list[Path]:
     d = Path(backup_path)
     if not d.is_dir():
         return []
-    files = [
-        p
-        for p in d.iterdir()
-        if p.name.startswith(FILE_PREFIX) and p.name.endswith(FILE_SUFFIX) and p.is_file()
-    ]
+    files = []
+    for p in d.iterdir():
+        if not (p.name.startswith(FILE_PREFIX) and p.name.endswith(FILE_SUFFIX)):
+            continue
+        try:
+            mode = p.lstat().st_mode  # a symlink is judged itself, never its target
+        except OSError:  # recovered or removed meanwhile
+            continue
+        if stat.S_ISREG(mode):
+            files.append(p)
+        elif not stat.S_ISDIR(mode):
+            _report_not_regular(p, mode)
     return sorted(files, key=_sort_key)
+
+
+_reported: set[str] = set()
+
+
+def _report_not_regular(path: Path, mode: int) -> None:
+    """Say once per path that a backup-named entry is left alone: a symlink (to
+    ``/etc/passwd``, say) would otherwise be read and moved, a FIFO would block."""
+    if str(path) in _reported:
+        return
+    _reported.add(str(path))
+    kind = (
+        "a symlink"
+        if stat.S_ISLNK(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "not a regular file"
+    )
+    log.warning("backup folder: %s is %s: not read, not moved", clean_text(path), kind)
+
+
+def unsafe_backup_entries(backup_path: str | Path) -> list[Path]:
+    """Backup-named entries of ``backup_path`` that are not regular files (left alone)."""
+    d = Path(backup_path)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        if p.name.startswith(FILE_PREFIX) and p.name.endswith(FILE_SUFFIX):
+            with contextlib.suppress(OSError):
+                mode = p.lstat().st_mode
+                if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                    out.append(p)
+    return sorted(out)
 
 
 def backlog(backup_path: str | Path) -> tuple[int, int]:
