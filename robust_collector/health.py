@@ -332,6 +332,9 @@ def evaluate(
             f"({m.get('stream_spilled_messages', 0)} messages validated at once and spilled "
             "to backup)",
         )
+    refused = m.get("subscription_refused")  # a stream's server refused this symbol
+    if refused:
+        raise_to(HealthLevel.UNHEALTHY, f"{name}: {refused}")
     if m.get("silent"):
         raise_to(
             HealthLevel.DEGRADED,

@@ -136,7 +136,7 @@ def test_alpaca_parser_keeps_valid_items_of_a_half_valid_frame() -> None:
     ]
     assert p.ignored == 1
     kinds = [(c.kind, c.code, c.permanent) for c in p.controls]
-    assert kinds == [("error", 402, True), ("error", 406, False), ("subscribed", None, False)]
+    assert kinds == [("error", 402, True), ("error", 406, False), ("subscribed", "full", False)]
     assert p.controls[2].symbols == ("SPY", "QQQ")
     assert AlpacaStream().parse("{not json").problems[0].startswith("frame is not JSON")
 

@@ -47,6 +47,7 @@ class FakeFeed:
         self.flowing = True
         self.auth_error: str | None = None  # "402" / "auth_failed": refuse every auth
         self.limit_refusals = 0  # the first N connections get "connection limit exceeded"
+        self.refuse: set[str] = set()  # symbols whose subscription the server refuses
         self.connections = 0
         self.idle_checks = 0  # loop turns that sent nothing (flow stopped)
         self.connect_times: list[float] = []
@@ -163,7 +164,8 @@ class FakeFeed:
         await ws.send(json.dumps([{"T": "success", "msg": "authenticated"}]))
         sub = json.loads(await ws.recv())
         self.subscribes.append(sub["quotes"])
-        ack = {"T": "subscription", "trades": [], "quotes": sub["quotes"], "bars": []}
+        granted = [q for q in sub["quotes"] if q not in self.refuse]
+        ack = {"T": "subscription", "trades": [], "quotes": granted, "bars": []}
         await ws.send(json.dumps([ack]))
         return True
 
@@ -186,7 +188,8 @@ class FakeFeed:
         syms = [p.removeprefix("Q.") for p in sub["params"].split(",")]
         self.subscribes.append(syms)
         for s in syms:
-            await ws.send(status("success", f"subscribed to: Q.{s}"))
+            if s not in self.refuse:
+                await ws.send(status("success", f"subscribed to: Q.{s}"))
         return True
 
 

@@ -128,6 +128,36 @@ class StreamRunner:
         self.refreshed = 0
         self.last_error: str | None = None
         self.last_cause: str | None = None
+        self._started_at: float | None = None
+        # subscription acknowledgements of the current connection (checked against the request)
+        self._acked: set[str] = set()
+        self._refused: set[str] = set()
+        self._acks_checked = False
+        self._connected_at = 0.0
+        self.open_timeout = float(_setting(s, "open_timeout_seconds"))
+        self._warn_unused_settings()
+
+    def _warn_unused_settings(self) -> None:
+        """Settings of the polling path that a stream ignores: say so once, at start."""
+        rt = self.c.config.realtime_data
+        try:
+            defaults = type(rt)()
+        except TypeError:  # not constructible without arguments: nothing to compare with
+            return
+        unused = []
+        if rt.collect_interval_seconds != defaults.collect_interval_seconds:
+            unused.append("realtime_data.collect_interval_seconds")
+        for f in dataclasses.fields(rt.retry):
+            if getattr(rt.retry, f.name) != getattr(defaults.retry, f.name):
+                unused.append(f"realtime_data.retry.{f.name}")
+        if unused:
+            log.warning(
+                "%s: %s set but not used by a streaming source (quotes arrive as they happen; "
+                "reconnects use source.reconnect_delay_seconds and "
+                "source.reconnect_max_delay_seconds)",
+                self.name,
+                ", ".join(unused),
+            )
 
     @property
     def reconnects(self) -> int:
@@ -158,6 +188,8 @@ class StreamRunner:
         return bool(self.queue) or self._spilling
 
     async def _supervise(self) -> None:
+        if self._started_at is None:
+            self._started_at = time.time()
         while True:
             self.state = "connecting" if self.connects == 0 else "reconnecting"
             self._publish()
@@ -166,6 +198,7 @@ class StreamRunner:
             except asyncio.CancelledError:
                 raise
             except CircuitOpenError as exc:
+                self._never_connected(exc)
                 await asyncio.sleep(max(exc.retry_after, 0.05))
                 continue
             except PermanentSourceError as exc:
@@ -174,6 +207,7 @@ class StreamRunner:
             except Exception as exc:
                 self.connect_failures += 1
                 self._error(exc)
+                self._never_connected(exc)
                 delay = self.backoff.next_delay(getattr(exc, "retry_after", None))
                 log.warning(
                     "%s: %s; reconnecting in %.2fs (attempt %d)",
@@ -197,8 +231,8 @@ class StreamRunner:
                 raise
             finally:
                 self._conn = None
-            if self._close_reason is not None:
-                cause = self._close_reason
+            if self._close_reason is not None and cause != "ping timeout":
+                cause = self._close_reason  # (a dead peer's ping timeout is the truer cause)
             if self._fatal is not None:
                 self._failed(self._fatal)
                 return
@@ -318,7 +352,62 @@ class StreamRunner:
             self._check_silence()
             self._publish()
 
+    def _never_connected(self, exc: BaseException) -> None:
+        """No connection yet since the start: the outage runs from the start (a gap row at
+        the first connection, or at stop), not from nowhere."""
+        if self.connects == 0 and self._down is None:
+            start = self._started_at if self._started_at is not None else time.time()
+            self._down = (start, f"never connected: {clean_text(redact(str(exc)), 300)}")
+
+    def _check_acks(self, now: float) -> None:
+        """Symbols requested but not acknowledged within open_timeout (incremental acks)."""
+        if self._acks_checked or self.state != "connected":
+            return
+        if now - self._connected_at >= self.open_timeout:
+            self._acks_checked = True
+            self._refuse(set(self.symbols) - self._acked, "not acknowledged within "
+                         f"{self.open_timeout:g}s")  # fmt: skip
+
+    def _subscribed(self, symbols: tuple[str, ...], full: bool) -> None:
+        """An acknowledgement: ``full`` ones list the whole current subscription (alpaca),
+        others add to it (polygon). ``subscribed`` is the current set, never a union of
+        every acknowledgement ever received."""
+        self.subscriptions += 1
+        if full:
+            self._acked = set(symbols)
+        else:
+            self._acked |= set(symbols)
+        self.subscribed = tuple(sorted(self._acked))
+        for sym in self._refused & self._acked:  # accepted after all
+            self._refused.discard(sym)
+            health = self.c._symbol_health.get(sym)
+            if health is not None:
+                health.facts["subscription_refused"] = None
+        if full:
+            self._acks_checked = True
+            shown = ", ".join(self.subscribed) or "nothing"
+            self._refuse(set(self.symbols) - self._acked, f"the server acknowledged {shown}")
+
+    def _refuse(self, missing: set[str], why: str) -> None:
+        """Report each newly refused symbol at once: an error row, a log line, its health."""
+        c = self.c
+        for sym in sorted(missing - self._refused):
+            self._refused.add(sym)
+            message = clean_text(
+                redact(f"{self.name} stream: subscription to {sym} refused ({why})")
+            )
+            log.warning("%s", message)
+            health = c._symbol_health.get(sym)
+            if health is not None:
+                health.facts["subscription_refused"] = message
+                health.record_failure(message)
+            c.monitor.record_error("source", message, symbol=sym)
+            c._events.append(
+                (INSERT_ERROR, (c.run_id, now_us(), "source", sym, "SubscriptionRefused", message))
+            )
+
     def _check_silence(self) -> None:
+        self._check_acks(time.time())
         if self.state != "connected" or self._behind() or self._flushing:
             return  # down (gaps say so) or behind (arrivals not all processed): no verdict
         for sym in self.detector.check():
@@ -330,6 +419,9 @@ class StreamRunner:
                 self.detector.threshold(sym),
             )
         quiet = time.time() - self._last_frame > self.detector.floor  # nothing read at all
+        judging = getattr(self._conn, "ping_outstanding", None)
+        if callable(judging) and judging():
+            return  # a ping is out: its pong (or the ping timeout) tells alive from dead
         if (
             quiet
             and self.detector.all_silent()
@@ -418,8 +510,7 @@ class StreamRunner:
             self._malformed(problem)
         for ctl in parsed.controls:
             if ctl.kind == "subscribed":
-                self.subscriptions += 1
-                self.subscribed = tuple(sorted(set(self.subscribed) | set(ctl.symbols)))
+                self._subscribed(ctl.symbols, full=ctl.code == "full")
             elif ctl.kind == "error":
                 exc_cls = PermanentSourceError if ctl.permanent else StreamClosed
                 text = f"{self.name} stream: server error {ctl.message}"
@@ -530,6 +621,10 @@ class StreamRunner:
             conn.behind = self._behind  # its keepalive: frames queued here prove it alive
         self._close_reason = None
         self._conn_quotes = 0
+        self._acked = set()
+        self._acks_checked = False
+        self._connected_at = now
+        self.subscribed = ()
         self.connects += 1
         self.state = "connected"
         self.detector.restart(now)
@@ -573,7 +668,8 @@ class StreamRunner:
         message = redact(str(exc))
         log.error("%s: %s; not reconnecting (a permanent error)", self.name, message)
         if self._down is None:
-            self._down = (time.time(), f"stopped: {message}")
+            start = self._started_at if self._started_at is not None else time.time()
+            self._down = (start, f"stopped: {message}")
         self._publish()
 
     def _silence_ended(self, s: Silence) -> None:

@@ -95,6 +95,7 @@ class WebSocketConnection:
         self._interval = ping_interval
         self._timeout = ping_timeout
         self._keepalive: asyncio.Task[None] | None = None
+        self._ping_pending = False  # a ping is out and its pong has not come back yet
         if ping_interval is not None:
             self._keepalive = asyncio.get_running_loop().create_task(
                 self._keepalive_loop(), name=f"{name}-keepalive"
@@ -139,6 +140,8 @@ class WebSocketConnection:
                 return
             if self._timeout is None:
                 continue
+            self._ping_pending = True
+            pong.add_done_callback(self._pong_done)
             deadline = loop.time() + self._timeout
             while not pong.done():
                 await asyncio.wait({pong}, timeout=max(0.0, deadline - loop.time()))
@@ -161,6 +164,14 @@ class WebSocketConnection:
                 return
             if pong.cancelled() or pong.exception() is not None:
                 return  # the connection closed meanwhile
+
+    def _pong_done(self, _: object) -> None:
+        self._ping_pending = False
+
+    def ping_outstanding(self) -> bool:
+        """True while a ping waits for its pong: the keepalive is judging the connection,
+        so a silence seen meanwhile is not yet a verdict of its own (see stream_runner)."""
+        return self._ping_pending or self._dead is not None
 
     async def ping_latency(self) -> float:
         """One round trip (seconds); for diagnostics, the keepalive runs by itself."""

@@ -213,8 +213,9 @@ class AlpacaStream(StreamPreset):
                     if isinstance(quotes, list)
                     else ()
                 )
+                # alpaca acknowledges with the whole current subscription ("full")
                 out.controls.append(
-                    Control("subscribed", f"quotes: {', '.join(syms)}", None, False, syms)
+                    Control("subscribed", f"quotes: {', '.join(syms)}", "full", False, syms)
                 )
             elif isinstance(kind, str):
                 out.ignored += 1  # trades, bars, statuses we do not collect
