@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import yaml
 
-from robust_collector.boundary import clean_text
+from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text
 from robust_collector.errors import ConfigError
-from robust_collector.schema import build, setting, to_dict
+from robust_collector.schema import _shown, build, setting, to_dict
 from robust_collector.secrets import register_url_secrets
 from robust_collector.validation.config import ValidationConfig
 
@@ -35,7 +35,7 @@ class RetryConfig:
     """How a failed fetch is retried (the seed's retry section)."""
 
     max_retries: int = setting(
-        3, doc="attempts per fetch, the first included (0 or 1: no retry)", ge=0
+        3, doc="attempts per fetch, the first included (0 or 1: no retry)", ge=0, le=1000
     )
     retry_delay: float = setting(1.0, doc="seconds to wait before the second attempt", ge=0)
     exponential_backoff: bool = setting(True, doc="double the wait after each failed attempt")
@@ -48,6 +48,14 @@ class RetryConfig:
         doc="give up when the next wait would pass this many seconds (null: no deadline)",
         gt=0,
     )
+
+    def _check(self, path: str) -> None:
+        if self.retry_delay > self.max_delay:
+            raise ConfigError(
+                f"{path}.retry_delay: {self.retry_delay:g} is above max_delay "
+                f"({self.max_delay:g}); expected retry_delay <= max_delay",
+                path=f"{path}.retry_delay",
+            )
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ class HealthCheckConfig:
 
     enabled: bool = setting(True, doc="track health and write snapshots")
     check_interval_seconds: float = setting(
-        60.0, doc="seconds between health snapshots written to the database", gt=0
+        60.0, doc="seconds between health snapshots written to the database", gt=0, le=86_400
     )
     max_errors_per_minute: float = setting(
         10, doc="errors per minute above which a component is UNHEALTHY", ge=0
@@ -130,9 +138,18 @@ class HealthCheckConfig:
     unhealthy_success_rate: float = setting(
         0.5, doc="success rate (in the window) below which a component is UNHEALTHY", ge=0, le=1
     )
-    history_size: int = setting(1000, doc="health snapshots kept in memory", ge=1)
-    max_recent_errors: int = setting(200, doc="recent errors kept in memory", ge=1)
+    history_size: int = setting(1000, doc="health snapshots kept in memory", ge=1, le=1_000_000)
+    max_recent_errors: int = setting(200, doc="recent errors kept in memory", ge=1, le=100_000)
     session: SessionConfig = setting(factory=SessionConfig, doc="market hours for staleness")
+
+    def _check(self, path: str) -> None:
+        if self.degraded_success_rate < self.unhealthy_success_rate:
+            raise ConfigError(
+                f"{path}.degraded_success_rate: {self.degraded_success_rate:g} is below "
+                f"unhealthy_success_rate ({self.unhealthy_success_rate:g}); expected "
+                "degraded >= unhealthy",
+                path=f"{path}.degraded_success_rate",
+            )
 
 
 @dataclass(frozen=True)
@@ -145,7 +162,9 @@ class BackupConfig:
     fsync: Literal["batch", "never"] = setting(
         "batch", doc="fsync each batch before it counts as saved"
     )
-    max_file_mb: float = setting(64.0, doc="rotate to a new backup file past this size", gt=0)
+    max_file_mb: float = setting(
+        64.0, doc="rotate to a new backup file past this size", ge=0.01, le=1_000_000
+    )
     after_recovery: Literal["move", "delete"] = setting(
         "move", doc="what to do with a backup file once it is in the database (move to recovered/)"
     )
@@ -156,8 +175,12 @@ class RealtimeDataConfig:
     """The seed's realtime_data section: collection, retry, validation, health, breakers, backup."""
 
     enabled: bool = setting(True, doc="collect real-time data")
-    collect_interval_seconds: float = setting(1.0, doc="seconds between polls of each symbol", gt=0)
-    buffer_size: int = setting(100, doc="accepted quotes buffered before a batch is written", ge=1)
+    collect_interval_seconds: float = setting(
+        1.0, doc="seconds between polls of each symbol", gt=0, le=86_400
+    )
+    buffer_size: int = setting(
+        100, doc="accepted quotes buffered before a batch is written", ge=1, le=1_000_000
+    )
     retry: RetryConfig = setting(factory=RetryConfig, doc="retry with backoff")
     validation: ValidationConfig = setting(factory=ValidationConfig, doc="data validation rules")
     health_check: HealthCheckConfig = setting(factory=HealthCheckConfig, doc="health monitoring")
@@ -207,7 +230,9 @@ class SimulatedSourceConfig:
     """The built-in offline feed: per-symbol random walks, deterministic with a seed."""
 
     type: Literal["simulated"] = setting("simulated", doc="source type")
-    seed: int = setting(42, doc="random seed; the same seed gives the same quotes")
+    seed: int = setting(
+        42, doc="random seed; the same seed gives the same quotes", ge=INT64_MIN, le=INT64_MAX
+    )
     start_prices: Mapping[str, float] = setting(
         {},
         doc="starting mid price per symbol (defaults: SPY 520, QQQ 450, IWM 210, others 100)",
@@ -259,13 +284,13 @@ class StorageConfig:
         "empty: the host name",
     )
     write_timeout_seconds: float = setting(
-        5.0, doc="a write slower than this goes to the backup files instead", gt=0
+        5.0, doc="a write slower than this goes to the backup files instead", gt=0, le=3600
     )
     flush_interval_seconds: float = setting(
         1.0, doc="write a partial buffer after this many seconds", gt=0
     )
     queue_max_batches: int = setting(
-        64, doc="batches waiting for the writer before the queue is full", ge=1
+        64, doc="batches waiting for the writer before the queue is full", ge=1, le=100_000
     )
     queue_full_block_ms: float = setting(
         200.0,
@@ -323,6 +348,24 @@ class StorageConfig:
         return self.instance or socket.gethostname()
 
 
+SYMBOL_MAX = 32
+SYMBOL_CHARS = "A-Z a-z 0-9 . - / ^ = _ : +"
+SYMBOL_RULE = (
+    f"a symbol of 1 to {SYMBOL_MAX} characters from {SYMBOL_CHARS}, with a letter or digit, "
+    "and no empty, '.' or '..' part between slashes"
+)
+_SYMBOL = re.compile(rf"[A-Za-z0-9.\-/^=_:+]{{1,{SYMBOL_MAX}}}")
+
+
+def symbol_ok(sym: str) -> bool:
+    """True for real tickers (``BRK.B``, ``BF-B``, ``^VIX``, ``BTC/USD``, ``ES=F``); false for
+    control characters, blanks, overlong text and path tricks (``.``, ``..``, ``a//b``) that
+    would redirect an HTTP source's URL after normalisation."""
+    if not _SYMBOL.fullmatch(sym) or not any(c.isalnum() for c in sym):
+        return False
+    return all(part not in ("", ".", "..") for part in sym.split("/"))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
@@ -342,7 +385,15 @@ class Config:
         seen: set[str] = set()
         for i, sym in enumerate(self.symbols):
             if sym != sym.strip() or " " in sym:
-                raise ConfigError(f"symbols[{i}]: expected a symbol without spaces, got {sym!r}")
+                raise ConfigError(
+                    f"symbols[{i}]: expected a symbol without spaces, got {_shown(sym)}",
+                    path=f"symbols[{i}]",
+                )
+            if not symbol_ok(sym):
+                raise ConfigError(
+                    f"symbols[{i}]: expected {SYMBOL_RULE}, got {_shown(sym)}",
+                    path=f"symbols[{i}]",
+                )
             if sym in seen:
                 raise ConfigError(f"symbols[{i}]: {sym!r} is listed twice", path=f"symbols[{i}]")
             seen.add(sym)
@@ -372,13 +423,13 @@ def _build_source(data: Any) -> Any:
     if isinstance(data, str):
         data = {"type": data}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"source: expected a mapping, got {data!r}", path="source")
+        raise ConfigError(f"source: expected a mapping, got {_shown(data)}", path="source")
     kind = data.get("type", "simulated")
-    cls = SOURCE_TYPES.get(kind)
+    cls = SOURCE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         choices = ", ".join(repr(k) for k in SOURCE_TYPES)
         raise ConfigError(
-            f"source.type: expected one of {choices}, got {kind!r}", path="source.type"
+            f"source.type: expected one of {choices}, got {_shown(kind)}", path="source.type"
         )
     source = build(cls, data, "source")
     _refuse_literal_credentials(source)
@@ -454,6 +505,86 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config
 
 
+MAX_CONFIG_BYTES = 1_000_000
+"""A config file larger than this is refused (real ones are a few kilobytes)."""
+MAX_CONFIG_NODES = 100_000
+"""Values a config may expand to, aliases counted each time they are used (an alias bomb
+of a few lines expands to billions)."""
+
+
+def _read_config_bytes(p: Path, label: str) -> bytes:
+    """The file's bytes, refusing what is not a regular file (``/dev/zero`` would fill memory,
+    a FIFO would block: checked with ``stat`` first, opened ``O_NONBLOCK``) or too big."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=label) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror})", source=label) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"{kind}; expected a YAML file", source=label)
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"file of {st.st_size} bytes is larger than {MAX_CONFIG_BYTES} bytes", source=label
+        )
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror})", source=label) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the stat
+            raise ConfigError("not a regular file; expected a YAML file", source=label)
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"file is larger than {MAX_CONFIG_BYTES} bytes", source=label)
+    return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (the last one
+    would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if dup:
+                mark = key_node.start_mark
+                raise ConfigError(
+                    f"line {mark.line + 1}, column {mark.column + 1}: key "
+                    f"{_shown(key)} is given twice in the same mapping",
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(data: Any, label: str) -> None:
+    """Refuse a document that expands to more than ``MAX_CONFIG_NODES`` values (aliases
+    counted at every use), before anything walks, copies or prints it."""
+    stack = [data]
+    count = 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(
+                f"the YAML expands to more than {MAX_CONFIG_NODES} values (alias expansion)",
+                source=label,
+            )
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -467,32 +598,35 @@ def load_config(
     current directory). Every problem raises ``ConfigError`` with a one-line
     message naming the file and key path.
     """
-    label = str(path) if path is not None else ""
+    label = clean_text(path, 500) if path is not None else ""
     raw: Any = {}
     if path is not None:
-        p = Path(path)
+        data = _read_config_bytes(Path(path), label)
         try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError("file not found", source=label) from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read file ({exc.strerror})", source=label) from None
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8",
                 source=label,
             ) from None
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        except ConfigError as exc:  # a duplicate key
+            raise ConfigError(str(exc), source=label) from None
+        except RecursionError:
+            raise ConfigError("invalid YAML (nested too deeply)", source=label) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"{where}invalid YAML ({problem})", source=label) from None
+        _check_expansion(raw, label)
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"expected a mapping at the top level, got {raw!r}", source=label)
+            raise ConfigError(
+                f"expected a mapping at the top level, got {_shown(raw)}", source=label
+            )
     raw = dict(raw)
     # The seed's file may hold other sections of a larger project: those are left
     # alone, but a key that looks like a typo of one of ours is refused.

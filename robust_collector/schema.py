@@ -41,6 +41,13 @@ class Constraint:
             or (self.lt is not None and value >= self.lt)
         )
 
+    def bounded(self) -> Constraint:
+        """This constraint with ``DEFAULT_MAX`` as its upper bound when it has none: every
+        number gets one, so a setting added without a bound cannot take 1e308."""
+        if self.le is not None or self.lt is not None:
+            return self
+        return dataclasses.replace(self, le=DEFAULT_MAX)
+
     def describe(self) -> str:
         parts = []
         if self.ge is not None:
@@ -52,6 +59,10 @@ class Constraint:
         if self.lt is not None:
             parts.append(f"< {_num(self.lt)}")
         return " and ".join(parts)
+
+
+DEFAULT_MAX = 1_000_000_000
+"""The upper bound of every numeric setting that declares none (about 31 years in seconds)."""
 
 
 def _num(x: float) -> str:
@@ -160,6 +171,7 @@ def _convert(tp: Any, value: Any, path: str, constraint: Constraint | None) -> A
             _fail(path, "true or false", value)
         return value
     if tp in (int, float):
+        constraint = (constraint or Constraint()).bounded()
         ok_types = (int,) if tp is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_types):
             bound = constraint.describe() if constraint else ""
@@ -203,6 +215,18 @@ def _convert(tp: Any, value: Any, path: str, constraint: Constraint | None) -> A
     if tp is Any:
         return value
     raise TypeError(f"schema type {tp!r} at {path} is not supported")  # programming error
+
+
+def _numeric(tp: Any) -> bool:
+    """True when ``tp`` holds numbers (directly, optionally, or as list items or values)."""
+    if tp in (int, float):
+        return True
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        return any(_numeric(a) for a in get_args(tp) if a is not type(None) and a is not ...)
+    if origin in (dict, Mapping) or origin is typing.Mapping:
+        return _numeric(get_args(tp)[1])
+    return False
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -286,6 +310,8 @@ def describe(cls: type, path: str = "") -> list[KeyDoc]:
         else:
             default = None
         c = f.metadata.get("constraint")
+        if c is not None and _numeric(tp):
+            c = c.bounded()
         kind = _type_name(tp)
         if c is not None and c.describe():
             kind += f" {c.describe()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,11 @@ def test_missing_keys_take_defaults(tmp_path):
     [
         (
             "realtime_data:\n  retry:\n    max_retries: three\n",
-            "realtime_data.retry.max_retries: expected an integer >= 0, got 'three'",
+            "realtime_data.retry.max_retries: expected an integer >= 0 and <= 1000, got 'three'",
         ),
         (
             "realtime_data:\n  retry:\n    max_retries: -1\n",
-            "realtime_data.retry.max_retries: expected an integer >= 0, got -1",
+            "realtime_data.retry.max_retries: expected an integer >= 0 and <= 1000, got -1",
         ),
         (
             "realtime_data:\n  retry:\n    max_retry: 3\n",
@@ -80,7 +81,7 @@ def test_missing_keys_take_defaults(tmp_path):
         ),
         (
             "realtime_data:\n  collect_interval_seconds: 0\n",
-            "realtime_data.collect_interval_seconds: expected a number > 0, got 0",
+            "realtime_data.collect_interval_seconds: expected a number > 0 and <= 86400, got 0",
         ),
         (
             "realtime_data:\n  enabled: yes please\n",
@@ -88,7 +89,7 @@ def test_missing_keys_take_defaults(tmp_path):
         ),
         (
             "realtime_data:\n  buffer_size: 1.5\n",
-            "realtime_data.buffer_size: expected an integer >= 1, got 1.5",
+            "realtime_data.buffer_size: expected an integer >= 1 and <= 1000000, got 1.5",
         ),
         (
             "realtime_data:\n  circuit_breaker:\n    enabled: 1\n",
@@ -219,7 +220,7 @@ _BOMB = (
         (b'symbols: ["SP\\e[2JY"]\n', "symbols[0]: expected text without control"),
         (b"symbols: [SPY]\n\xff\xfe bad bytes\n", "not UTF-8 text"),
         ("symbols: [SPY]\n".encode("utf-16"), "not UTF-8 text"),
-        (_BOMB.encode(), "realtime_data.buffer_size: expected"),
+        (_BOMB.encode(), "the YAML expands to more than 100000 values"),
     ],
 )
 def test_hostile_config_values_are_one_line_errors(tmp_path, raw, message):
@@ -250,8 +251,52 @@ REFUSED: list[tuple[str | bytes, str]] = [
     # a database path that is not a regular file (the heartbeat would land beside it)
     ("storage: {database: /dev/null}\n", "storage.database: '/dev/null' is not a regular file"),
     ("storage: {database: /tmp}\n", "storage.database: '/tmp' is a folder"),
+    # wrong container types
+    ("source: {type: [http]}\n", "source.type: expected one of 'simulated', 'http'"),
+    ("source: {type: {a: 1}}\n", "source.type: expected one of 'simulated', 'http'"),
+    ("source: [http]\n", "source: expected a mapping, got ['http']"),
+    # numbers past their bounds (every number has one; see docs/configuration.md)
+    ("source: {seed: 18446744073709551617}\n", "source.seed: expected an integer"),
+    ("source: {type: http, preset: alpaca, max_connections: 18446744073709551617}\n", "source.max_connections: expected an integer"),
+    ("source: {type: http, preset: alpaca, max_connections: 2000000000}\n", "source.max_connections: expected an integer >= 1 and <= 1000000000"),
+    ("realtime_data: {buffer_size: 18446744073709551616}\n", "realtime_data.buffer_size: expected an integer"),
+    ("realtime_data: {buffer_size: 2000000}\n", "realtime_data.buffer_size: expected an integer >= 1 and <= 1000000"),
+    ("realtime_data: {validation: {spread_window: 18446744073709551616}}\n", "realtime_data.validation.spread_window: expected an integer"),
+    ("storage: {queue_max_batches: 9223372036854775807}\n", "storage.queue_max_batches: expected an integer >= 1 and <= 100000"),
+    ("realtime_data: {health_check: {history_size: 9223372036854775808}}\n", "realtime_data.health_check.history_size: expected an integer"),
+    ("realtime_data: {health_check: {max_recent_errors: 9223372036854775807}}\n", "realtime_data.health_check.max_recent_errors: expected an integer >= 1 and <= 100000"),
+    ("storage: {write_timeout_seconds: 1.0e+308}\n", "storage.write_timeout_seconds: expected a number > 0 and <= 3600"),
+    ("realtime_data: {backup: {max_file_mb: 1.0e+308}}\n", "realtime_data.backup.max_file_mb: expected a number >= 0.01"),
+    ("realtime_data: {backup: {max_file_mb: 1.0e-30}}\n", "realtime_data.backup.max_file_mb: expected a number >= 0.01"),
+    ("realtime_data: {validation: {future_tolerance_seconds: 1.0e+308}}\n", "realtime_data.validation.future_tolerance_seconds: expected a number >= 0 and <= 1000000000"),
+    ("source: {type: websocket, preset: alpaca, ping_interval_seconds: 1.0e+300}\n", "source.ping_interval_seconds: expected a number > 0 and <= 1000000000"),
+    ("source: {faults: {symbol_latency_seconds: {SPY: 1.0e+300}}}\n", "source.faults.symbol_latency_seconds.SPY: expected a number >= 0 and <= 1000000000"),
+    # fields that must agree
+    ("realtime_data: {health_check: {degraded_success_rate: 0.2, unhealthy_success_rate: 0.5}}\n", "realtime_data.health_check.degraded_success_rate: 0.2 is below unhealthy_success_rate"),
+    ("realtime_data: {retry: {retry_delay: 60, max_delay: 30}}\n", "realtime_data.retry.retry_delay: 60 is above max_delay"),
+    ("realtime_data: {validation: {min_price: 20000}}\n", "realtime_data.validation.min_price: expected a number below max_price"),
+    # YAML: duplicate keys, alias bombs
+    ("symbols: [SPY]\nsymbols: [QQQ]\n", "line 2, column 1: key 'symbols' is given twice"),
+    ("realtime_data:\n  buffer_size: 5\n  buffer_size: 6\n", "line 3, column 3: key 'buffer_size' is given twice"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n", "the YAML expands to more than 100000 values"),
+    # symbols: a documented character set and length
+    ('symbols: ["SP\\0Y"]\n', "symbols[0]: expected text without control"),
+    ('symbols: ["SP\\r\\nY"]\n', "symbols[0]: expected text without control"),
+    ('symbols: ["SP\\tY"]\n', "symbols[0]: expected text without control"),
+    ("symbols: ['.']\n", "symbols[0]: expected a symbol of 1 to 32 characters"),
+    ("symbols: ['..']\n", "symbols[0]: expected a symbol of 1 to 32 characters"),
+    ("symbols: ['../v2/account']\n", "symbols[0]: expected a symbol of 1 to 32 characters"),
+    ("symbols: ['SPY?x=1']\n", "symbols[0]: expected a symbol of 1 to 32 characters"),
+    ("symbols: ['SPY#']\n", "symbols[0]: expected a symbol of 1 to 32 characters"),
+    ("symbols: [" + "A" * 100_000 + "]\n", "symbols[0]: expected a symbol of 1 to 32 characters"),
+    # encodings
+    (b"symbols: [SPY]\n\xff\xfe bad bytes\n", "not UTF-8 text"),
+    ("symbols: [SPY]\n".encode("utf-16"), "not UTF-8 text"),
 ]
 # fmt: on
+
+# real tickers that the symbol rule must keep accepting
+GOOD_SYMBOLS = ["SPY", "BRK.B", "BF-B", "^VIX", "BTC/USD", "ES=F", "EUR/USD", "6E:CME", "A" * 32]
 
 
 @pytest.mark.parametrize(("raw", "message"), REFUSED, ids=range(len(REFUSED)))
@@ -269,3 +314,39 @@ def test_issue16_refused_config_is_one_line_naming_the_key(tmp_path, raw, messag
 def test_issue16_templated_credentials_in_headers_are_accepted(tmp_path):
     p = write(tmp_path, _HTTP + "headers: {Authorization: 'Bearer {api_key}'}}\n")
     assert load_config(p, base_dir=tmp_path).source.headers["Authorization"] == "Bearer {api_key}"
+
+
+@pytest.mark.parametrize(("raw", "message"), REFUSED, ids=range(len(REFUSED)))
+def test_issue16_the_cli_answers_every_refused_config_with_one_line_and_exit_2(
+    tmp_path, capsys, raw, message
+):
+    from robust_collector.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_bytes(raw if isinstance(raw, bytes) else raw.encode())
+    assert main(["health", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_issue16_real_tickers_are_accepted(tmp_path):
+    p = write(tmp_path, "symbols: [" + ", ".join(f"'{s}'" for s in GOOD_SYMBOLS) + "]\n")
+    assert load_config(p, base_dir=tmp_path).symbols == tuple(GOOD_SYMBOLS)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "devzero", "big"])
+def test_issue16_config_paths_that_are_not_small_regular_files_are_refused(tmp_path, kind):
+    p = tmp_path / "c.yaml"
+    if kind == "fifo":
+        os.mkfifo(p)  # opening it to read would block forever
+    elif kind == "folder":
+        p.mkdir()
+    elif kind == "devzero":
+        p = Path("/dev/zero")  # reading it would fill memory
+    else:
+        p.write_bytes(b"# " + b"x" * 1_000_000 + b"\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"{p}: ")
+    assert "regular file" in text or "folder" in text or "larger than" in text, text
