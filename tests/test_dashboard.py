@@ -637,3 +637,29 @@ def test_live_dashboard_shows_backup_mode_while_the_database_is_locked(
     finally:
         c.stop()
     dash.close()
+
+
+def test_the_fleet_table_escapes_every_field_even_a_pid_that_is_text() -> None:
+    """A hostile row in a shared database (issue 16): no field reaches the HTML raw."""
+    from robust_collector.dashboard.fleet import render_fleet_html
+    from robust_collector.fleet import InstanceStatus
+    from robust_collector.health import HealthLevel
+
+    evil = "<script>alert(1)</script>"
+    inst = InstanceStatus(
+        instance=evil,
+        host=evil,
+        pid=evil,  # type: ignore[arg-type] - what a hostile database row can hold
+        run_id=evil,
+        symbols=(evil,),
+        started_us=0,
+        level=HealthLevel.HEALTHY,
+        reasons=(evil,),
+        last_heartbeat_us=None,
+        check_interval_seconds=1.0,
+        running=True,
+        not_running_since_us=None,
+        stopped_cleanly=False,
+    )
+    out = render_fleet_html([inst], evil, now=0)
+    assert "<script>" not in out and out.count("&lt;script&gt;") >= 5

@@ -29,6 +29,12 @@ _COLORS = {
 }
 
 
+def _e(value: object) -> str:
+    """Any field as escaped HTML text: every value read from a database is outside text,
+    whatever its declared type (a pid column may hold a string)."""
+    return html.escape(str(value))
+
+
 def render_fleet_html(instances: list[InstanceStatus], label: str, now: int) -> str:
     """The fleet table as HTML (escaped: instance names and reasons come from the database)."""
     if not instances:
@@ -44,15 +50,15 @@ def render_fleet_html(instances: list[InstanceStatus], label: str, now: int) -> 
         else:
             level = "⏹ not running" if i.stopped_cleanly else "💀 not running"
             color = "#616161" if i.stopped_cleanly else "#c62828"
-        syms = ", ".join(i.symbols)
-        reasons = "; ".join(i.reasons) if i.running else ""
+        syms = ", ".join(str(x) for x in i.symbols)
+        reasons = "; ".join(str(x) for x in i.reasons) if i.running else ""
         rows.append(
             "<tr>"
-            f"<td><b>{html.escape(i.instance)}</b><br><small>{html.escape(i.host or '-')}"
-            f" pid {i.pid or '-'}</small></td>"
-            f"<td style='color:{color}'>{html.escape(level)}</td>"
-            f"<td>{heartbeat_age(i.last_heartbeat_us, now)}</td>"
-            f"<td>{len(i.symbols)}: {html.escape(syms)}</td>"
+            f"<td><b>{_e(i.instance)}</b><br><small>{_e(i.host or '-')}"
+            f" pid {_e(i.pid or '-')}</small></td>"
+            f"<td style='color:{_e(color)}'>{_e(level)}</td>"
+            f"<td>{_e(heartbeat_age(i.last_heartbeat_us, now))}</td>"
+            f"<td>{len(i.symbols)}: {_e(syms)}</td>"
             f"<td><small>{html.escape(reasons)}</small></td>"
             "</tr>"
         )
