@@ -641,3 +641,40 @@ def test_unparseable_values_are_one_line_config_errors(tmp_path, body, what):
         create_source(ReplaySourceConfig(path=str(p), columns={"ts_us": "t"}))
     assert what in str(info.value)
     assert "\n" not in str(info.value) and clean_text(str(info.value)) == str(info.value)
+
+
+# -- issue 16: odd times are one line or clamped, never a traceback or a wrapped value ------
+# One case per line: (file name, body, replay settings, the expected message or None = loads).
+# fmt: off
+ODD_TIMES = [
+    ("gap.csv", "symbol,t,last\nA,2024-03-08 09:30:00,1.0\nA,2024-03-10 02:30:00,2.0\n", {"timezone": "America/New_York"}, "source.columns.ts_us: 1 rows of gap.csv have no time"),
+    ("zones.csv", "symbol,t,last\nA,2024-03-08T09:30:00Z,1.0\nA,2024-03-08T09:30:00,2.0\n", {}, "have no time"),
+    ("zones.jsonl", '{"symbol":"A","t":"2024-03-08T09:30:00Z","last":1.0}\n{"symbol":"A","t":1709908200,"last":2.0}\n', {}, "have no time"),
+    ("s13f.csv", "symbol,t,last\nA,1709908200.0,1.0\nA,1e13,2.0\n", {"time_unit": "s"}, "source.columns: column 't' is Float64"),
+    ("bad.csv", "symbol,t,last\nA,2024-03-08T09:30:00,1.0\nA,yesterday,2.0\n", {}, "have no time"),
+    ("s13.csv", "symbol,t,last\nA,1709908200,1.0\nA,10000000000000,2.0\n", {"time_unit": "s"}, None),
+    ("offsets.csv", "symbol,t,last\nA,2024-03-08T09:30:00+00:00,1.0\nA,2024-03-08T09:30:00-05:00,2.0\n", {}, None),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "settings", "message"), ODD_TIMES, ids=[c[0] for c in ODD_TIMES]
+)
+def test_odd_times_are_one_line_errors_or_clamped_never_wrapped(
+    tmp_path, name, body, settings, message
+):
+    p = tmp_path / name
+    p.write_text(body)
+    cfg = ReplaySourceConfig(path=str(p), columns={"ts_us": "t"}, speed=0, **settings)
+    if message is not None:
+        with pytest.raises(ConfigError) as info:
+            create_source(cfg)
+        text = str(info.value)
+        assert message in text and "\n" not in text and len(text) < 300, text
+        return
+    out = drain(create_source(cfg), ["A"] * 2)
+    assert all(isinstance(q, Quote) for q in out)
+    for q in out:  # a time past int64 once scaled is clamped (the validator rejects it)
+        assert ts_in_window(q.ts_us) or q.ts_us in (INT64_MAX, INT64_MIN)
+        assert q.ts_us >= 0 or q.ts_us == INT64_MIN

@@ -131,7 +131,8 @@ def _time_expr(df: pl.DataFrame, column: str, tz: str, unit: str) -> pl.Expr:
         dtype = pl.Datetime("us")
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
-            col = col.dt.replace_time_zone(tz, ambiguous="earliest")
+            # a local time in a DST gap does not exist: null, so "N rows have no time"
+            col = col.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
         return col.dt.epoch("us").cast(pl.Int64)
     if dtype.is_integer():
         return _int_time_us(col, unit)
