@@ -9,20 +9,41 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from robust_collector.config import SOURCE_TYPES, Config
-from robust_collector.schema import KeyDoc, describe
+from robust_collector.config import (
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_NODES,
+    SOURCE_TYPES,
+    SYMBOL_MAX,
+    Config,
+)
+from robust_collector.schema import DEFAULT_MAX, KeyDoc, describe
 
-INTRO = """# Configuration reference
+INTRO = f"""# Configuration reference
 
 The collector reads one YAML file (default `config/spy_qqq_config.yaml`) with
-`yaml.safe_load`. Every key below is optional: a missing key takes its default.
+`yaml.safe_load` (a key given twice in one mapping is refused). Every key below is
+optional: a missing key takes its default.
 Unknown keys are refused with a "did you mean" suggestion; a bad value stops the
 collector with one line that names the file, the key path, the value and what
 was expected, e.g.
 
 ```text
-config/spy_qqq_config.yaml: realtime_data.retry.max_retries: expected an integer >= 0, got 'three'
+config/spy_qqq_config.yaml: realtime_data.retry.max_retries: expected an integer >= 0 and <= 1000, got 'three'
 ```
+
+Limits:
+
+- Every number has an upper bound, shown below; a setting that declares none
+  takes `<= {DEFAULT_MAX}`.
+- Symbols: 1 to {SYMBOL_MAX} characters from `A-Z a-z 0-9 . - / ^ = _ :` and `+`, with at
+  least one letter or digit and no empty, `.` or `..` part between slashes
+  (`BRK.B`, `BF-B`, `^VIX`, `BTC/USD`, `ES=F` are accepted; blanks, control
+  characters, `?`, `#` and `..` are not).
+- The file must be a regular file of at most {MAX_CONFIG_BYTES:,} bytes, UTF-8, whose
+  aliases expand to at most {MAX_CONFIG_NODES:,} values.
+- `storage.database` must be a regular file (or not exist yet): `/dev/null` or a
+  folder is refused. Credentials are never written in this file: see
+  [security](security.md).
 
 Top-level sections other than `symbols`, `source`, `storage` and
 `realtime_data` are left alone (the file may configure other parts of a larger
