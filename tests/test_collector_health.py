@@ -103,7 +103,8 @@ def stopped_db(make_config):
     )
     with Collector(cfg) as c:
         c.wait_for(
-            lambda s: s.symbols["IWM"].breaker_state == "OPEN" and s.health_level == "DEGRADED",
+            # an always-failing symbol is UNHEALTHY (issue 17, finding 4)
+            lambda s: s.symbols["IWM"].breaker_state == "OPEN" and s.health_level == "UNHEALTHY",
             timeout=30,
         )
     return c.db_path
@@ -116,7 +117,7 @@ def test_health_cli_not_running_is_unknown_exit_3(stopped_db):
     p = run_cli("health", "--db", str(stopped_db), "--json")
     data = json.loads(p.stdout)
     assert data["level"] == "UNKNOWN" and data["running"] is False
-    assert data["level_when_last_seen"] == "DEGRADED"
+    assert data["level_when_last_seen"] == "UNHEALTHY"
 
 
 def test_health_cli_errors_and_history_modes(stopped_db):
@@ -144,7 +145,8 @@ def test_health_cli_no_database_exit_3(tmp_path):
     ("faults", "stale", "code", "level"),
     [
         ({}, 300, 0, "HEALTHY"),
-        ({"failing_symbols": ["IWM"]}, 300, 1, "DEGRADED"),
+        # an always-failing symbol is UNHEALTHY, like an always-404 one (issue 17, finding 4)
+        ({"failing_symbols": ["IWM"]}, 300, 2, "UNHEALTHY"),
         ({"failing_symbols": ["SPY", "QQQ", "IWM"]}, 0.2, 2, "CRITICAL"),
     ],
 )
