@@ -61,7 +61,7 @@ def test_run_uses_the_default_config_path_and_db_override(tmp_path):
     [
         (
             "realtime_data:\n  retry:\n    max_retries: three\n",
-            "realtime_data.retry.max_retries: expected an integer >= 0, got 'three'",
+            "realtime_data.retry.max_retries: expected an integer >= 0 and <= 1000, got 'three'",
         ),
         ("realtime_data:\n  retry:\n    max_retry: 3\n", "did you mean 'max_retries'?"),
         ("{{{", "invalid YAML"),
@@ -176,8 +176,9 @@ def test_run_into_a_directory_is_not_a_silent_success(tmp_path):
     (tmp_path / "adir").mkdir()
     (tmp_path / "c.yaml").write_text(FAST)
     p = cli("run", "--config", "c.yaml", "--db", "adir", "--duration", "0.5", cwd=tmp_path)
-    assert p.returncode == 1
-    assert "nothing reached the database" in p.stderr
+    assert p.returncode == 2  # refused before it starts (issue 16): one line naming the key
+    assert "storage.database:" in p.stderr and "is a folder" in p.stderr
+    assert p.stderr.count("\n") == 1 and not (tmp_path / "adir.health.json").exists()
 
 
 def test_run_status_line_shows_the_level_now_not_the_last_snapshot(tmp_path):
