@@ -655,6 +655,7 @@ class Collector:
                 if batched:
                     self._receive_batch(symbol, await self._fetch(symbol, batch=True), c)
                     await asyncio.sleep(0)  # one yield per batch lets the other tasks run
+                    await self._writer_room()
                     continue
                 quote = await self._fetch(symbol)
             except asyncio.CancelledError:
@@ -763,6 +764,14 @@ class Collector:
         if self._stream is not None and self._stream.state == "failed":
             return f"stream stopped: {self._stream.last_error}"
         return None
+
+    async def _writer_room(self) -> None:
+        """Backpressure for a self-paced source: wait (on the loop, never blocking it) while
+        the writer's queue is full, so a replay at full speed is paced by the database
+        instead of spilling good batches to backup. A live source never waits here."""
+        w = self._writer
+        while w is not None and not w.has_room():
+            await asyncio.sleep(0.002)
 
     async def _fetch(self, symbol: str, batch: bool = False) -> Any:
         """One fetch through retry( breaker( source.fetch ) ), the resilience4j order."""

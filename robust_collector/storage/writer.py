@@ -267,6 +267,12 @@ class StorageWriter:
             return
         self._spill_wake.set()
 
+    def has_room(self) -> bool:
+        """Whether a batch submitted now would be queued, not overflow (a lock-free peek):
+        a self-paced producer (a replay at full speed) waits for room instead of making
+        the writer spill a flood of good batches to backup."""
+        return not self._overflow and not self._queue.full()
+
     def request_replay(self) -> None:
         """Replay the backup folder after the next good write (e.g. a file another
         component spilled there and has closed); safe from any thread."""
