@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(
             f"robust-collector {robust_collector.__version__}: run {collector.run_id}, "
             f"{len(config.symbols)} symbols ({', '.join(config.symbols)}) "
-            f"from the {config.source.type} source into {collector.db_path}"
+            f"from the {config.source.type} source into {clean_text(_label(collector.db_path))}"
         )
         collector.start()
         started = time.monotonic()

@@ -197,8 +197,6 @@ def test_no_piece_of_any_credential_is_written_anywhere(
 
     found: dict[str, list[str]] = {}
     for where, text in out.texts.items():
-        if where.startswith("run ") and where.endswith("stdout"):
-            text = text.split("\n", 1)[-1]  # its first line: the xfail test below
         if leaks(text):
             found[where] = leaks(text)
     for f in sorted(work.rglob("*")):
@@ -213,15 +211,10 @@ def test_no_piece_of_any_credential_is_written_anywhere(
     assert found == {}, "\n".join(f"{k}: {v[:3]}" for k, v in found.items())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py cmd_run prints collector.db_path raw on its first line (issue 17's file): "
-    "it must print redact_url(str(collector.db_path))",
-)
 def test_run_does_not_print_the_database_password(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``run``'s first line names the database: masked (cli.py ``cmd_run``, issue 17's owner)."""
+    """``run``'s first line names the database: masked."""
     from robust_collector.cli import main
 
     monkeypatch.chdir(tmp_path)

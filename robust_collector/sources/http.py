@@ -219,7 +219,9 @@ def _micros(seconds: float) -> int:
 
 
 def _snippet(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
+    """Outside text for a message: secrets redacted before the cut (so no piece of one
+    survives it), whitespace folded, at most ``limit`` characters."""
+    text = " ".join(redact(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

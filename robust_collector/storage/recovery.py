@@ -41,6 +41,7 @@ from robust_collector.storage.backup import (
     Problem,
     iter_backup_chunks,
     list_backup_files,
+    open_regular,
 )
 from robust_collector.storage.schema import (
     REJECT_COLUMNS,
@@ -537,7 +538,8 @@ def _replay_file(
     result = FileResult(path)
     read = reader if reader is not None else _read_inline
     try:
-        f = open(path, "rb")  # noqa: SIM115 -- held open (and locked) until moved
+        # held open (and locked) until moved; a symlink swapped in is never followed
+        f = open_regular(path)
     except FileNotFoundError:
         result.status = "gone"  # recovered by someone else since it was listed
         return result
