@@ -138,6 +138,13 @@ class HealthCheckConfig:
     unhealthy_success_rate: float = setting(
         0.5, doc="success rate (in the window) below which a component is UNHEALTHY", ge=0, le=1
     )
+    recovery_successes: int = setting(
+        10,
+        doc="successful operations in a row after which a component reads as recovered: the "
+        "window's error rate and success rate no longer hold it below HEALTHY",
+        ge=1,
+        le=1_000_000,
+    )
     history_size: int = setting(1000, doc="health snapshots kept in memory", ge=1, le=1_000_000)
     max_recent_errors: int = setting(200, doc="recent errors kept in memory", ge=1, le=100_000)
     session: SessionConfig = setting(factory=SessionConfig, doc="market hours for staleness")

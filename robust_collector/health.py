@@ -144,6 +144,7 @@ class HealthChecker:
     last_success: float | None = None
     last_failure: float | None = None
     last_error: str | None = None
+    streak: int = 0  # successful operations since the last failure
     created: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
     # one [second, operations, failures] bucket per second of the window: memory stays
@@ -162,6 +163,7 @@ class HealthChecker:
         with self._lock:
             self.operations += count
             self.successes += count
+            self.streak += count
             if fresh:
                 self.last_success = data_time if data_time is not None else now
             self._bucket(now)[1] += count
@@ -172,6 +174,7 @@ class HealthChecker:
         with self._lock:
             self.operations += 1
             self.failures += 1
+            self.streak = 0
             self.last_failure = now
             if error is not None:
                 text = (
@@ -219,6 +222,7 @@ class HealthChecker:
             "errors_per_minute": fails / minutes,
             "data_age_seconds": max(0.0, now - since),
             "has_data": self.last_success is not None,
+            "success_streak": self.streak,
             "last_error": self.last_error,
             **self.facts,
         }
@@ -354,14 +358,17 @@ def evaluate(
                     f"{name}: {what} for {age:.0f}s (max {config.max_stale_seconds:g}s)",
                 )
 
+    # a component whose last recovery_successes operations all succeeded has recovered:
+    # the window's past errors stay in the history, not in its level
+    recovered = m.get("success_streak", 0) >= config.recovery_successes
     epm = m["errors_per_minute"]
-    if epm > config.max_errors_per_minute:
+    if epm > config.max_errors_per_minute and not recovered:
         raise_to(
             HealthLevel.UNHEALTHY,
             f"{name}: {epm:.1f} errors/minute (max {config.max_errors_per_minute:g})",
         )
     rate = m["window_success_rate"]
-    if rate is not None and m["window_operations"] >= 5:
+    if rate is not None and m["window_operations"] >= 5 and not recovered:
         if rate < config.unhealthy_success_rate:
             raise_to(
                 HealthLevel.UNHEALTHY,

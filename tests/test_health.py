@@ -224,3 +224,23 @@ def test_checker_memory_does_not_grow_with_the_rate():
     assert len(c._buckets) <= 62  # one bucket per second of the window, not one per event
     ops, fails = c.window()
     assert 39_000 <= ops <= 41_000 and 3_900 <= fails <= 4_100  # ~60 s worth
+
+
+def test_a_recovered_component_reads_healthy_while_its_past_errors_stay_in_the_metrics():
+    mon, clock = monitor(max_errors_per_minute=5, recovery_successes=10)
+    c = mon.checker("IWM", "symbol")
+    for _ in range(20):
+        c.record_failure(ConnectionError("refused"))
+        clock.t += 0.05
+    for _ in range(9):
+        c.record_success()
+        clock.t += 0.05
+    comp = mon.check().component("IWM")
+    assert comp.level is HealthLevel.UNHEALTHY
+    assert any("errors/minute" in r for r in comp.reasons)
+    c.record_success()  # the 10th success in a row: recovered
+    comp = mon.check().component("IWM")
+    assert comp.level is HealthLevel.HEALTHY and comp.reasons == ()
+    assert comp.metrics["errors_per_minute"] == 20 and comp.metrics["success_streak"] == 10
+    c.record_failure(ConnectionError("refused again"))  # one failure ends the recovery
+    assert mon.check().component("IWM").level is HealthLevel.UNHEALTHY
