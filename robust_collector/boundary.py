@@ -151,6 +151,12 @@ def json_depth_ok(data: Any, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
+def _brackets(data: str | bytes) -> int:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
+
+
 def loads_bounded(data: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """Parse one JSON message or line within the size and depth bounds, or ``BoundaryError``."""
     if len(data) > max_bytes:
@@ -159,7 +165,13 @@ def loads_bounded(data: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any
         parsed = orjson.loads(data)
     except (orjson.JSONDecodeError, RecursionError, TypeError) as exc:
         raise JSONSyntaxError(f"not valid JSON: {clean_text(exc, 120)}") from None
-    if isinstance(parsed, dict | list) and not json_depth_ok(parsed):
+    # a text with at most MAX_DEPTH brackets cannot nest deeper (a C-speed count spares
+    # the walk for most messages)
+    if (
+        isinstance(parsed, dict | list)
+        and _brackets(data) > MAX_DEPTH
+        and not json_depth_ok(parsed)
+    ):
         raise BoundaryError(f"JSON nested deeper than {MAX_DEPTH} levels")
     return parsed
 
