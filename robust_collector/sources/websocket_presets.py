@@ -32,6 +32,7 @@ import orjson
 from robust_collector.boundary import INT64_MAX, INT64_MIN, BoundaryError, clamp_int64, clean_text
 from robust_collector.sources.presets import (
     ShapeProblem,
+    _show,
     decode_json,
     parse_rfc3339_us,
     to_number,
@@ -67,14 +68,6 @@ def _symbol(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value or clean_text(value, MAX_SYMBOL) != value:
         raise ShapeProblem(key, f"expected a symbol, got {clean_text(_show(value), 80)}")
     return value
-
-
-def _show(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # e.g. an integer too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _code(value: Any) -> int | str | None:
