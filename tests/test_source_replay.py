@@ -433,7 +433,8 @@ def test_file_problems_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("source.columns: ['NOPE'] not in the file")):
         make(path=str(path), columns={"ts_us": "DT", "bid": "NOPE"})
     with pytest.raises(
-        ConfigError, match=re.escape("source.columns.bid: column 'EX' is not numeric")
+        ConfigError,
+        match=r"source\.columns\.bid: column 'EX' of \S+ is not numeric, first at row 1 \(value '\w'\)",
     ):
         make(path=str(path), columns_preset="taq", columns={"bid": "EX"})
     (tmp_path / "sub").mkdir()
@@ -647,11 +648,11 @@ def test_unparseable_values_are_one_line_config_errors(tmp_path, body, what):
 # One case per line: (file name, body, replay settings, the expected message or None = loads).
 # fmt: off
 ODD_TIMES = [
-    ("gap.csv", "symbol,t,last\nA,2024-03-08 09:30:00,1.0\nA,2024-03-10 02:30:00,2.0\n", {"timezone": "America/New_York"}, "source.columns.ts_us: 1 rows of gap.csv have no time"),
+    ("gap.csv", "symbol,t,last\nA,2024-03-08 09:30:00,1.0\nA,2024-03-10 02:30:00,2.0\n", {"timezone": "America/New_York"}, "source.columns.ts_us: 1 rows of gap.csv have no time, first at row 2 (value 2024-03-10 02:30:00)"),
     ("zones.csv", "symbol,t,last\nA,2024-03-08T09:30:00Z,1.0\nA,2024-03-08T09:30:00,2.0\n", {}, "have no time"),
     ("zones.jsonl", '{"symbol":"A","t":"2024-03-08T09:30:00Z","last":1.0}\n{"symbol":"A","t":1709908200,"last":2.0}\n', {}, "have no time"),
     ("s13f.csv", "symbol,t,last\nA,1709908200.0,1.0\nA,1e13,2.0\n", {"time_unit": "s"}, "source.columns: column 't' is Float64"),
-    ("bad.csv", "symbol,t,last\nA,2024-03-08T09:30:00,1.0\nA,yesterday,2.0\n", {}, "have no time"),
+    ("bad.csv", "symbol,t,last\nA,2024-03-08T09:30:00,1.0\nA,yesterday,2.0\n", {}, "have no time, first at row 2 (value 'yesterday')"),
     ("s13.csv", "symbol,t,last\nA,1709908200,1.0\nA,10000000000000,2.0\n", {"time_unit": "s"}, None),
     ("offsets.csv", "symbol,t,last\nA,2024-03-08T09:30:00+00:00,1.0\nA,2024-03-08T09:30:00-05:00,2.0\n", {}, None),
 ]

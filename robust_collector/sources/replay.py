@@ -57,6 +57,24 @@ _EXTENSIONS = {
 }
 
 
+def _first_row(df: pl.DataFrame, mask: pl.Expr | pl.Series, column: str | None) -> str:
+    """``", first at row K (value V)"`` for the first row where ``mask`` holds (rows count
+    from 1, the header not counted): so a user can find the bad line in the file."""
+    try:
+        flags = mask if isinstance(mask, pl.Series) else df.select(mask).to_series()
+        hits = flags.fill_null(False).arg_true()
+        if hits.is_empty():
+            return ""
+        i = int(hits[0])
+        shown = ""
+        if column is not None and column in df.columns:
+            v = df.get_column(column)[i]
+            shown = f" (value {clean_text(repr(v) if isinstance(v, str) else str(v), 60)})"
+        return f", first at row {i + 1}{shown}"
+    except Exception:  # the location is a courtesy: never let it hide the error itself
+        return ""
+
+
 def _first_line(exc: BaseException) -> str:
     """An exception as one clean line (polars errors run to many lines and quote values)."""
     text = str(exc).strip()
@@ -265,21 +283,28 @@ class ReplaySource:
             try:
                 df.select(pl.col(cols[f]).cast(pl.Float64))
             except pl.exceptions.PolarsError as exc:
+                bad = (
+                    pl.col(cols[f]).cast(pl.Float64, strict=False).is_null()
+                    & pl.col(cols[f]).is_not_null()
+                )
                 raise ConfigError(
-                    f"source.columns.{f}: column {cols[f]!r} is not numeric ({_first_line(exc)})",
+                    f"source.columns.{f}: column {cols[f]!r} of {self.label} is not numeric"
+                    f"{_first_row(df, bad, cols[f])} ({_first_line(exc)})",
                     path=f"source.columns.{f}",
                 ) from None
             exprs.append(pl.col(cols[f]).cast(pl.Float64).alias(f))
         work = df.select(exprs[0], exprs[1].alias("_ts"), *exprs[2:])
         no_time = work.get_column("_ts").null_count()
         if no_time:
+            where = _first_row(df, work.get_column("_ts").is_null(), cols["ts_us"])
             raise ConfigError(
-                f"source.columns.ts_us: {no_time} rows of {self.label} have no time",
+                f"source.columns.ts_us: {no_time} rows of {self.label} have no time{where}",
                 path="source.columns.ts_us",
             )
         if work.get_column("_sym").null_count():
+            where = _first_row(df, work.get_column("_sym").is_null(), cols.get("symbol"))
             raise ConfigError(
-                f"source.columns.symbol: rows of {self.label} without a symbol",
+                f"source.columns.symbol: rows of {self.label} without a symbol{where}",
                 path="source.columns.symbol",
             )
         tracks: dict[str, _Track] = {}
