@@ -6,6 +6,7 @@ monitoring and JSONL backup when the database fails, in a background thread.
 
 import logging
 
+from robust_collector.boundary import BoundaryError
 from robust_collector.collector import (
     Collector,
     CollectorStatus,
@@ -69,6 +70,7 @@ from robust_collector.storage.backend import Backend, SQLiteBackend, make_backen
 from robust_collector.storage.postgres import PostgresBackend
 from robust_collector.storage.reader import read_ticks
 from robust_collector.storage.writer import StorageWriter
+from robust_collector.supervisor import Supervisor, UnitStatus
 from robust_collector.validation import (
     RULES,
     TAQ_COLUMNS,
@@ -91,6 +93,7 @@ __all__ = [
     "AuthenticationError",
     "Backend",
     "BadRequestError",
+    "BoundaryError",
     "BreakerRegistry",
     "BreakerState",
     "BreakerStats",
@@ -131,9 +134,11 @@ __all__ = [
     "StorageError",
     "StorageWriter",
     "StreamSource",
+    "Supervisor",
     "SymbolStatus",
     "SystemHealthMonitor",
     "TransientSourceError",
+    "UnitStatus",
     "UnknownSymbolError",
     "ValidationConfig",
     "Validator",
