@@ -121,8 +121,9 @@ def project_root(start: Pathish | None = None) -> Path:
 
 
 def under_test() -> bool:
-    """True under pytest (nbmake runs notebooks there) or when ``RC_TMP=1``."""
-    return "PYTEST_CURRENT_TEST" in os.environ or os.environ.get("RC_TMP", "") == "1"
+    """True when ``RC_TMP=1``: the test suite sets it (its root ``conftest.py``), and so
+    does a person who wants a short run in a temp folder."""
+    return os.environ.get("RC_TMP", "") == "1"
 
 
 def output_dir(name: str, *, start: Pathish | None = None) -> Path:

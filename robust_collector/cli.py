@@ -41,10 +41,6 @@ STOP_SIGNALS = tuple(
 )
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 QUOTE_FIELDS: tuple[str, ...] = (
@@ -81,11 +80,6 @@ class Quote:
         """The quote as a plain dict (JSON-ready)."""
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Quote:
-        """Rebuild a quote from ``as_dict`` output; unknown keys are ignored."""
-        return cls(**{k: data.get(k) for k in QUOTE_FIELDS})
-
 
 class _QuoteBuilder:
     """``Quote``'s slot layout without the frozen ``__setattr__``: a hot-path constructor.
@@ -148,8 +142,3 @@ def make_tick_id(run_id: str, symbol: str, seq: int) -> str:
 def now_us() -> int:
     """Wall-clock time as integer epoch microseconds (UTC)."""
     return time.time_ns() // 1000
-
-
-def us_to_datetime(us: int) -> datetime:
-    """Epoch microseconds to a tz-aware UTC datetime."""
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)

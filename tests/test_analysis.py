@@ -432,7 +432,7 @@ def test_project_root_and_output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (repo / "pyproject.toml").write_text("[project]\nname='x'\n")
     assert A.project_root(repo / "notebooks") == repo
     assert A.project_root(tmp_path) == tmp_path
-    assert A.under_test()  # pytest sets PYTEST_CURRENT_TEST
+    assert A.under_test()  # the suite's root conftest.py sets RC_TMP=1
     stale = A.TEMP_PARENT / "nb-stale"
     stale.mkdir(parents=True, exist_ok=True)
     os.utime(stale, (0, 0))
@@ -440,7 +440,6 @@ def test_project_root_and_output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert tmp.is_dir() and tmp.parent == A.TEMP_PARENT and repo not in tmp.parents
     assert not stale.exists()  # test runs older than a day are cleaned up
     tmp.rmdir()
-    monkeypatch.delenv("PYTEST_CURRENT_TEST")
     monkeypatch.delenv("RC_TMP", raising=False)
     assert A.output_dir("nb", start=repo / "notebooks") == repo / "data" / "notebooks" / "nb"
     monkeypatch.setenv("RC_TMP", "1")

@@ -39,8 +39,6 @@ STORAGE_ROW = "database"
 UNKNOWN = "UNKNOWN"
 """The level shown when nothing reports: no health yet, or the collector is not running."""
 
-_PRIORITY = {name: i for i, name in enumerate(("CLOSED", "DISABLED", "HALF_OPEN", "OPEN"))}
-
 
 @dataclass(frozen=True)
 class SymbolView:
@@ -846,9 +844,3 @@ def breaker_segments(view: DashboardView, window_seconds: float = 300.0) -> tupl
         if now > t:
             out.append(Segment(name, state, t, now, reason))
     return tuple(out)
-
-
-def worst_breaker(view: DashboardView) -> str | None:
-    """The worst breaker state of any symbol (OPEN > HALF_OPEN > CLOSED)."""
-    states = [s.breaker_state for s in view.symbols]
-    return max(states, key=lambda s: _PRIORITY.get(s, -1)) if states else None

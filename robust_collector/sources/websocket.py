@@ -173,11 +173,6 @@ class WebSocketConnection:
         so a silence seen meanwhile is not yet a verdict of its own (see stream_runner)."""
         return self._ping_pending or self._dead is not None
 
-    async def ping_latency(self) -> float:
-        """One round trip (seconds); for diagnostics, the keepalive runs by itself."""
-        waiter = await self._ws.ping()
-        return await waiter
-
 
 def _never() -> bool:
     return False
