@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -28,26 +29,139 @@ def test_ci_runs_the_readme_test_command_exactly():
     assert test_cmd in [line.strip() for line in ci_lines]
 
 
-def _subcommands():
+def _commands() -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every (sub)command of ``robust-collector``, nested ones included: path -> parser."""
     from robust_collector.cli import build_parser
 
-    parser = build_parser()
-    return parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+
+    def walk(path: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+        found[path] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk((*path, name), sub)
+
+    walk((), build_parser())
+    return found
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """A parser's own option strings, ``-h``/``--help`` left out."""
+    return {
+        opt
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+        for opt in action.option_strings
+    }
+
+
+OPTION = re.compile(r"^--?[A-Za-z][\w-]*")
+LISTED_OPTION = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")  # not the "-collector" of our name
+SHELL_END = re.compile(r"\s(?:#|\||>|<|;|&&)")  # a comment, pipe, redirect or next command
+
+
+def _split_command(line: str) -> tuple[tuple[str, ...], list[str]]:
+    """``robust-collector db init --db URL`` -> (("db", "init"), ["--db"]).
+
+    The words after ``robust-collector`` that name subcommands (walking the parser's
+    tree) are the command; every later word that starts with ``-`` is an option
+    (``--mode=x`` counts as ``--mode``); other words are arguments.
+    """
+    commands = _commands()
+    words = SHELL_END.split(" " + line.split("robust-collector", 1)[1])[0].split()
+    path: tuple[str, ...] = ()
+    opts: list[str] = []
+    for w in words:
+        m = OPTION.match(w.strip("[]|`"))
+        if m:
+            opts.append(m.group(0))
+        elif not opts and path in commands and _has_subcommands(commands[path]):
+            path = (*path, w)  # a subcommand's name (an unknown one fails the lookup)
+    return path, opts
+
+
+def _has_subcommands(parser: argparse.ArgumentParser) -> bool:
+    return any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+
+
+def _usage_blocks() -> dict[tuple[str, ...], str]:
+    """The README's "Usage from the command line" synopsis: command path -> its text.
+
+    Convention: inside that section's first ```text block, a line starting with
+    ``robust-collector`` opens a command's synopsis (the command is the words up to
+    its first ``[`` or option); indented lines continue the synopsis above them.
+    """
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Usage from the command line", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    out: dict[tuple[str, ...], str] = {}
+    current: tuple[str, ...] | None = None
+    for line in block.splitlines():
+        if line.startswith("robust-collector"):
+            current = _split_command(line.split("[", 1)[0])[0]
+            assert current not in out, f"robust-collector {' '.join(current)} listed twice"
+            out[current] = line
+        elif line.strip():
+            assert current is not None and line.startswith(" "), line
+            out[current] += "\n" + line
+    return out
 
 
 def test_every_cli_command_and_option_is_in_the_readme():
-    readme = (REPO / "README.md").read_text()
-    usage_block = readme.split("## Usage from the command line", 1)[1].split("```text\n", 1)[1]
-    usage_block = usage_block.split("```", 1)[0]
-    for name, sub in _subcommands().items():
-        assert f"robust-collector {name} " in usage_block, name
-        start = usage_block.index(f"robust-collector {name} ")
-        end = usage_block.find("robust-collector ", start + 1)
-        block = usage_block[start : end if end > 0 else None]
-        for action in sub._actions:
-            for opt in action.option_strings:
-                if opt.startswith("--") and opt != "--help":
-                    assert opt in block, f"{name} {opt} missing from the README usage"
+    """Parser -> docs: every command that takes options (nested ones such as ``db init``
+    included) has a synopsis in the README's usage block naming each of its options."""
+    blocks = _usage_blocks()
+    for path, parser in _commands().items():
+        if not path or (_has_subcommands(parser) and not _options(parser)):
+            continue  # the program itself (--version) and pure groups such as ``db``
+        name = " ".join(path)
+        assert path in blocks, f"robust-collector {name} has no synopsis in the README usage"
+        documented = set(LISTED_OPTION.findall(blocks[path]))
+        for opt in sorted(_options(parser)):
+            assert opt in documented, f"{name} {opt} missing from the README usage"
+
+
+def test_every_documented_command_and_option_exists():
+    """Docs -> parser: every command and option the README synopsis lists exists, and so
+    does every ``robust-collector ...`` command line written as code in README.md or
+    docs/*.md (a line of a fenced block, or an inline `code span`), with its options."""
+    commands = _commands()
+    for path, text in _usage_blocks().items():
+        assert path in commands, f"README usage lists an unknown command: {' '.join(path)}"
+        listed = set(LISTED_OPTION.findall(text))
+        unknown = listed - _options(commands[path])
+        assert not unknown, f"README usage: {' '.join(path)} has no {sorted(unknown)}"
+
+    problems: list[str] = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in _code_command_lines(doc.read_text()):
+            path, opts = _split_command(line)
+            where = f"{doc.relative_to(REPO)}: {line.strip()}"
+            if path not in commands:
+                problems.append(f"{where}: no command {' '.join(path)!r}")
+                continue
+            missing = [o for o in opts if o not in _options(commands[path])]
+            if missing:
+                problems.append(f"{where}: {' '.join(path) or 'robust-collector'} has no {missing}")
+    assert not problems, "\n".join(problems)
+
+
+def _code_command_lines(text: str) -> list[str]:
+    """The ``robust-collector`` command lines in a Markdown text's code: each line of a
+    fenced block that runs it, and each inline code span that starts with it."""
+    found: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            if re.match(r"\s*(\$ )?robust-collector(\s|$)", line):
+                found.append(line)
+        else:
+            found += re.findall(r"`(robust-collector(?:\s[^`]*)?)`", line)
+    return found
 
 
 def test_every_doc_linked_from_the_readme_exists():
