@@ -8,19 +8,14 @@ import pytest
 
 from robust_collector.config import HealthCheckConfig, SessionConfig
 from robust_collector.health import HealthChecker, HealthLevel, MarketSession, SystemHealthMonitor
+from robust_collector.resilience import ManualClock
 from robust_collector.secrets import register_secret
 
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+T0 = 1_700_000_000.0  # the injected wall clock starts here
 
 
-def monitor(**cfg) -> tuple[SystemHealthMonitor, Clock]:
-    clock = Clock()
+def monitor(**cfg) -> tuple[SystemHealthMonitor, ManualClock]:
+    clock = ManualClock(T0)
     return SystemHealthMonitor(HealthCheckConfig(**cfg), clock=clock), clock
 
 
@@ -31,19 +26,19 @@ def test_levels_are_ordered_with_icons():
 
 
 def test_checker_counts_rates_and_data_age():
-    clock = Clock()
+    clock = ManualClock(T0)
     c = HealthChecker("SPY", kind="symbol", window_seconds=60, clock=clock)
     for _ in range(9):
         c.record_success()
     c.record_failure(TimeoutError("API timeout after 5s"))
-    clock.t += 2
+    clock.advance(2)
     m = c.metrics()
     assert (m["operations"], m["successes"], m["failures"]) == (10, 9, 1)
     assert m["success_rate"] == pytest.approx(0.9)
     assert m["errors_per_minute"] == 1
     assert m["data_age_seconds"] == pytest.approx(2)
     assert m["last_error"] == "TimeoutError: API timeout after 5s"
-    clock.t += 61  # the window forgets, the totals do not
+    clock.advance(61)  # the window forgets, the totals do not
     m = c.metrics()
     assert m["window_operations"] == 0 and m["errors_per_minute"] == 0 and m["operations"] == 10
 
@@ -77,9 +72,9 @@ def test_stale_data_is_unhealthy():
     qqq = mon.checker("QQQ", "symbol")
     spy.record_success()
     qqq.record_success()
-    clock.t += 200
+    clock.advance(200)
     qqq.record_success()
-    clock.t += 101
+    clock.advance(101)
     snap = mon.check()
     assert snap.component("SPY").level is HealthLevel.UNHEALTHY
     assert snap.component("SPY").reasons == ("SPY: no data for 301s (max 300s)",)
@@ -137,7 +132,7 @@ def test_no_symbol_producing_is_critical_but_not_at_startup():
     mon, clock = monitor(max_stale_seconds=60)
     a, b = mon.checker("SPY", "symbol"), mon.checker("QQQ", "symbol")
     assert mon.check().level is HealthLevel.HEALTHY  # just started: grace of max_stale_seconds
-    clock.t += 61
+    clock.advance(61)
     snap = mon.check()
     assert snap.level is HealthLevel.CRITICAL and snap.reasons[0] == "no symbol is producing data"
     a.record_success()
@@ -167,26 +162,27 @@ def test_market_session_open_close_weekend_holiday():
 
 
 def test_silence_outside_the_session_is_not_stale():
-    clock = Clock(ny(2025, 1, 10, 15, 58))
+    clock = ManualClock(ny(2025, 1, 10, 15, 58))
     mon = SystemHealthMonitor(HealthCheckConfig(max_stale_seconds=300, session=NY), clock=clock)
     c = mon.checker("SPY", "symbol")
     c.record_success()
-    clock.t = ny(2025, 1, 10, 18, 0)  # 2 hours later but only 2 minutes were in session
+    # 2 hours later but only 2 minutes were in session
+    clock.advance(ny(2025, 1, 10, 18, 0) - clock())
     assert mon.check().level is HealthLevel.HEALTHY
-    clock.t = ny(2025, 1, 13, 9, 34)  # Monday 4 minutes after the open: 6 open minutes in all
+    # Monday 4 minutes after the open: 6 open minutes in all
+    clock.advance(ny(2025, 1, 13, 9, 34) - clock())
     snap = mon.check()
     assert snap.component("SPY").level is HealthLevel.UNHEALTHY
-    clock.t = ny(2025, 1, 13, 9, 30)
-    c.record_success()
-    clock.t += 299
+    c.record_success()  # fresh again: healthy for 299 more open seconds
+    clock.advance(299)
     assert mon.check().level is HealthLevel.HEALTHY
 
 
 def test_stale_inside_the_session_counts():
-    clock = Clock(ny(2025, 1, 10, 10, 0))
+    clock = ManualClock(ny(2025, 1, 10, 10, 0))
     mon = SystemHealthMonitor(HealthCheckConfig(max_stale_seconds=300, session=NY), clock=clock)
     mon.checker("SPY", "symbol").record_success()
-    clock.t += 301
+    clock.advance(301)
     assert mon.check().component("SPY").level is HealthLevel.UNHEALTHY
 
 
@@ -194,10 +190,10 @@ def test_history_and_errors_are_bounded():
     mon, clock = monitor(history_size=5, max_recent_errors=3)
     mon.checker("SPY", "symbol").record_success()
     for i in range(12):
-        clock.t += 1
+        clock.advance(1)
         mon.check()
         mon.record_error("SPY", TimeoutError(f"timeout {i}"), symbol="SPY")
-    assert len(mon.history) == 5 and mon.history[-1].ts == clock.t
+    assert len(mon.history) == 5 and mon.history[-1].ts == clock()
     assert [e.message for e in mon.errors] == ["timeout 9", "timeout 10", "timeout 11"]
     assert mon.errors[-1].error_type == "TimeoutError"
 
@@ -213,10 +209,10 @@ def test_secrets_never_reach_errors_or_reasons():
 
 
 def test_checker_memory_does_not_grow_with_the_rate():
-    clock = Clock()
+    clock = ManualClock(T0)
     c = HealthChecker("SPY", kind="symbol", window_seconds=60, clock=clock)
     for i in range(200_000):
-        clock.t += 0.0015  # 300 seconds at ~670 operations per second
+        clock.advance(0.0015)  # 300 seconds at ~670 operations per second
         if i % 10:
             c.record_success()
         else:
@@ -231,10 +227,10 @@ def test_a_recovered_component_reads_healthy_while_its_past_errors_stay_in_the_m
     c = mon.checker("IWM", "symbol")
     for _ in range(20):
         c.record_failure(ConnectionError("refused"))
-        clock.t += 0.05
+        clock.advance(0.05)
     for _ in range(9):
         c.record_success()
-        clock.t += 0.05
+        clock.advance(0.05)
     comp = mon.check().component("IWM")
     assert comp.level is HealthLevel.UNHEALTHY
     assert any("errors/minute" in r for r in comp.reasons)

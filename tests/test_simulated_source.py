@@ -9,33 +9,19 @@ import pytest
 
 from robust_collector.config import FaultConfig, OutageConfig, SimulatedSourceConfig
 from robust_collector.errors import RateLimitError, TransientSourceError
+from robust_collector.resilience import ManualClock
 from robust_collector.sources import SimulatedSource, create_source
-
-
-class FakeTime:
-    """A clock the test moves by hand; ``sleep`` advances it instead of waiting."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def clock_us(self) -> int:
-        return int(self.t * 1_000_000)
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
 
 
 def make(
     faults: FaultConfig | None = None, seed: int = 42, **kw
-) -> tuple[SimulatedSource, FakeTime]:
-    ft = FakeTime()
+) -> tuple[SimulatedSource, ManualClock]:
+    """A source on a manual clock (its sleeps advance it); wall time is the same clock."""
+    ft = ManualClock(1000.0)
     cfg = SimulatedSourceConfig(seed=seed, faults=faults or FaultConfig(), **kw)
-    src = SimulatedSource(cfg, clock_us=ft.clock_us, monotonic=ft.monotonic, sleep=ft.sleep)
+    src = SimulatedSource(
+        cfg, clock_us=lambda: int(ft() * 1_000_000), monotonic=ft, sleep=ft.async_sleep
+    )
     asyncio.run(src.start("run1"))
     return src, ft
 
@@ -97,7 +83,7 @@ def test_sequence_numbers_and_tick_ids():
 
 def test_timestamps_come_from_the_injected_clock():
     src, ft = make()
-    ft.t = 2000.5
+    ft.advance(2000.5 - ft())
     (q,) = fetch_n(src, "SPY", 1)
     assert q.ts_us == q.recv_us == 2_000_500_000
 
@@ -122,17 +108,17 @@ def test_latency_is_awaited_through_the_injected_sleep():
     src, ft = make(FaultConfig(latency_seconds=0.5, symbol_latency_seconds={"IWM": 2.0}))
     fetch_n(src, "SPY", 1)
     fetch_n(src, "IWM", 1)
-    assert ft.slept == [0.5, 2.5]
+    assert ft.sleeps == [0.5, 2.5]
 
 
 def test_outage_window_from_config():
     src, ft = make(FaultConfig(outages=(OutageConfig(start_seconds=10, duration_seconds=5),)))
     assert not isinstance(fetch_n(src, "SPY", 1)[0], Exception)
-    ft.t += 10
+    ft.advance(10)
     assert isinstance(fetch_n(src, "SPY", 1)[0], TransientSourceError)
-    ft.t += 4.9
+    ft.advance(4.9)
     assert isinstance(fetch_n(src, "QQQ", 1)[0], TransientSourceError)
-    ft.t += 0.2
+    ft.advance(0.2)
     assert not isinstance(fetch_n(src, "SPY", 1)[0], Exception)
 
 
@@ -140,7 +126,7 @@ def test_outage_injected_at_run_time():
     src, ft = make()
     src.outage(3.0)
     assert isinstance(fetch_n(src, "SPY", 1)[0], TransientSourceError)
-    ft.t += 3.0
+    ft.advance(3.0)
     assert not isinstance(fetch_n(src, "SPY", 1)[0], Exception)
 
 
@@ -178,7 +164,7 @@ def test_bad_ticks_are_every_kind_and_keep_sequence_numbers():
 def test_duplicates_repeat_values_and_exchange_time_with_a_new_sequence_number():
     src, ft = make(FaultConfig(duplicate_rate=1.0))
     first = fetch_n(src, "SPY", 1)[0]
-    ft.t += 1
+    ft.advance(1)
     again = fetch_n(src, "SPY", 1)[0]
     assert values(again) == values(first) and again.ts_us == first.ts_us
     assert again.seq == 2 and again.tick_id != first.tick_id

@@ -26,6 +26,7 @@ from robust_collector.config import config_from_dict
 from robust_collector.errors import ConfigError, PermanentSourceError
 from robust_collector.health import HealthLevel
 from robust_collector.model import Quote
+from robust_collector.resilience import ManualClock
 from robust_collector.sources import EndOfData, ReplaySource, ReplaySourceConfig, create_source
 from robust_collector.validation import TAQ_COLUMNS, ValidationConfig, validate_frame
 
@@ -233,29 +234,23 @@ def test_the_taq_sample_replays_exactly_as_validate_frame_judges_it(make_config,
 # -- the source alone --------------------------------------------------------------------------
 
 
-class FakeTime:
-    """A monotonic clock that ``sleep`` advances instead of waiting."""
-
-    def __init__(self) -> None:
-        self.t = 500.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 6))
-        self.t += seconds
+def manual_clock() -> ManualClock:
+    """The replay's monotonic clock: its sleeps advance it instead of waiting."""
+    return ManualClock(500.0)
 
 
-def source(frame: pl.DataFrame, ft: FakeTime | None = None, **cfg: Any) -> ReplaySource:
-    ft = ft or FakeTime()
+def slept(ft: ManualClock) -> list[float]:
+    return [round(s, 6) for s in ft.sleeps]
+
+
+def source(frame: pl.DataFrame, ft: ManualClock | None = None, **cfg: Any) -> ReplaySource:
+    ft = ft or manual_clock()
     return ReplaySource(
         ReplaySourceConfig(**cfg),
         frame=frame,
         clock_us=lambda: 1_800_000_000_000_000,
-        monotonic=ft.monotonic,
-        sleep=ft.sleep,
+        monotonic=ft,
+        sleep=ft.async_sleep,
     )
 
 
@@ -286,21 +281,21 @@ def test_pacing_follows_the_recorded_times_divided_by_speed():
             "last": [1.0, 2.0, 3.0, 4.0],
         }
     )
-    ft = FakeTime()
+    ft = manual_clock()
     src = source(df, ft, speed=2.0)
     out = drain(src, ["A", "A", "A", "B"])
     assert [q.last for q in out if isinstance(q, Quote)] == [1.0, 2.0, 4.0, 3.0]
     # A's rows are due 0, 0.5 and 1.5 s after start; B's row (due at 1.0) is already late
-    assert ft.slept == [0.5, 1.0]
-    assert ft.t == 501.5
+    assert slept(ft) == [0.5, 1.0]
+    assert ft() == 501.5
 
 
 def test_speed_0_never_waits_and_the_end_is_reported():
     df = pl.DataFrame({"symbol": ["A"] * 3, "ts_us": secs(0, 60, 3600), "last": [1.0, 2.0, 3.0]})
-    ft = FakeTime()
+    ft = manual_clock()
     src = source(df, ft, speed=0)
     out = drain(src, ["A", "A", "A", "A", "A"])
-    assert ft.slept == []
+    assert slept(ft) == []
     assert [q.seq for q in out[:3] if isinstance(q, Quote)] == [1, 2, 3]
     assert [q.tick_id for q in out[:3] if isinstance(q, Quote)] == [
         "run1:A:1",
@@ -477,7 +472,7 @@ def test_fetch_batch_takes_only_rows_that_are_due_and_at_most_the_limit():
     df = pl.DataFrame(
         {"symbol": ["A"] * 6, "ts_us": secs(0, 0, 0, 5, 5, 9), "last": [1.0, 2, 3, 4, 5, 6]}
     )
-    ft = FakeTime()
+    ft = manual_clock()
     src = source(df, ft, speed=1.0)
 
     async def go():
@@ -492,8 +487,8 @@ def test_fetch_batch_takes_only_rows_that_are_due_and_at_most_the_limit():
     assert [q.last for q in second] == [3.0]
     assert [q.last for q in third] == [4.0, 5.0]  # the row at t=9 is not due yet
     assert [q.seq for q in first + second + third] == [1, 2, 3, 4, 5]
-    assert ft.slept == [5.0]
-    src0 = source(df, FakeTime(), speed=0)
+    assert slept(ft) == [5.0]
+    src0 = source(df, manual_clock(), speed=0)
 
     async def all_at_speed_0():
         await src0.start("r")
@@ -619,12 +614,12 @@ def test_an_absurd_time_is_not_waited_for_at_speed_above_0():
             "last": [1.0, 2.0, 3.0],
         }
     )
-    ft = FakeTime()
+    ft = manual_clock()
     src = source(df, ft, speed=1.0)
     out = drain(src, ["A"] * 3)
     assert [q.last for q in out if isinstance(q, Quote)] == [1.0, 2.0, 3.0]
     assert src.t0_us == secs(0)[0]
-    assert ft.slept == [1.0]
+    assert slept(ft) == [1.0]
 
 
 @pytest.mark.parametrize(
