@@ -24,19 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.waiting import wait_until
-from test_source_http import (
+from helpers.http_server import (
     ENV,
     KEY,
     Provider,
     QuoteServer,
     Reply,
     Request,
+    fetch,
     make_source,
     one,
     source_config,
     symbol_of,
 )
+from helpers.waiting import wait_until
 
 from robust_collector import Collector
 from robust_collector.errors import PermanentSourceError, RateLimitError, TransientSourceError
@@ -345,9 +346,7 @@ def test_waits_are_printed_rounded_and_never_as_hundreds_of_digits(timed, env):
     )
     err = one(make_source("polygon", srv.url))
     assert isinstance(err, RateLimitError) and "retry after 2.47s" in str(err)
-    src = make_source("polygon", srv.url, max_retry_after_seconds=1e9)  # the largest the config takes
-    from test_source_http import fetch
-
+    src = make_source("polygon", srv.url, max_retry_after_seconds=1e9)  # the largest it takes
     _, blocked = fetch(src, "QQQ", "SPY")
     assert isinstance(blocked, RateLimitError)
     assert not re.search(r"\d{12}", str(blocked)), str(blocked)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_source_http import ENV, KEY, Provider, QuoteServer, Reply
+from helpers.http_server import ENV, KEY, Provider, QuoteServer, Reply
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ def test_a_run_whose_stream_refuses_the_credentials_fails(tmp_path, feed_factory
 
 @pytest.fixture
 def feed_factory():
-    from test_stream_websocket import FakeFeed
+    from helpers.ws_feed import FakeFeed
 
     feeds = []
 

@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from test_stream_websocket import (
+from helpers.waiting import wait_until
+from helpers.ws_feed import (
+    KEY,
+    SECRET,
     SYMBOLS,
     FakeFeed,
     gap_rows,
@@ -22,7 +25,6 @@ from test_stream_websocket import (
     st,
     stop_flow,
     stream_config,
-    wait,
 )
 
 from robust_collector import Collector
@@ -33,8 +35,6 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(autouse=True)
 def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_stream_websocket import KEY, SECRET
-
     monkeypatch.setenv("APCA_API_KEY_ID", KEY)
     monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
     monkeypatch.setenv("POLYGON_API_KEY", KEY)
@@ -112,7 +112,11 @@ def test_a_stream_that_never_connects_records_a_gap_from_the_start(
     try:
         c = Collector(cfg).start()
         try:
-            wait(lambda: st(c)["connect_failures"] >= 2, what="failed connection attempts")
+            wait_until(
+                lambda: st(c)["connect_failures"] >= 2,
+                timeout=10.0,
+                what="failed connection attempts",
+            )
             assert c.health().component("source").level.name == "UNHEALTHY"
         finally:
             c.stop()
@@ -140,10 +144,10 @@ def test_a_ping_timeout_coinciding_with_all_silent_is_labelled_ping_timeout(
     )
     c = Collector(cfg).start()
     try:
-        wait(lambda: st(c)["quotes"] >= 60, what="quotes")
+        wait_until(lambda: st(c)["quotes"] >= 60, timeout=10.0, what="quotes")
         stop_flow(c, feed)
         feed.call(lambda: feed.live.transport.pause_reading())  # no pong, no data: dead
-        wait(lambda: st(c)["reconnects"] >= 1, what="a reconnect")
+        wait_until(lambda: st(c)["reconnects"] >= 1, timeout=10.0, what="a reconnect")
     finally:
         c.stop()
     assert st(c)["last_cause"] == "ping timeout"
@@ -173,7 +177,7 @@ def test_a_refused_subscription_is_reported_at_once(
     )
     c = Collector(cfg).start()
     try:
-        wait(
+        wait_until(
             lambda: rows(c, "SELECT symbol FROM errors WHERE error_type = 'SubscriptionRefused'"),
             timeout=3,
             what="the refusal reported",
@@ -187,14 +191,24 @@ def test_a_refused_subscription_is_reported_at_once(
         feed.refuse = set()
         feed.active = set(SYMBOLS)
         feed.call(lambda: feed.live.transport.abort())
-        wait(lambda: st(c)["subscribed"] == tuple(sorted(SYMBOLS)), what="IWM subscribed")
+        wait_until(
+            lambda: st(c)["subscribed"] == tuple(sorted(SYMBOLS)),
+            timeout=10.0,
+            what="IWM subscribed",
+        )
         assert not c.health().component("IWM").metrics.get("subscription_refused")
         # and a reconnect that refuses it again shrinks the set: no union of old acks
         feed.refuse = {"IWM"}
         feed.active = {"SPY", "QQQ"}
         feed.call(lambda: feed.live.transport.abort())
-        wait(lambda: st(c)["reconnects"] >= 2 and st(c)["state"] == "connected", what="reconnect")
-        wait(lambda: st(c)["subscribed"] == ("QQQ", "SPY"), what="the current set")
+        wait_until(
+            lambda: st(c)["reconnects"] >= 2 and st(c)["state"] == "connected",
+            timeout=10.0,
+            what="reconnect",
+        )
+        wait_until(
+            lambda: st(c)["subscribed"] == ("QQQ", "SPY"), timeout=10.0, what="the current set"
+        )
     finally:
         c.stop()
     refused = rows(c, "SELECT symbol, message FROM errors WHERE error_type = 'SubscriptionRefused'")
@@ -212,7 +226,7 @@ def test_polling_settings_set_for_a_stream_are_warned_about_at_start(
     caplog.set_level(logging.WARNING)
     cfg = stream_config(make_config, feed, realtime_data={"retry": {"max_retries": 7}})
     with Collector(cfg) as c:
-        wait(lambda: st(c)["quotes"] >= 10, what="quotes")
+        wait_until(lambda: st(c)["quotes"] >= 10, timeout=10.0, what="quotes")
         stop_flow(c, feed)
     lines = [
         r.getMessage() for r in caplog.records if "not used by a streaming source" in r.getMessage()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_stream_websocket as tsw
-from test_source_http import Provider, QuoteServer, Reply
+from helpers import ws_feed as feed_module
+from helpers.http_server import Provider, QuoteServer, Reply
 
 from robust_collector import secrets
 from robust_collector.storage.postgres import redact_url
@@ -102,9 +102,9 @@ def http_server() -> Iterator[QuoteServer]:
 
 @pytest.fixture
 def ws_feed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setattr(tsw, "KEY", WS_KEY)  # the feed accepts these keys only
-    monkeypatch.setattr(tsw, "SECRET", WS_SECRET)
-    feed = tsw.FakeFeed("alpaca", interval=0.02)
+    monkeypatch.setattr(feed_module, "KEY", WS_KEY)  # the feed accepts these keys only
+    monkeypatch.setattr(feed_module, "SECRET", WS_SECRET)
+    feed = feed_module.FakeFeed("alpaca", interval=0.02)
     yield feed
     feed.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from test_source_http import (
+from helpers.http_server import (
     ENV,
     KEY,
     Provider,

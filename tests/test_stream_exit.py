@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_stream_websocket import KEY, SECRET, FakeFeed
+from helpers.ws_feed import KEY, SECRET, FakeFeed
 
 from robust_collector.storage.recovery import recover
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -20,177 +19,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from helpers.waiting import wait_until
+from helpers.ws_feed import (
+    KEY,
+    SECRET,
+    SYMBOLS,
+    FakeFeed,
+    all_stored,
+    assert_nothing_lost,
+    gap_rows,
+    received_all,
+    rfc3339,
+    rows,
+    st,
+    stop_flow,
+    stream_config,
+)
 
 from robust_collector import Collector
 from robust_collector.boundary import clean_text
 from robust_collector.config import Config
 from robust_collector.storage.recovery import recover
-
-KEY, SECRET = "key-AbC123xyz", "secret-ZyX987qwe"
-SYMBOLS = ["SPY", "QQQ", "IWM"]
-
-
-def _rfc3339(ns: int) -> str:
-    s, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
-
-
-class FakeFeed:
-    """A WebSocket market-data server in its own thread; tests steer it by attributes."""
-
-    def __init__(self, preset: str = "alpaca", *, interval: float = 0.01) -> None:
-        self.preset = preset
-        self.interval = interval
-        self.active: set[str] = set(SYMBOLS)  # symbols the ticker quotes
-        self.flowing = True
-        self.auth_error: str | None = None  # "402" / "auth_failed": refuse every auth
-        self.limit_refusals = 0  # the first N connections get "connection limit exceeded"
-        self.refuse: set[str] = set()  # symbols whose subscription the server refuses
-        self.connections = 0
-        self.idle_checks = 0  # loop turns that sent nothing (flow stopped)
-        self.connect_times: list[float] = []
-        self.subscribes: list[list[str]] = []
-        self.sent: dict[str, int] = {}
-        self.live: ServerConnection | None = None
-        self.all: list[ServerConnection] = []
-        self._n = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(5)
-
-    # -- server thread ------------------------------------------------------------------
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def open_server() -> Any:
-            return await serve(self._handler, "127.0.0.1", 0)
-
-        self._server = self._loop.run_until_complete(open_server())
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the server's loop and wait for it."""
-
-        async def go() -> Any:
-            r = fn()
-            return await r if asyncio.iscoroutine(r) else r
-
-        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(30)
-
-    def close(self) -> None:
-        async def shut() -> None:
-            for ws in self.all:  # no closing handshake: some tests leave a socket half dead
-                ws.transport.abort()
-            self._server.close()
-            await self._server.wait_closed()
-
-        try:
-            self.call(shut)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-
-    def quote(self, sym: str, **over: Any) -> dict[str, Any]:
-        self._n += 1
-        bid = 100.0 + (self._n % 50) * 0.01
-        ns = time.time_ns()
-        if self.preset == "alpaca":
-            q = {"T": "q", "S": sym, "bx": "V", "bp": bid, "bs": 3, "ax": "V", "ap": bid + 0.02}
-            q.update({"as": 2, "c": ["R"], "z": "B", "t": _rfc3339(ns)})
-        else:
-            q = {"ev": "Q", "sym": sym, "bx": 4, "bp": bid, "bs": 3, "ax": 7, "ap": bid + 0.02}
-            q.update({"as": 2, "t": ns // 1_000_000, "q": self._n})
-        q.update(over)
-        return q
-
-    async def send(self, items: list[dict[str, Any]], *, count: bool = True) -> None:
-        ws = self.live
-        assert ws is not None
-        await ws.send(json.dumps(items))
-        if count:
-            for it in items:
-                sym = it.get("S") or it.get("sym")
-                self.sent[sym] = self.sent.get(sym, 0) + 1
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        self.connections += 1
-        self.all.append(ws)
-        self.connect_times.append(time.monotonic())
-        n = self.connections
-        try:
-            if self.preset == "alpaca":
-                ok = await self._alpaca(ws, n)
-            else:
-                ok = await self._polygon(ws, n)
-            if not ok:
-                return
-            self.live = ws
-            while True:
-                if self.flowing and self.active:
-                    await self.send([self.quote(s) for s in sorted(self.active)])
-                else:
-                    self.idle_checks += 1
-                try:  # the pause between quotes, ending at once when the connection closes
-                    await asyncio.wait_for(ws.wait_closed(), self.interval)
-                    return
-                except TimeoutError:
-                    pass
-        except ConnectionClosed:
-            pass
-
-    async def _alpaca(self, ws: ServerConnection, n: int) -> bool:
-        await ws.send(json.dumps([{"T": "success", "msg": "connected"}]))
-        auth = json.loads(await ws.recv())
-        if self.auth_error or auth != {"action": "auth", "key": KEY, "secret": SECRET}:
-            await ws.send(json.dumps([{"T": "error", "code": 402, "msg": "auth failed"}]))
-            await ws.close()
-            return False
-        if n <= self.limit_refusals:
-            err = {"T": "error", "code": 406, "msg": "connection limit exceeded"}
-            await ws.send(json.dumps([err]))
-            await ws.close()
-            return False
-        await ws.send(json.dumps([{"T": "success", "msg": "authenticated"}]))
-        sub = json.loads(await ws.recv())
-        self.subscribes.append(sub["quotes"])
-        granted = [q for q in sub["quotes"] if q not in self.refuse]
-        ack = {"T": "subscription", "trades": [], "quotes": granted, "bars": []}
-        await ws.send(json.dumps([ack]))
-        return True
-
-    async def _polygon(self, ws: ServerConnection, n: int) -> bool:
-        def status(st: str, msg: str) -> str:
-            return json.dumps([{"ev": "status", "status": st, "message": msg}])
-
-        await ws.send(status("connected", "Connected Successfully"))
-        auth = json.loads(await ws.recv())
-        if self.auth_error or auth != {"action": "auth", "params": KEY}:
-            await ws.send(status("auth_failed", "authentication failed"))
-            await ws.close()
-            return False
-        if n <= self.limit_refusals:
-            await ws.send(status("max_connections", "Maximum number of connections exceeded."))
-            await ws.close()
-            return False
-        await ws.send(status("auth_success", "authenticated"))
-        sub = json.loads(await ws.recv())
-        syms = [p.removeprefix("Q.") for p in sub["params"].split(",")]
-        self.subscribes.append(syms)
-        for s in syms:
-            if s not in self.refuse:
-                await ws.send(status("success", f"subscribed to: Q.{s}"))
-        return True
 
 
 @pytest.fixture
@@ -214,82 +63,6 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLYGON_API_KEY", KEY)
 
 
-def stream_config(make_config: Callable[..., Config], feed: FakeFeed, **over: Any) -> Config:
-    source = {
-        "type": "websocket",
-        "preset": feed.preset,
-        "base_url": feed.url,
-        "ping_interval_seconds": 0.2,
-        "ping_timeout_seconds": 0.3,
-        "open_timeout_seconds": 2.0,
-        "reconnect_delay_seconds": 0.05,
-        "reconnect_max_delay_seconds": 0.2,
-        "silence_floor_seconds": 0.15,
-        "silence_ceiling_seconds": 1.0,
-        "silence_min_samples": 5,
-        "silence_check_interval_seconds": 0.03,
-        **over.pop("source", {}),
-    }
-    rt = {"health_check": {"check_interval_seconds": 0.2}, **over.pop("realtime_data", {})}
-    return make_config(source=source, realtime_data=rt, **over)
-
-
-def wait(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def rows(c: Collector, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(c.db_path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def st(c: Collector) -> dict[str, Any]:
-    s = c.stream_status()
-    assert s is not None
-    return s
-
-
-def received_all(c: Collector, feed: FakeFeed) -> bool:
-    return st(c)["quotes"] == sum(feed.sent.values())
-
-
-def assert_nothing_lost(c: Collector, feed: FakeFeed) -> None:
-    """Every quote the server sent is a stored tick, a stored reject or a counted duplicate."""
-    summary = c.status()
-    for sym in SYMBOLS:
-        (ticks,) = rows(c, f"SELECT count(*) FROM ticks WHERE symbol = '{sym}'")[0]
-        (rej,) = rows(c, f"SELECT count(*) FROM rejects WHERE symbol = '{sym}'")[0]
-        dups = summary.symbols[sym].duplicates
-        assert ticks + rej + dups == feed.sent.get(sym, 0), sym
-
-
-def all_stored(c: Collector, feed: FakeFeed) -> bool:
-    """Every sent quote is in the database (a tick or a reject) or a counted duplicate."""
-    dups = sum(s.duplicates for s in c.status().symbols.values())
-    (ticks,) = rows(c, "SELECT count(*) FROM ticks")[0]
-    (rej,) = rows(c, "SELECT count(*) FROM rejects")[0]
-    return bool(ticks + rej + dups == sum(feed.sent.values()))
-
-
-def gap_rows(c: Collector) -> list[tuple[Any, ...]]:
-    return rows(c, "SELECT symbol, cause, start_us, end_us, detail FROM gaps ORDER BY id")
-
-
-def stop_flow(c: Collector, feed: FakeFeed) -> None:
-    seen = feed.idle_checks
-    feed.flowing = False
-    # the server's loop has seen the flag (a send already past the check has completed)
-    wait(lambda: feed.idle_checks > seen or feed.live is None, what="the server to go quiet")
-    wait(lambda: received_all(c, feed), what="every sent quote to arrive")
-
-
 # -- scenarios --------------------------------------------------------------------------
 
 
@@ -300,14 +73,20 @@ def test_dropped_connection_reconnects_resubscribes_and_records_the_outage(
     feed = feed_factory(preset)
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["quotes"] >= 60, what="quotes")
+        wait_until(lambda: st(c)["quotes"] >= 60, timeout=10.0, what="quotes")
         assert st(c)["subscribed"] == tuple(sorted(SYMBOLS))
         stop_flow(c, feed)
         feed.call(lambda: feed.live.transport.abort())  # dropped mid-stream, no close frame
         feed.flowing = True
-        wait(lambda: st(c)["reconnects"] == 1 and st(c)["state"] == "connected", what="reconnect")
+        wait_until(
+            lambda: st(c)["reconnects"] == 1 and st(c)["state"] == "connected",
+            timeout=10.0,
+            what="reconnect",
+        )
         n = st(c)["quotes"]
-        wait(lambda: st(c)["quotes"] >= n + 30, what="quotes after the reconnect")
+        wait_until(
+            lambda: st(c)["quotes"] >= n + 30, timeout=10.0, what="quotes after the reconnect"
+        )
         stop_flow(c, feed)
     finally:
         c.stop()
@@ -330,14 +109,24 @@ def test_open_but_silent_connection_is_caught_and_reconnected(
     feed = feed_factory("polygon")
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["quotes"] >= 60, what="quotes")
+        wait_until(lambda: st(c)["quotes"] >= 60, timeout=10.0, what="quotes")
         stop_flow(c, feed)  # the server keeps the socket open and answers pings, but says nothing
-        wait(lambda: st(c)["reconnects"] >= 1, what="a reconnect after every symbol went silent")
+        wait_until(
+            lambda: st(c)["reconnects"] >= 1,
+            timeout=10.0,
+            what="a reconnect after every symbol went silent",
+        )
         assert st(c)["last_cause"] == "every symbol silent"
         feed.flowing = True
-        wait(lambda: st(c)["state"] == "connected" and len(feed.subscribes) >= 2, what="resub")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and len(feed.subscribes) >= 2,
+            timeout=10.0,
+            what="resub",
+        )
         n = st(c)["quotes"]
-        wait(lambda: st(c)["quotes"] >= n + 30, what="quotes after the reconnect")
+        wait_until(
+            lambda: st(c)["quotes"] >= n + 30, timeout=10.0, what="quotes after the reconnect"
+        )
         stop_flow(c, feed)
     finally:
         c.stop()
@@ -361,11 +150,15 @@ def test_half_dead_connection_is_caught_by_ping_timeout(
     )
     c = Collector(cfg).start()
     try:
-        wait(lambda: st(c)["quotes"] >= 30, what="quotes")
+        wait_until(lambda: st(c)["quotes"] >= 30, timeout=10.0, what="quotes")
         stop_flow(c, feed)
         # the server stops reading: no pong comes back, though TCP stays up
         feed.call(lambda: feed.live.transport.pause_reading())
-        wait(lambda: st(c)["reconnects"] >= 1, what="a reconnect after the ping timed out")
+        wait_until(
+            lambda: st(c)["reconnects"] >= 1,
+            timeout=10.0,
+            what="a reconnect after the ping timed out",
+        )
     finally:
         c.stop()
     assert st(c)["last_cause"] == "ping timeout"
@@ -379,16 +172,16 @@ def test_one_silent_symbol_is_marked_stale_without_a_reconnect(
     feed = feed_factory("alpaca")
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: c.status().symbols["IWM"].quotes >= 40, what="IWM quotes")
+        wait_until(lambda: c.status().symbols["IWM"].quotes >= 40, timeout=10.0, what="IWM quotes")
         feed.active.discard("IWM")
-        wait(lambda: "IWM" in st(c)["silent"], what="IWM marked silent")
+        wait_until(lambda: "IWM" in st(c)["silent"], timeout=10.0, what="IWM marked silent")
         health = c.health()
         iwm = health.component("IWM")
         assert iwm.level.name == "DEGRADED" and "stale" in iwm.reasons[0]
         assert health.component("SPY").level.name == "HEALTHY"
         assert st(c)["silent"] == ("IWM",) and st(c)["reconnects"] == 0
         feed.active.add("IWM")
-        wait(lambda: not st(c)["silent"], what="IWM back")
+        wait_until(lambda: not st(c)["silent"], timeout=10.0, what="IWM back")
         stop_flow(c, feed)
     finally:
         c.stop()
@@ -411,7 +204,7 @@ def test_refused_credentials_stop_the_stream_without_a_reconnect_storm(
     caplog.set_level(logging.DEBUG)
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["state"] == "failed", what="the stream to fail")
+        wait_until(lambda: st(c)["state"] == "failed", timeout=10.0, what="the stream to fail")
         # "failed" is set as the supervisor returns (no await in between): no task is
         # left that could connect again, so one connection now is one connection for good
         assert feed.connections == 1
@@ -440,8 +233,12 @@ def test_connection_limit_is_transient_and_backs_off(
     feed.limit_refusals = 3
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["state"] == "connected", what="a connection after the refusals")
-        wait(lambda: st(c)["quotes"] >= 30, what="quotes")
+        wait_until(
+            lambda: st(c)["state"] == "connected",
+            timeout=10.0,
+            what="a connection after the refusals",
+        )
+        wait_until(lambda: st(c)["quotes"] >= 30, timeout=10.0, what="quotes")
         stop_flow(c, feed)
     finally:
         c.stop()
@@ -463,7 +260,11 @@ def test_malformed_and_half_valid_messages_keep_the_valid_parts(
     feed.flowing = False
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
         ts_key, sym_key = ("t", "S") if preset == "alpaca" else ("t", "sym")
 
         async def faults() -> None:
@@ -483,10 +284,10 @@ def test_malformed_and_half_valid_messages_keep_the_valid_parts(
                 feed.sent[q[sym_key]] = feed.sent.get(q[sym_key], 0) + 1
 
         feed.call(faults)
-        wait(lambda: st(c)["malformed"] >= 6, what="malformed items counted")
+        wait_until(lambda: st(c)["malformed"] >= 6, timeout=10.0, what="malformed items counted")
         feed.flowing = True
         n = st(c)["quotes"]
-        wait(lambda: st(c)["quotes"] >= n + 30, what="the stream goes on")
+        wait_until(lambda: st(c)["quotes"] >= n + 30, timeout=10.0, what="the stream goes on")
         stop_flow(c, feed)
     finally:
         c.stop()
@@ -517,7 +318,11 @@ def test_burst_of_50k_messages_is_stored_without_loss(
     )
     c = Collector(cfg).start()
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
 
         async def burst() -> None:
             for i in range(50_000):
@@ -525,8 +330,10 @@ def test_burst_of_50k_messages_is_stored_without_loss(
 
         t0 = time.monotonic()
         feed.call(lambda: asyncio.wait_for(burst(), 60))
-        wait(lambda: received_all(c, feed), timeout=30, what="the burst to be read")
-        wait(lambda: c.status().stored >= 50_000 - 3 * 60, timeout=30, what="the burst stored")
+        wait_until(lambda: received_all(c, feed), timeout=30, what="the burst to be read")
+        wait_until(
+            lambda: c.status().stored >= 50_000 - 3 * 60, timeout=30, what="the burst stored"
+        )
         elapsed = time.monotonic() - t0
     finally:
         c.stop()
@@ -561,7 +368,11 @@ def test_full_queue_spills_to_backup_and_loses_nothing(
         real_submit(batch)
 
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
         c._writer.submit = stuck_submit  # type: ignore[method-assign]
 
         async def burst() -> None:
@@ -570,22 +381,28 @@ def test_full_queue_spills_to_backup_and_loses_nothing(
 
         feed.call(burst)
         # read = validated (spilled) + still queued for the stuck processor
-        wait(
+        wait_until(
             lambda: st(c)["quotes"] + st(c)["queue_depth"] == 3000,
+            timeout=10.0,
             what="every frame read while the writer is stuck",
         )
         assert st(c)["spills"] >= 1 and st(c)["max_queue_depth"] <= 50
         reasons = c.health().component("source").reasons
         assert any("stream queue overflowed" in r for r in reasons), reasons
         gate.set()
-        wait(lambda: received_all(c, feed), what="the queue drained once the writer is back")
+        wait_until(
+            lambda: received_all(c, feed),
+            timeout=10.0,
+            what="the queue drained once the writer is back",
+        )
         spilled = st(c)["spilled_rows"]
         assert spilled > 0
         # the spill file is closed and replayed during the run, not at the next start
-        wait(
+        wait_until(
             lambda: (
                 c.status().storage.replayed_rows >= spilled and c.status().storage.backup_files == 0
             ),
+            timeout=10.0,
             what="the spilled rows replayed into the database",
         )
     finally:
@@ -609,7 +426,7 @@ class LatestQuotes:
             def do_GET(self) -> None:
                 sym = self.path.split("/")[3]
                 outer.requests.append((sym, self.headers.get("APCA-API-KEY-ID")))
-                t = _rfc3339(time.time_ns())
+                t = rfc3339(time.time_ns())
                 quote = {"bp": 100.20, "ap": 100.22, "bs": 1, "as": 1, "t": t}
                 body = json.dumps({"symbol": sym, "quote": quote}).encode()
                 self.send_response(200)
@@ -643,14 +460,18 @@ def test_a_reconnect_refreshes_every_symbol_over_rest_in_the_streams_sequence(
     )
     c = Collector(cfg).start()
     try:
-        wait(lambda: st(c)["quotes"] >= 30, what="quotes")
+        wait_until(lambda: st(c)["quotes"] >= 30, timeout=10.0, what="quotes")
         assert rest.requests == []  # the first connection needs no refresh
         stop_flow(c, feed)
         feed.call(lambda: feed.live.transport.abort())
         feed.flowing = True
-        wait(lambda: st(c)["refreshed"] == len(SYMBOLS), what="every symbol refreshed over REST")
+        wait_until(
+            lambda: st(c)["refreshed"] == len(SYMBOLS),
+            timeout=10.0,
+            what="every symbol refreshed over REST",
+        )
         n = st(c)["quotes"]
-        wait(lambda: st(c)["quotes"] >= n + 30, what="quotes after the refresh")
+        wait_until(lambda: st(c)["quotes"] >= n + 30, timeout=10.0, what="quotes after the refresh")
         stop_flow(c, feed)
     finally:
         c.stop()
@@ -701,15 +522,21 @@ def test_slow_processing_of_a_burst_is_not_taken_for_a_dead_connection(
     c.source.parse = slow_parse  # type: ignore[method-assign]
     n = 15_000
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
 
         async def burst() -> None:
             for i in range(n):
                 await feed.send([feed.quote(SYMBOLS[i % 3])])
 
         feed.call(lambda: asyncio.wait_for(burst(), 60))
-        wait(lambda: received_all(c, feed), timeout=30, what="the burst to be read")
-        wait(lambda: all_stored(c, feed), timeout=30, what="the burst stored (spills replayed)")
+        wait_until(lambda: received_all(c, feed), timeout=30, what="the burst to be read")
+        wait_until(
+            lambda: all_stored(c, feed), timeout=30, what="the burst stored (spills replayed)"
+        )
     finally:
         c.stop()
     assert sum(feed.sent.values()) == n
@@ -728,7 +555,11 @@ def test_a_10000_deep_frame_is_one_malformed_item_and_the_stream_goes_on(
     feed.flowing = False
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
 
         async def poison() -> None:
             ws = feed.live
@@ -738,8 +569,12 @@ def test_a_10000_deep_frame_is_one_malformed_item_and_the_stream_goes_on(
                 await feed.send([feed.quote(SYMBOLS[i % 3])])
 
         feed.call(poison)
-        wait(lambda: received_all(c, feed), what="the quotes after the deep frame")
-        wait(lambda: all_stored(c, feed), what="the quotes after the deep frame stored")
+        wait_until(
+            lambda: received_all(c, feed), timeout=10.0, what="the quotes after the deep frame"
+        )
+        wait_until(
+            lambda: all_stored(c, feed), timeout=10.0, what="the quotes after the deep frame stored"
+        )
         assert st(c)["state"] == "connected" and st(c)["reconnects"] == 0
     finally:
         c.stop()
@@ -766,7 +601,11 @@ def test_a_frame_whose_processing_raises_is_counted_and_the_processor_goes_on(
 
     c.source.parse = buggy_parse  # type: ignore[method-assign]
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
 
         async def frames() -> None:
             ws = feed.live
@@ -776,8 +615,14 @@ def test_a_frame_whose_processing_raises_is_counted_and_the_processor_goes_on(
                 await feed.send([feed.quote(SYMBOLS[i % 3])])
 
         feed.call(frames)
-        wait(lambda: received_all(c, feed), what="the quotes after the failing frame")
-        wait(lambda: all_stored(c, feed), what="the quotes after the failing frame stored")
+        wait_until(
+            lambda: received_all(c, feed), timeout=10.0, what="the quotes after the failing frame"
+        )
+        wait_until(
+            lambda: all_stored(c, feed),
+            timeout=10.0,
+            what="the quotes after the failing frame stored",
+        )
     finally:
         c.stop()
     assert st(c)["malformed"] == 1
@@ -797,7 +642,11 @@ def test_a_server_error_frame_with_hostile_text_is_cleaned(
     c = Collector(stream_config(make_config, feed)).start()
     hostile = "slow client \ud83d\x00\x1b[2J\x1b]0;pwned\x07" + "x" * 5000
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
 
         async def frames() -> None:
             ws = feed.live
@@ -811,8 +660,14 @@ def test_a_server_error_frame_with_hostile_text_is_cleaned(
                 await feed.send([feed.quote(SYMBOLS[i % 3])])
 
         feed.call(frames)
-        wait(lambda: received_all(c, feed), what="the quotes after the error frame")
-        wait(lambda: all_stored(c, feed), what="the quotes after the error frame stored")
+        wait_until(
+            lambda: received_all(c, feed), timeout=10.0, what="the quotes after the error frame"
+        )
+        wait_until(
+            lambda: all_stored(c, feed),
+            timeout=10.0,
+            what="the quotes after the error frame stored",
+        )
         last = st(c)["last_error"]
     finally:
         c.stop()
@@ -837,7 +692,11 @@ def test_a_batch_the_executor_refuses_is_submitted_directly(
     feed.flowing = False
     c = Collector(stream_config(make_config, feed)).start()
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
         dead = ThreadPoolExecutor(max_workers=1)
         dead.shutdown()
         loop = c._loop
@@ -849,8 +708,8 @@ def test_a_batch_the_executor_refuses_is_submitted_directly(
                 await feed.send([feed.quote(SYMBOLS[i % 3])])
 
         feed.call(quotes)
-        wait(lambda: received_all(c, feed), what="every quote processed")
-        wait(lambda: all_stored(c, feed), what="every accepted quote stored")
+        wait_until(lambda: received_all(c, feed), timeout=10.0, what="every quote processed")
+        wait_until(lambda: all_stored(c, feed), timeout=10.0, what="every accepted quote stored")
     finally:
         c.stop()
     assert_nothing_lost(c, feed)
@@ -884,15 +743,21 @@ def test_stream_units_are_restartable_after_a_crash(
 
     runner._flush = flaky_flush  # type: ignore[method-assign]
     try:
-        wait(lambda: st(c)["state"] == "connected" and feed.live is not None, what="connected")
+        wait_until(
+            lambda: st(c)["state"] == "connected" and feed.live is not None,
+            timeout=10.0,
+            what="connected",
+        )
 
         async def quotes() -> None:
             for i in range(200):
                 await feed.send([feed.quote(SYMBOLS[i % 3])])
 
         feed.call(quotes)
-        wait(lambda: received_all(c, feed), what="every quote processed")
-        wait(lambda: all_stored(c, feed), what="every quote stored after the restart")
+        wait_until(lambda: received_all(c, feed), timeout=10.0, what="every quote processed")
+        wait_until(
+            lambda: all_stored(c, feed), timeout=10.0, what="every quote stored after the restart"
+        )
         assert crashes, "the processor never flushed"
         units = c.status().units
         assert units["stream-processor"].restarts >= 1, units

@@ -13,8 +13,7 @@ import sqlite3
 from typing import Any
 
 import pytest
-from helpers.waiting import wait_until
-from test_source_http import (
+from helpers.http_server import (
     ENV,
     T0_US,
     Provider,
@@ -24,6 +23,7 @@ from test_source_http import (
     set_path,
     source_config,
 )
+from helpers.waiting import wait_until
 
 from robust_collector import Collector
 from robust_collector.boundary import clean_text
