@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.waiting import wait_until
 
 from robust_collector.storage.recovery import recover
 
@@ -45,16 +46,6 @@ def count(db: Path, sql: str, params=()) -> int:
 
 def backup_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.jsonl")) if folder.exists() else 0
-
-
-def wait_until(pred, proc, timeout=60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if proc.poll() is not None:
-            raise AssertionError(f"child died on its own: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("kill moment never came")
-        time.sleep(0.002)
 
 
 def check_database(db: Path) -> dict[str, int]:
@@ -102,13 +93,20 @@ def test_sigkill_at_random_moments_leaves_nothing_corrupt(tmp_path):
                         count(db, "SELECT count(*) FROM ticks WHERE run_id = ?", (run_id,))
                         >= target
                     ),
-                    proc,
+                    timeout=60.0,
+                    what="the kill moment",
+                    step=0.002,
+                    proc=proc,
                 )
             else:  # during backup writes: once the backup files grew by a random amount
                 start = backup_bytes(backups)
                 target = rng.randint(1_000, 40_000)
                 wait_until(
-                    lambda start=start, target=target: backup_bytes(backups) - start >= target, proc
+                    lambda start=start, target=target: backup_bytes(backups) - start >= target,
+                    timeout=60.0,
+                    what="the kill moment",
+                    step=0.002,
+                    proc=proc,
                 )
         finally:
             os.kill(proc.pid, signal.SIGKILL)

@@ -7,13 +7,13 @@ data), without a browser; the browser test is ``test_voila_dashboard.py``.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from helpers.waiting import wait_until
 
 from robust_collector import Collector
 from robust_collector.dashboard import (
@@ -45,17 +45,6 @@ from robust_collector.storage.writer import INSERT_BREAKER_EVENT, INSERT_ERROR, 
 S = 1_000_000
 NOW = 1_772_462_400_000_000  # 2026-03-02 14:40:00 UTC
 RUN = "20260302T143000Z-cccccccc"
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def sym(name: str = "SPY", **over: Any) -> SymbolView:

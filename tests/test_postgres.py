@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.waiting import wait_until
 
 from robust_collector import Collector
 from robust_collector.cli import main
@@ -33,15 +34,6 @@ from robust_collector.storage.postgres import (
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cr3t-pw-4217"
-
-
-def wait(pred, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def with_password(url: str) -> str:
@@ -245,19 +237,20 @@ def test_a_server_restart_mid_run_loses_nothing_and_duplicates_nothing(
         assert c.wait_for(lambda s: s.stored >= 60, timeout=30)
         pg_server.stop("fast")
         try:
-            assert wait(lambda: c.status().storage.ticks_to_backup >= 60, 30)
+            wait_until(lambda: c.status().storage.ticks_to_backup >= 60, timeout=30)
             assert c.status().storage.mode in ("backup", "failing")
         finally:
             pg_server.start()
-        assert wait(
+        wait_until(
             lambda: (
                 (ws := c.status().storage).mode == "database"
                 and ws.backup_files == 0
                 and ws.held_rows == 0
                 and ws.replayed_rows > 0
             ),
-            30,
-        ), c.status().storage
+            timeout=30,
+            detail=lambda: c.status().storage,
+        )
         stored_after = c.status().stored
         assert c.wait_for(lambda s: s.stored >= stored_after + 30, timeout=30)
     finally:
@@ -330,11 +323,12 @@ def test_two_collector_processes_share_one_database_and_show_as_a_fleet(pg_url, 
         for cfg in configs.values()
     ]
     try:
-        both_running = wait(
+        both_running = wait_until(
             lambda: (
                 sorted(i.instance for i in fleet_status(pg_url) if i.running) == ["east", "west"]
             ),
-            20,
+            timeout=20,
+            fail=False,
         )
         if both_running:
             assert main(["health", "--db", pg_url]) == 0
@@ -457,7 +451,7 @@ def test_health_history_and_errors_read_from_postgres(pg_url, make_config, capsy
     c = Collector(config).start()
     try:
         assert c.wait_for(lambda s: s.errors >= 1 and s.stored >= 20, timeout=30)
-        assert wait(lambda: c.health_history().height >= 2, 20)
+        wait_until(lambda: c.health_history().height >= 2, timeout=20)
     finally:
         c.stop()
     assert main(["health", "--db", pg_url, "--mode", "errors", "--json"]) == 0
@@ -602,10 +596,11 @@ def test_a_live_dashboard_opened_mid_run_shows_earlier_transitions_from_postgres
     )
     c = Collector(config).start()
     try:
-        assert wait(
+        wait_until(
             lambda: (
                 query(pg_url, "SELECT count(*) FROM breaker_events WHERE breaker = 'IWM'")[0][0] > 0
-            )
+            ),
+            timeout=20.0,
         )
         feed = LiveFeed(c)
         try:
@@ -634,10 +629,14 @@ def test_a_server_down_at_start_is_caught_up_when_it_comes_back(pg_server, pg_ur
     try:
         c = Collector(config).start()
         try:
-            assert wait(lambda: c.status().storage.ticks_to_backup >= 30, 30)
+            wait_until(lambda: c.status().storage.ticks_to_backup >= 30, timeout=30)
         finally:
             pg_server.start()
-        assert wait(lambda: c.status().storage.replayed_rows >= 30, 30), c.status().storage
+        wait_until(
+            lambda: c.status().storage.replayed_rows >= 30,
+            timeout=30,
+            detail=lambda: c.status().storage,
+        )
         assert c.wait_for(lambda s: s.storage.mode == "database", timeout=30)
     finally:
         summary = c.stop()

@@ -7,14 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
 import pytest
+from helpers.waiting import wait_until
 
 from robust_collector.errors import StorageError
 from robust_collector.storage import recovery
@@ -455,17 +454,6 @@ def test_dry_run_against_a_file_that_is_not_a_database(tmp_path: Path, backups: 
 # -- issue 14, finding 5: a good line the database refuses is quarantined -----------------
 
 
-def wait_until(pred: Any, timeout: float = 20.0) -> bool:
-    """Poll ``pred`` until true or ``timeout`` (a condition, not a fixed sleep)."""
-    stop = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        stop.wait(0.005)
-    return True
-
-
 def write_poisoned_backlog(folder: Path) -> None:
     """Two files: the first holds a checksummed line with ts_us >= 2^63 among good ones."""
     with BackupWriter(folder, RUN, max_file_bytes=1) as w:
@@ -523,7 +511,7 @@ def test_the_automatic_replay_quarantines_too_and_the_writer_lives(tmp_path):
     w.start()
     try:
         w.submit(Batch([tick(100)]))  # the first good write starts the replay
-        assert wait_until(lambda: w.stats().replayed_rows >= 5), w.stats()
+        wait_until(lambda: w.stats().replayed_rows >= 5, timeout=20.0, detail=lambda: w.stats())
         st = w.stats()
         assert st.backup_files == 0 and st.replayed_rows == 5 and st.alive, st
     finally:

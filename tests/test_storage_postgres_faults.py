@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import pytest
-from test_storage_writer_faults import RUN, Errors, error_event, tick, wait
+from helpers.waiting import wait_until
+from test_storage_writer_faults import RUN, Errors, error_event, tick
 
 from robust_collector.storage.backup import BackupWriter, backlog
 from robust_collector.storage.recovery import replay_backlog
@@ -54,7 +55,7 @@ def test_a_nul_in_an_error_message_is_stored_cleaned_and_never_wedges_the_writer
     try:
         w.submit(Batch([tick(1)], [], [error_event("bad \x00 byte")]))
         w.submit(Batch([tick(2)]))
-        assert wait(lambda: w.stats().ticks_written == 2), w.stats()
+        wait_until(lambda: w.stats().ticks_written == 2, timeout=10.0, detail=lambda: w.stats())
         st = w.stats()
         assert st.mode == "database" and st.events_dropped == 0 and st.ticks_to_backup == 0
     finally:
@@ -71,7 +72,7 @@ def test_an_event_row_that_still_fails_is_dropped_with_a_count_after_one_retry(p
         w.submit(Batch([tick(1)], [], [refused]))
         w.submit(Batch([tick(2)], [], [error_event("fine")]))
         w.submit(Batch([tick(3)]))
-        assert wait(lambda: w.stats().ticks_written == 3), w.stats()
+        wait_until(lambda: w.stats().ticks_written == 3, timeout=10.0, detail=lambda: w.stats())
         st = w.stats()
         assert st.events_dropped == 1 and st.mode == "database" and st.ticks_to_backup == 0
     finally:
@@ -111,24 +112,28 @@ def test_a_stopped_backend_is_cut_by_the_watchdog_and_nothing_is_lost(pg_server,
     thread = threading.Thread(target=producer, daemon=True)
     try:
         w.submit(Batch([tick(-1)]))
-        assert wait(lambda: w.stats().ticks_written == 1)
+        wait_until(lambda: w.stats().ticks_written == 1, timeout=10.0)
         pid = w._conn.info.backend_pid
         thread.start()
-        assert wait(lambda: w.stats().ticks_written > 10)
+        wait_until(lambda: w.stats().ticks_written > 10, timeout=10.0)
         os.kill(pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        assert wait(lambda: w.stats().ticks_to_backup > 0, timeout=timeout + grace + 5), w.stats()
+        wait_until(
+            lambda: w.stats().ticks_to_backup > 0,
+            timeout=timeout + grace + 5,
+            detail=lambda: w.stats(),
+        )
         detected_at = time.monotonic()
         assert "did not answer within" in errors.text()
         assert w.stats().alive
         # the writer reconnected (a new server process) and goes on storing
         written = w.stats().ticks_written
-        assert wait(lambda: w.stats().ticks_written > written + 10)
+        wait_until(lambda: w.stats().ticks_written > written + 10, timeout=10.0)
     finally:
         if pid is not None:
             os.kill(pid, signal.SIGCONT)
     try:
-        assert wait(lambda: w.stats().backup_files == 0 and w.stats().replayed_rows > 0, 30)
+        wait_until(lambda: w.stats().backup_files == 0 and w.stats().replayed_rows > 0, timeout=30)
     finally:
         stop_producing.set()
         thread.join(10)

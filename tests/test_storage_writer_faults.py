@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helpers.waiting import wait_until
+
 from robust_collector.boundary import INT64_MAX
 from robust_collector.errors import CircuitOpenError
 from robust_collector.storage.backend import SQLiteBackend, SQLiteSink
@@ -35,16 +37,6 @@ def reject(i: int, ts: int) -> tuple[Any, ...]:
 def error_event(message: str) -> tuple[str, tuple[Any, ...]]:
     """An error row as the collector queues it."""
     return (INSERT_ERROR, (RUN, 1, "source", "SPY", "HTTPError", message))
-
-
-def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``pred`` until true or ``timeout`` (a condition, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return pred()
 
 
 class Errors:
@@ -91,7 +83,7 @@ def test_a_lone_surrogate_in_an_event_row_never_kills_the_writer(tmp_path):
     try:
         w.submit(Batch([tick(1)], [], [error_event("quota exceeded for \ud83d")]))
         w.submit(Batch([tick(2)]))
-        assert wait(lambda: w.stats().ticks_written == 2), w.stats()
+        wait_until(lambda: w.stats().ticks_written == 2, timeout=10.0, detail=lambda: w.stats())
         st = w.stats()
         assert st.alive and st.lost_rows == 0 and st.mode == "database"
         # the database is not left locked by an open transaction
@@ -113,7 +105,7 @@ def test_a_surrogate_in_a_tick_is_stored_cleaned_on_the_retry(tmp_path):
         bad = (*tick(1)[:10], "sim\udcff", RUN)
         w.submit(Batch([bad, tick(2)]))
         w.submit(Batch([tick(3)]))
-        assert wait(lambda: w.stats().ticks_written == 3), w.stats()
+        wait_until(lambda: w.stats().ticks_written == 3, timeout=10.0, detail=lambda: w.stats())
         assert w.stats().alive and w.stats().lost_rows == 0
     finally:
         w.stop(10)
@@ -135,9 +127,9 @@ def test_an_unexpected_error_in_the_loop_is_counted_and_the_loop_resumes(tmp_pat
     w._idle = exploding_idle  # type: ignore[method-assign]
     w.start()
     try:
-        assert wait(lambda: w.stats().crashes == 1)
+        wait_until(lambda: w.stats().crashes == 1, timeout=10.0)
         w.submit(Batch([tick(1)]))
-        assert wait(lambda: w.stats().ticks_written == 1)
+        wait_until(lambda: w.stats().ticks_written == 1, timeout=10.0)
         assert w.stats().alive
     finally:
         w.stop(10)
@@ -160,7 +152,7 @@ def test_a_batch_whose_write_fails_unexpectedly_goes_to_backup(tmp_path):
     try:
         w.submit(Batch([tick(1)]))
         w.submit(Batch([tick(2)]))
-        assert wait(lambda: w.stats().ticks_to_backup == 2), w.stats()
+        wait_until(lambda: w.stats().ticks_to_backup == 2, timeout=10.0, detail=lambda: w.stats())
         assert w.stats().alive and w.stats().lost_rows == 0
     finally:
         w.stop(10)
@@ -179,7 +171,7 @@ def test_a_reject_past_64_bits_is_stored_clamped(tmp_path):
     try:
         w.submit(Batch([tick(1)], [reject(2, 2**63 + 7), reject(3, 2**64 + 7)]))
         w.submit(Batch([tick(4)]))
-        assert wait(lambda: w.stats().ticks_written == 2), w.stats()
+        wait_until(lambda: w.stats().ticks_written == 2, timeout=10.0, detail=lambda: w.stats())
         assert w.stats().alive and w.stats().rejects_written == 2
     finally:
         w.stop(10)
@@ -193,7 +185,7 @@ def test_a_reject_past_64_bits_reaches_the_backup_file(tmp_path):
     w.start()
     try:
         w.submit(Batch([tick(1)], [reject(2, 2**64 + 7)]))
-        assert wait(lambda: w.stats().rejects_to_backup == 1), w.stats()
+        wait_until(lambda: w.stats().rejects_to_backup == 1, timeout=10.0, detail=lambda: w.stats())
         assert w.stats().lost_rows == 0 and w.stats().alive
     finally:
         w.stop(10)
@@ -218,11 +210,11 @@ def run_with_file_fault(tmp_path: Path, fault: Callable[[Path], None]) -> tuple[
     try:
         for i in range(50):
             w.submit(Batch([tick(i)]))
-        assert wait(lambda: w.stats().ticks_written == 50)
+        wait_until(lambda: w.stats().ticks_written == 50, timeout=10.0)
         fault(db)
         for i in range(50, 100):
             w.submit(Batch([tick(i)]))
-        assert wait(lambda: w.stats().ticks_written == 100)
+        wait_until(lambda: w.stats().ticks_written == 100, timeout=10.0)
     finally:
         w.stop(10)
     assert w.stats().lost_rows == 0
@@ -394,14 +386,14 @@ def test_the_watchdog_cuts_a_call_that_never_returns(tmp_path):
     w.start()
     try:
         w.submit(Batch([tick(1)]))
-        assert wait(lambda: w.stats().ticks_written == 1)
+        wait_until(lambda: w.stats().ticks_written == 1, timeout=10.0)
         backend.hang.set()
         w.submit(Batch([tick(2)]))
         assert backend.entered.wait(10)
         assert not backend.cut.wait(0.05)  # within the deadline: left alone
         now[0] += 1.6  # past write_timeout + grace
         assert backend.cut.wait(10)
-        assert wait(lambda: w.stats().ticks_to_backup == 1)
+        wait_until(lambda: w.stats().ticks_to_backup == 1, timeout=10.0)
         backend.hang.clear()
     finally:
         w.stop(10)

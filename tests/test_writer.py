@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
+
+from helpers.waiting import wait_until
 
 from robust_collector.errors import CircuitOpenError
 from robust_collector.storage.writer import Batch, SQLiteWriter
@@ -48,15 +49,6 @@ def batch(name: str) -> Batch:
     return Batch([row])
 
 
-def wait(pred, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.001)
-    return pred()
-
-
 def test_a_spill_never_saves_a_newer_batch_before_older_ones(tmp_path):
     fb, gate = RecordingFallback(), StuckGate()
     w = SQLiteWriter(
@@ -70,7 +62,7 @@ def test_a_spill_never_saves_a_newer_batch_before_older_ones(tmp_path):
     spiller = threading.Thread(target=w.submit, args=(batch("b4"),))
     spiller.start()
     # before the fix b4 went to backup at once, ahead of b1..b3; now it waits its turn
-    assert not wait(lambda: fb.written, timeout=0.3)
+    assert not wait_until(lambda: fb.written, timeout=0.3, fail=False)
     gate.release.set()
     spiller.join(10)
     w.stop(10)
@@ -100,7 +92,7 @@ def test_after_a_stop_that_timed_out_no_batch_waits_in_a_dead_queue(tmp_path):
     w.submit(batch("b3"))  # a late batch (the collector's last flush) too
     assert fb.written == ["b2", "b3"]
     gate.release.set()
-    assert wait(lambda: "b1" in fb.written)  # the stuck batch still ends in backup
+    wait_until(lambda: "b1" in fb.written, timeout=5.0)  # the stuck batch still ends in backup
     assert w.stats().lost_rows == 0
 
 
@@ -131,9 +123,9 @@ def test_a_replay_that_fails_on_a_busy_database_is_tried_again(tmp_path):
     w.start()
     try:
         w.submit(batch("a"))
-        assert wait(lambda: len(calls) >= 1)
+        wait_until(lambda: len(calls) >= 1, timeout=5.0)
         w.submit(batch("b"))
-        assert wait(lambda: w.stats().replayed_rows == 7), calls
+        wait_until(lambda: w.stats().replayed_rows == 7, timeout=5.0, detail=lambda: calls)
         assert w.stats().backup_files == 0
         assert w.stats().mode == "database"
     finally:
