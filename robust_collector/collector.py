@@ -1006,7 +1006,8 @@ class Collector:
         """Copy breaker, storage and supervision state into the health checkers' facts."""
         facts = self._collector_health.facts
         facts.update(self.supervisor.facts())
-        running = self._thread is not None and not self._stopped.is_set()
+        # (a stop in progress ends the loop and the writer on purpose: neither is a fault)
+        running = self._thread is not None and not self._stop_requested.is_set()
         facts["loop_stalled_seconds"] = (
             max(0.0, time.monotonic() - self._loop_tick) if running else None
         )
@@ -1031,7 +1032,7 @@ class Collector:
                 self._writer_crashes_seen = ws.crashes
             now = time.monotonic()
             self._storage_health.facts.update(
-                writer_alive=ws.alive or self._stopped.is_set(),
+                writer_alive=ws.alive or self._stop_requested.is_set(),
                 writer_recent_crashes=sum(1 for t in self._writer_crashes if now - t <= 60),
                 writer_crashes=ws.crashes,
                 storage_mode=ws.mode,

@@ -234,3 +234,22 @@ def test_the_writer_restarting_itself_or_not_running_shows_in_storage_health() -
     comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
     assert comp.level == HealthLevel.CRITICAL
     assert comp.reasons == ("storage: the database writer thread is not running",)
+
+
+@pytest.mark.integration
+def test_a_stop_in_progress_is_not_reported_as_a_dead_writer_or_a_stalled_loop(make_config) -> None:
+    c = Collector(make_config()).start()
+    c.wait_for(lambda s: s.stored > 5)
+    seen: list[tuple[str, ...]] = []
+    real_stop = c._writer.stop
+
+    def stop_and_look(timeout: float | None = None) -> bool:
+        done = real_stop(timeout)
+        seen.append(c.health().reasons)  # the writer has ended; the collector has not yet
+        return done
+
+    c._writer.stop = stop_and_look  # type: ignore[method-assign]
+    c.stop()
+    assert seen and not any(
+        "writer thread is not running" in r or "event loop stalled" in r for r in seen[0]
+    ), seen
