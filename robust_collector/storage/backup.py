@@ -16,6 +16,7 @@ anything. The writer appends whole batches, fsyncs them, holds an exclusive
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -143,7 +144,12 @@ def _json_default(value: Any) -> Any:
 def encode_batch(
     ticks: Iterable[Sequence[Any]] = (), rejects: Iterable[Sequence[Any]] = ()
 ) -> bytes:
-    """The JSONL bytes of a batch: one checksummed line per tick, then per reject.
+    """The JSONL bytes of a batch: one checksummed line per tick and per reject.
+
+    Ticks keep their order; each reject goes just before the first tick of its symbol
+    with a higher sequence number (else at the end). A write torn by a kill (Linux cuts
+    a large write short at a fatal signal) then loses only the newest rows of each
+    symbol, never an older reject while a newer tick of the same symbol survives.
 
     Rows are sequences in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order. A row JSON
     cannot hold as it is (an integer past 64 bits, a lone surrogate) is written as
@@ -151,26 +157,63 @@ def encode_batch(
     ``ValueError`` for a row of the wrong length and ``TypeError`` for a value of a
     type JSON cannot hold at all, before anything is written.
     """
+    tick_rows = list(ticks)
+    reject_rows = list(rejects)
+    tick_lines = _encode_rows("tick", TICK_COLUMNS, tick_rows)
+    reject_lines = _encode_rows("reject", REJECT_COLUMNS, reject_rows)
+    if not reject_lines or not tick_lines:
+        return b"".join(tick_lines) + b"".join(reject_lines)
+    # per symbol: the running maximum of its ticks' seqs, and where each tick stands
+    seen: dict[str, tuple[list[int], list[int]]] = {}
+    for pos, row in enumerate(tick_rows):
+        sym, seq = _order_key(row)
+        highs, where = seen.setdefault(sym, ([], []))
+        highs.append(max(seq, highs[-1]) if highs else seq)
+        where.append(pos)
+    before: dict[int, list[bytes]] = {}
+    tail: list[bytes] = []
+    for row, line in zip(reject_rows, reject_lines, strict=True):
+        sym, seq = _order_key(row)
+        highs, where = seen.get(sym, ((), ()))
+        k = bisect.bisect_right(highs, seq)  # the first tick of the symbol past this seq
+        if k < len(where):
+            before.setdefault(where[k], []).append(line)
+        else:
+            tail.append(line)
+    out: list[bytes] = []
+    for pos, line in enumerate(tick_lines):
+        out.extend(before.get(pos, ()))
+        out.append(line)
+    out.extend(tail)
+    return b"".join(out)
+
+
+def _encode_rows(kind: str, columns: Sequence[str], rows: list[Sequence[Any]]) -> list[bytes]:
     dumps = orjson.dumps
     crc = zlib.crc32
     opt = orjson.OPT_SERIALIZE_NUMPY
     default = _json_default
     out: list[bytes] = []
     append = out.append
-    for kind, columns, rows in (("tick", TICK_COLUMNS, ticks), ("reject", REJECT_COLUMNS, rejects)):
-        width = len(columns)
-        for row in rows:
-            if len(row) != width:
-                raise ValueError(f"a {kind} row needs {width} values, got {len(row)}: {row!r}")
-            record = {KIND_KEY: kind}
-            record.update(zip(columns, row, strict=False))
-            try:
-                head = dumps(record, default=default, option=opt)[:-1]  # without the "}"
-            except TypeError:  # orjson.JSONEncodeError too
-                record.update(zip(columns, safe_row(tuple(row)), strict=False))
-                head = dumps(record, default=default, option=opt)[:-1]
-            append(b'%s,"crc32":%d}\n' % (head, crc(head)))
-    return b"".join(out)
+    width = len(columns)
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"a {kind} row needs {width} values, got {len(row)}: {row!r}")
+        record = {KIND_KEY: kind}
+        record.update(zip(columns, row, strict=False))
+        try:
+            head = dumps(record, default=default, option=opt)[:-1]  # without the "}"
+        except TypeError:  # orjson.JSONEncodeError too
+            record.update(zip(columns, safe_row(tuple(row)), strict=False))
+            head = dumps(record, default=default, option=opt)[:-1]
+        append(b'%s,"crc32":%d}\n' % (head, crc(head)))
+    return out
+
+
+def _order_key(row: Sequence[Any]) -> tuple[str, int]:
+    """(symbol, seq) of a tick or reject row: both start tick_id, symbol, seq."""
+    seq = row[2]
+    return str(row[1]), seq if type(seq) is int else 0
 
 
 class CorruptLine(ValueError):
