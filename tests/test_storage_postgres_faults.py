@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers.waiting import wait_until
-from test_storage_writer_faults import RUN, Errors, error_event, tick
+from helpers.writer_rows import RUN, Errors, error_event, tick
 
 from robust_collector.storage.backup import BackupWriter, backlog
 from robust_collector.storage.recovery import replay_backlog

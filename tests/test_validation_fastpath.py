@@ -22,9 +22,9 @@ from collections import deque
 from typing import Any
 
 import pytest
+from helpers.quote_strategies import configs, sequences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_validation_agreement import configs, sequences
 
 from robust_collector.model import Quote, new_quote
 from robust_collector.validation import ValidationConfig, Validator
