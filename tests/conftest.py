@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +78,30 @@ def pg_url(pg_server) -> str:
     url = pg_server.create_database()
     yield url
     pg_server.drop_database(url)
+
+
+@pytest.fixture
+def feed_factory() -> Iterator[Callable[..., Any]]:
+    """``make(preset, **kw)`` -> a fake WebSocket feed on 127.0.0.1; all closed at the end."""
+    from helpers.ws_feed import FakeFeed
+
+    feeds: list[FakeFeed] = []
+
+    def make(preset: str = "alpaca", **kw: Any) -> FakeFeed:
+        f = FakeFeed(preset, **kw)
+        feeds.append(f)
+        return f
+
+    yield make
+    for f in feeds:
+        f.close()
+
+
+@pytest.fixture
+def stream_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream presets' credentials, as the fake feeds expect them."""
+    from helpers.ws_feed import KEY, SECRET
+
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    monkeypatch.setenv("POLYGON_API_KEY", KEY)

@@ -102,19 +102,3 @@ def test_a_run_whose_stream_refuses_the_credentials_fails(tmp_path, feed_factory
     assert "APCA_API_KEY_ID" in p.stderr
     elapsed = float(p.stdout.split("stopped after ")[1].split("s")[0])
     assert elapsed < 15  # the run ends once the stream has stopped for good
-
-
-@pytest.fixture
-def feed_factory():
-    from helpers.ws_feed import FakeFeed
-
-    feeds = []
-
-    def make(preset: str = "alpaca"):
-        f = FakeFeed(preset)
-        feeds.append(f)
-        return f
-
-    yield make
-    for f in feeds:
-        f.close()

@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from helpers.waiting import wait_until
 from helpers.ws_feed import (
-    KEY,
-    SECRET,
     SYMBOLS,
-    FakeFeed,
     gap_rows,
     rows,
     st,
@@ -30,28 +27,7 @@ from helpers.ws_feed import (
 from robust_collector import Collector
 from robust_collector.config import Config
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
-    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
-    monkeypatch.setenv("POLYGON_API_KEY", KEY)
-
-
-@pytest.fixture
-def feed_factory() -> Iterator[Callable[..., FakeFeed]]:
-    feeds: list[FakeFeed] = []
-
-    def make(preset: str = "alpaca", **kw: Any) -> FakeFeed:
-        f = FakeFeed(preset, **kw)
-        feeds.append(f)
-        return f
-
-    yield make
-    for f in feeds:
-        f.close()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stream_keys")]
 
 
 class Mute:

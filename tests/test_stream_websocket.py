@@ -24,7 +24,6 @@ from helpers.ws_feed import (
     KEY,
     SECRET,
     SYMBOLS,
-    FakeFeed,
     all_stored,
     assert_nothing_lost,
     gap_rows,
@@ -41,29 +40,9 @@ from robust_collector.boundary import clean_text
 from robust_collector.config import Config
 from robust_collector.storage.recovery import recover
 
-
-@pytest.fixture
-def feed_factory() -> Any:
-    feeds: list[FakeFeed] = []
-
-    def make(preset: str = "alpaca", **kw: Any) -> FakeFeed:
-        f = FakeFeed(preset, **kw)
-        feeds.append(f)
-        return f
-
-    yield make
-    for f in feeds:
-        f.close()
-
-
-@pytest.fixture(autouse=True)
-def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
-    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
-    monkeypatch.setenv("POLYGON_API_KEY", KEY)
-
-
 # -- scenarios --------------------------------------------------------------------------
+
+pytestmark = pytest.mark.usefixtures("stream_keys")
 
 
 @pytest.mark.parametrize("preset", ["alpaca", "polygon"])

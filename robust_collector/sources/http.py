@@ -130,42 +130,7 @@ class MalformedResponseError(PermanentSourceError):
         self.field = field
 
 
-# -- keeping keys out of httpx's log lines -----------------------------------------------
-
-
-class _RedactFilter(logging.Filter):
-    """Render the record's message and replace registered secrets (URLs with keys)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record is the logging system's business
-            return True
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-_REDACT_FILTER = _RedactFilter()
-_HTTP_LOGGERS = (
-    "httpx",
-    "httpcore",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-)
-
-
-def _install_log_filter() -> None:
-    for name in _HTTP_LOGGERS:
-        logger = logging.getLogger(name)
-        if _REDACT_FILTER not in logger.filters:
-            logger.addFilter(_REDACT_FILTER)
-
-
-_install_log_filter()
+# (httpx's and httpcore's log lines are masked by secrets.install_log_filters)
 
 
 # -- headers -----------------------------------------------------------------------------

@@ -33,7 +33,6 @@ from robust_collector.boundary import clean_text
 from robust_collector.errors import ConfigError
 from robust_collector.secrets import redact, register_secret
 from robust_collector.sources.base import register_source
-from robust_collector.sources.http import _REDACT_FILTER
 from robust_collector.sources.settings import WebSocketSourceConfig
 from robust_collector.sources.stream import (
     ParsedFrame,
@@ -46,11 +45,6 @@ from robust_collector.sources.websocket_presets import STREAM_PRESETS, StreamPre
 __all__ = ["WebSocketConnection", "WebSocketSource", "close_cause"]
 
 log = logging.getLogger(__name__)
-
-for _name in ("websockets", "websockets.client", "websockets.server"):
-    _logger = logging.getLogger(_name)
-    if _REDACT_FILTER not in _logger.filters:
-        _logger.addFilter(_REDACT_FILTER)
 
 
 def close_cause(exc: ConnectionClosed) -> str:
