@@ -503,3 +503,42 @@ def test_concurrent_polls_never_overshoot_the_rate_limit_window(make_config, env
             st = c.status()
     assert win.over == 0, f"{win.over} requests over the limit"
     assert st.stored >= 5 * 8 * 0.5  # and the budget was used, not wasted
+
+
+def test_an_answer_that_arrives_late_does_not_give_back_spent_budget(env):
+    """The request counted first is answered last: its larger ``remaining`` must not raise
+    the budget that a later-counted, earlier-answered request already lowered."""
+    win = Window(Provider("polygon"), limit=8, seconds=60)
+    counted_once = threading.Event()
+    release_first = threading.Event()
+
+    def app(req: Request) -> Reply:
+        reply = win(req)
+        if win.used == 1:  # the first request counted is held until the test lets it go
+            counted_once.set()
+            release_first.wait(10)
+        return reply
+
+    with QuoteServer(app) as srv:
+        src = make_source("polygon", srv.url)
+
+        async def go() -> list[Any]:
+            await src.start("run1")
+            try:
+                first = asyncio.ensure_future(src.fetch("SPY"))
+                await asyncio.to_thread(counted_once.wait, 10)
+                second = await src.fetch("QQQ")  # counted second, answered first
+                release_first.set()
+                out: list[Any] = [await first, second]
+                rest = [src.fetch(f"S{n}") for n in range(10)]  # then a burst, all at once
+                out += await asyncio.gather(*rest, return_exceptions=True)
+                return out
+            finally:
+                await src.aclose()
+
+        out = asyncio.run(go())
+    assert win.over == 0, f"{win.over} requests over the limit"
+    assert win.used >= 7  # the window was used (less one held back for the one in flight)
+    refused = [x for x in out if isinstance(x, RateLimitError)]
+    assert len(refused) == 10 + 2 - win.used
+    assert all("window resets in" in str(x) for x in refused)

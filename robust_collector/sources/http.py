@@ -92,6 +92,7 @@ __all__ = [
 ]
 
 POOL_CAP = 100  # connections when max_connections is null: one per symbol, at most this
+_ANSWER_WAIT_SECONDS = 0.05  # a spent new window with no answer yet: ask again this soon
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,7 @@ class HttpSource:
         # the client-side rate-limit budget: requests left in the window (None: unknown)
         self._budget: int | None = None
         self._budget_reset_us = 0
+        self._window_limit = 0  # the most requests a window was seen to allow (0: unknown)
         self._in_flight = 0
         self._proxy = self._choose_proxy(os.environ if environ is None else environ)
         target = httpx.URL(self.base_url or "http://localhost")
@@ -489,24 +491,38 @@ class HttpSource:
         if self._budget is None:
             return
         if self._budget_reset_us and now >= self._budget_reset_us:
-            self._budget = None  # a new window: the next answer says how much is left
-            return
+            self._new_window()
+            if self._budget is None:
+                return
         if self._budget <= 0:
-            wait = self._cap(max(0.0, (self._budget_reset_us - now) / 1e6))
-            if wait > 0:
-                self._blocked_until_us = now + _micros(wait)
-                raise RateLimitError(
-                    self._msg(
-                        symbol,
-                        "rate-limit budget spent by requests in flight; the window resets "
-                        f"in {format_seconds(wait)}",
-                    ),
-                    symbol=symbol,
-                    retry_after=wait,
-                )
-            self._budget = None
-            return
+            if self._budget_reset_us:
+                wait = self._cap(max(0.0, (self._budget_reset_us - now) / 1e6))
+                why = "the window resets in"
+            else:  # a new window's room was all taken by requests in flight: await their answers
+                wait = self._cap(_ANSWER_WAIT_SECONDS)
+                why = "a new window's size is asked again in"
+            if wait <= 0:  # max_retry_after_seconds: 0 (never wait): the API will say
+                self._budget = None
+                return
+            self._blocked_until_us = now + _micros(wait)
+            raise RateLimitError(
+                self._msg(
+                    symbol,
+                    f"rate-limit budget spent by requests in flight; {why} {format_seconds(wait)}",
+                ),
+                symbol=symbol,
+                retry_after=wait,
+            )
         self._budget -= 1
+
+    def _new_window(self) -> None:
+        """A window has reset: its budget is the largest window seen, less the requests still
+        in flight (they may land in the new window); unknown until one answer is seen."""
+        self._budget_reset_us = 0
+        if self._window_limit <= 0:
+            self._budget = None
+        else:
+            self._budget = max(0, self._window_limit - self._in_flight)
 
     async def _slot(self, symbol: str) -> None:
         """Wait for a free connection, at most ``pool_timeout_seconds`` (not the API's time)."""
@@ -702,8 +718,16 @@ class HttpSource:
         reset_us = now_us_ + _micros(self._cap(reset))
         if left <= 0:
             self._blocked_until_us = reset_us
-        self._budget = max(0, int(left) - self._in_flight)
-        self._budget_reset_us = reset_us
+        left_now = max(0, int(left) - self._in_flight)
+        self._window_limit = max(self._window_limit, int(min(left, 1e9)) + 1)
+        if self._budget is None or not self._budget_reset_us or now_us_ >= self._budget_reset_us:
+            self._budget = left_now  # the first answer of a window
+            self._budget_reset_us = reset_us
+        else:
+            # answers come back out of order: one counted earlier may arrive later and tell
+            # of more room than is left, so within a window the budget only shrinks
+            self._budget = min(self._budget, left_now)
+            self._budget_reset_us = max(self._budget_reset_us, reset_us)
 
     def _api_detail(self, response: httpx.Response) -> str:
         """The API's own words about a failure, short and redacted (or nothing)."""
