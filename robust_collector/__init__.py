@@ -24,7 +24,6 @@ from robust_collector.errors import (
     StorageError,
     TransientSourceError,
 )
-from robust_collector.fleet import InstanceStatus, fleet_status
 from robust_collector.health import (
     ComponentHealth,
     HealthChecker,
@@ -33,7 +32,8 @@ from robust_collector.health import (
     MarketSession,
     SystemHealthMonitor,
 )
-from robust_collector.health_store import health_history, latest_snapshot, recent_errors
+from robust_collector.health.fleet import InstanceStatus, fleet_status
+from robust_collector.health.store import health_history, latest_snapshot, recent_errors
 from robust_collector.model import Quote
 from robust_collector.resilience import (
     BreakerRegistry,

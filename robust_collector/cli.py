@@ -253,8 +253,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     """Report stored health (the seed's system_health.py); exit code by level."""
     import json
 
-    from robust_collector import health_report as hr
-    from robust_collector.health_store import (
+    from robust_collector.health import report as hr
+    from robust_collector.health.store import (
         health_history,
         heartbeat_path,
         latest_snapshot,
@@ -342,7 +342,7 @@ def _fleet_health(args: argparse.Namespace, db: str) -> int:
     """Every instance writing into a shared server: level, last heartbeat, symbols."""
     import json
 
-    from robust_collector.fleet import fleet_exit_code, fleet_status, render_fleet
+    from robust_collector.health.fleet import fleet_exit_code, fleet_status, render_fleet
 
     def once() -> int:
         instances = fleet_status(db)

@@ -30,8 +30,15 @@ import polars as pl
 
 from robust_collector.config import Config, load_config
 from robust_collector.errors import CircuitOpenError, ConfigError, EndOfData, RateLimitError
-from robust_collector.health import ComponentHealth, HealthSnapshot, SystemHealthMonitor
-from robust_collector.health_store import mark_heartbeat_stopped, snapshot_rows, write_heartbeat
+from robust_collector.health import (
+    BreakerFacts,
+    CollectorFacts,
+    ComponentHealth,
+    HealthSnapshot,
+    StorageFacts,
+    SystemHealthMonitor,
+)
+from robust_collector.health.store import mark_heartbeat_stopped, snapshot_rows, write_heartbeat
 from robust_collector.model import Quote, now_us
 from robust_collector.resilience import (
     BreakerRegistry,
@@ -55,7 +62,7 @@ from robust_collector.storage.writer import (
     StorageWriter,
     WriterStats,
 )
-from robust_collector.supervisor import Supervisor, UnitStatus
+from robust_collector.supervisor import CRASH_LOOP, Supervisor, UnitStatus
 from robust_collector.validation import RULES, Validator
 from robust_collector.validation.streaming import ACCEPTED
 
@@ -734,7 +741,7 @@ class Collector:
                 f"probing again every {format_seconds(retry)}"
             )
             self._pause = _SourcePause(reason, now_us(), loop.time() + retry)
-            self._source_health.facts["source_paused"] = reason
+            self._source_health.facts.paused = reason
             log.error("%s", reason)
         else:
             p.probing = False
@@ -746,7 +753,7 @@ class Collector:
         """The probe was not refused for its credentials: every symbol resumes."""
         if self._pause is not None and self._pause.probing:
             self._pause = None
-            self._source_health.facts["source_paused"] = None
+            self._source_health.facts.paused = None
             log.warning("credentials accepted again: every symbol resumes")
         await self._notify_pause()
 
@@ -931,9 +938,9 @@ class Collector:
     def _symbol_finished(self, symbol: str, exc: EndOfData) -> None:
         """A replayed symbol ran out of rows: stop polling it, and say so once all are done."""
         self._finished.add(symbol)
-        self._symbol_health[symbol].facts["expects_data"] = False
-        self._collector_health.facts["expects_data"] = len(self._finished) < len(self.symbols)
-        self._source_health.facts["expects_data"] = len(self._finished) < len(self.symbols)
+        self._symbol_health[symbol].facts.expects_data = False
+        self._collector_health.facts.expects_data = len(self._finished) < len(self.symbols)
+        self._source_health.facts.expects_data = len(self._finished) < len(self.symbols)
         log.info("%s: %s", symbol, exc)
         if self.finished:
             log.info("replay finished: every symbol has reached the end of its data")
@@ -1004,25 +1011,21 @@ class Collector:
 
     def _update_facts(self) -> None:
         """Copy breaker, storage and supervision state into the health checkers' facts."""
-        facts = self._collector_health.facts
-        facts.update(self.supervisor.facts())
         # (a stop in progress ends the loop and the writer on purpose: neither is a fault)
         running = self._thread is not None and not self._stop_requested.is_set()
-        facts["loop_stalled_seconds"] = (
-            max(0.0, time.monotonic() - self._loop_tick) if running else None
+        self._collector_health.facts.collector = CollectorFacts(
+            self.supervisor.troubled(),
+            CRASH_LOOP,
+            max(0.0, time.monotonic() - self._loop_tick) if running else None,
         )
         for sym, checker in self._symbol_health.items():
             b = None if self.breakers is None else self.breakers.get(sym)
             if b is None:
-                checker.facts["breaker_state"] = "DISABLED"
+                checker.facts.breaker = BreakerFacts("DISABLED")
                 continue
-            state = b.state.value
             c = self._counters[sym]
-            checker.facts["breaker_state"] = state
-            checker.facts["breaker_since"] = (
-                None if c.breaker_since_us is None else c.breaker_since_us / 1e6
-            )
-            checker.facts["breaker_reason"] = c.breaker_reason
+            since = None if c.breaker_since_us is None else c.breaker_since_us / 1e6
+            checker.facts.breaker = BreakerFacts(b.state.value, since, c.breaker_reason)
         if self._writer is not None:
             ws = self._writer.stats()
             if ws.crashes > self._writer_crashes_seen:  # the writer restarted itself
@@ -1031,7 +1034,7 @@ class Collector:
                 )
                 self._writer_crashes_seen = ws.crashes
             now = time.monotonic()
-            self._storage_health.facts.update(
+            self._storage_health.facts.storage = StorageFacts(
                 writer_alive=ws.alive or self._stop_requested.is_set(),
                 writer_recent_crashes=sum(1 for t in self._writer_crashes if now - t <= 60),
                 writer_crashes=ws.crashes,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from robust_collector.health.facts import TroubledUnit
 from robust_collector.secrets import scrub
 
 __all__ = ["Supervisor", "UnitStatus"]
@@ -213,17 +214,10 @@ class Supervisor:
                 )
         return out
 
-    def facts(self) -> dict[str, Any]:
-        """The units health judges: those restarting or crashed in the window (plain data)."""
-        troubled = [
-            {
-                "unit": u.name,
-                "state": u.state,
-                "restarts": u.restarts,
-                "recent_crashes": u.recent_crashes,
-                "last_error": u.last_error,
-            }
+    def troubled(self) -> tuple[TroubledUnit, ...]:
+        """The units health judges: those restarting or crashed in the window."""
+        return tuple(
+            TroubledUnit(u.name, u.state, u.restarts, u.recent_crashes, u.last_error)
             for u in self.status().values()
             if u.state == "restarting" or u.recent_crashes
-        ]
-        return {"units_troubled": troubled, "crash_loop_threshold": CRASH_LOOP}
+        )

@@ -179,7 +179,7 @@ def test_health_says_a_sigkilled_collector_is_not_running_within_5s(
 ):
     import types
 
-    from robust_collector import health_report
+    from robust_collector.health import report as health_report
 
     if where == "other-host":  # `health` reads from a machine that cannot see the pid
         monkeypatch.setattr(

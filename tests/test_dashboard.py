@@ -631,8 +631,8 @@ def test_live_dashboard_shows_backup_mode_while_the_database_is_locked(
 def test_the_fleet_table_escapes_every_field_even_a_pid_that_is_text() -> None:
     """A hostile row in a shared database (issue 16): no field reaches the HTML raw."""
     from robust_collector.dashboard.fleet import render_fleet_html
-    from robust_collector.fleet import InstanceStatus
     from robust_collector.health import HealthLevel
+    from robust_collector.health.fleet import InstanceStatus
 
     evil = "<script>alert(1)</script>"
     inst = InstanceStatus(

@@ -14,7 +14,7 @@ import pytest
 import robust_collector.analysis as A
 from robust_collector.cli import main
 from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
-from robust_collector.health_store import heartbeat_path, write_heartbeat
+from robust_collector.health.store import heartbeat_path, write_heartbeat
 from robust_collector.storage.backup import (
     backup_file_name,
     list_backup_files,

@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 
 from robust_collector.config import HealthCheckConfig, SessionConfig
-from robust_collector.health import HealthChecker, HealthLevel, MarketSession, SystemHealthMonitor
+from robust_collector.health import (
+    BreakerFacts,
+    HealthChecker,
+    HealthLevel,
+    MarketSession,
+    StorageFacts,
+    SystemHealthMonitor,
+)
 from robust_collector.resilience import ManualClock
 from robust_collector.secrets import register_secret
 
@@ -57,9 +64,7 @@ def test_open_breaker_degrades_with_the_reason_text():
     spy.record_success()
     qqq.record_success()
     since = dt.datetime(2025, 1, 10, 14, 26, 15, tzinfo=dt.UTC).timestamp()
-    qqq.facts.update(
-        breaker_state="OPEN", breaker_since=since, breaker_reason="5 consecutive TimeoutError"
-    )
+    qqq.facts.breaker = BreakerFacts("OPEN", since, "5 consecutive TimeoutError")
     snap = mon.check()
     assert snap.level is HealthLevel.DEGRADED
     assert snap.reasons == ("QQQ: breaker OPEN since 14:26:15 (5 consecutive TimeoutError)",)
@@ -116,13 +121,13 @@ def test_storage_backup_mode_degrades_and_both_failing_is_critical():
     mon, _clock = monitor()
     mon.checker("SPY", "symbol").record_success()
     st = mon.checker("storage", "storage")
-    st.facts.update(storage_mode="backup", backup_files=2)
+    st.facts.storage = StorageFacts(storage_mode="backup", backup_files=2)
     snap = mon.check()
     assert snap.level is HealthLevel.DEGRADED
     assert (
         "storage: database failing, writing to backup files (2 waiting to replay)" in snap.reasons
     )
-    st.facts.update(storage_mode="failing", held_rows=300)
+    st.facts.storage = StorageFacts(storage_mode="failing", held_rows=300)
     snap = mon.check()
     assert snap.level is HealthLevel.CRITICAL
     assert any("both failing" in r and "300 rows" in r for r in snap.reasons)
@@ -240,3 +245,13 @@ def test_a_recovered_component_reads_healthy_while_its_past_errors_stay_in_the_m
     assert comp.metrics["errors_per_minute"] == 20 and comp.metrics["success_streak"] == 10
     c.record_failure(ConnectionError("refused again"))  # one failure ends the recovery
     assert mon.check().component("IWM").level is HealthLevel.UNHEALTHY
+
+
+def test_a_misspelt_fact_is_an_error_not_a_rule_silently_off():
+    checker = HealthChecker("storage", kind="storage")
+    with pytest.raises(AttributeError):
+        checker.facts.storage_mode = "failing"  # type: ignore[attr-defined]
+    checker.facts.storage = StorageFacts(storage_mode="failing", held_rows=3)
+    assert checker.metrics()["storage_mode"] == "failing"  # stored under today's keys
+    with pytest.raises(TypeError):
+        StorageFacts(storge_mode="failing")  # type: ignore[call-arg]

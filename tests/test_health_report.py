@@ -22,11 +22,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from robust_collector import health_report as hr
 from robust_collector.cli import main, status_line
-from robust_collector.fleet import fleet_status, render_fleet
 from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
-from robust_collector.health_store import (
+from robust_collector.health import report as hr
+from robust_collector.health.fleet import fleet_status, render_fleet
+from robust_collector.health.store import (
     StoredSnapshot,
     heartbeat_path,
     latest_snapshot,

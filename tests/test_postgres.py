@@ -295,7 +295,7 @@ def _fleet_config(tmp_path: Path, name: str, url: str, symbols: list[str]) -> Pa
 
 
 def test_two_collector_processes_share_one_database_and_show_as_a_fleet(pg_url, tmp_path, capsys):
-    from robust_collector.fleet import fleet_status
+    from robust_collector.health.fleet import fleet_status
 
     assert main(["db", "init", "--db", pg_url]) == 0
     capsys.readouterr()
@@ -368,7 +368,7 @@ def test_two_collector_processes_share_one_database_and_show_as_a_fleet(pg_url, 
 
 
 def test_an_instance_that_stops_reporting_shows_as_not_running(pg_url, capsys):
-    from robust_collector.fleet import fleet_status
+    from robust_collector.health.fleet import fleet_status
 
     conn = connect_postgres(pg_url)
     try:
@@ -577,7 +577,7 @@ def test_no_heartbeat_file_is_written_for_a_server_url(tmp_path, monkeypatch):
     """The stream runner and the collector both call write_heartbeat with the
     database they write to; for a URL that must not create a stray file."""
     from robust_collector.health import HealthLevel, HealthSnapshot
-    from robust_collector.health_store import write_heartbeat
+    from robust_collector.health.store import write_heartbeat
 
     monkeypatch.chdir(tmp_path)
     snap = HealthSnapshot(ts=time.time(), level=HealthLevel.HEALTHY, reasons=(), components=())

@@ -14,8 +14,13 @@ import threading
 
 import ipywidgets as widgets
 
-from robust_collector.fleet import InstanceStatus, fleet_exit_code, fleet_status, heartbeat_age
 from robust_collector.health import HealthLevel
+from robust_collector.health.fleet import (
+    InstanceStatus,
+    fleet_exit_code,
+    fleet_status,
+    heartbeat_age,
+)
 from robust_collector.model import now_us
 from robust_collector.storage.reader import DatabaseRef
 

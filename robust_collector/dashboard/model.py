@@ -21,8 +21,8 @@ import orjson
 import polars as pl
 
 from robust_collector.health import HealthLevel
-from robust_collector.health_report import liveness
-from robust_collector.health_store import latest_snapshot
+from robust_collector.health.report import liveness
+from robust_collector.health.store import latest_snapshot
 from robust_collector.model import now_us as _wall_us
 from robust_collector.secrets import redact
 from robust_collector.storage.backup import backlog

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from robust_collector.boundary import clean_text
 from robust_collector.errors import CircuitOpenError, PermanentSourceError
-from robust_collector.health_store import snapshot_rows
+from robust_collector.health.facts import SilenceFacts, StreamFacts
+from robust_collector.health.store import snapshot_rows
 from robust_collector.model import make_tick_id, new_quote, now_us
 from robust_collector.secrets import redact
 from robust_collector.sources.settings import WebSocketSourceConfig
@@ -382,7 +383,7 @@ class StreamRunner:
             self._refused.discard(sym)
             health = self.c._symbol_health.get(sym)
             if health is not None:
-                health.facts["subscription_refused"] = None
+                health.facts.refused = None
         if full:
             self._acks_checked = True
             shown = ", ".join(self.subscribed) or "nothing"
@@ -399,7 +400,7 @@ class StreamRunner:
             log.warning("%s", message)
             health = c._symbol_health.get(sym)
             if health is not None:
-                health.facts["subscription_refused"] = message
+                health.facts.refused = message
                 health.record_failure(message)
             c.monitor.record_error("source", message, symbol=sym)
             c._events.append(
@@ -742,21 +743,24 @@ class StreamRunner:
         """Copy the stream's state into the health checkers' facts."""
         c = self.c
         down_s = 0.0 if self._down is None else max(0.0, time.time() - self._down[0])
-        c._source_health.facts.update(
-            stream_state=self.state,
-            stream_error=self.last_error if self.state == "failed" else None,
-            stream_down_cause=None if self._down is None else self._down[1],
-            stream_down_seconds=down_s,
+        c._source_health.facts.stream = StreamFacts(
+            state=self.state,
+            error=self.last_error if self.state == "failed" else None,
+            down_cause=None if self._down is None else self._down[1],
+            down_seconds=down_s,
             reconnects=self.reconnects,
             reconnect_attempts=self.backoff.attempts,
-            stream_queue_depth=len(self.queue),
-            stream_queue_max=self.max_queue,
-            stream_spills=self.spills,
-            stream_spilled_messages=self.spilled_frames,
+            queue_depth=len(self.queue),
+            queue_max=self.max_queue,
+            spills=self.spills,
+            spilled_messages=self.spilled_frames,
             malformed_messages=self.malformed,
         )
         for sym in self.symbols:
-            c._symbol_health[sym].facts.update(self.detector.state(sym))
+            st = self.detector.state(sym)
+            c._symbol_health[sym].facts.silence = SilenceFacts(
+                st["silent"], st["silent_seconds"], st["silence_threshold_seconds"]
+            )
 
     def finish(self) -> None:
         """At stop: validate what is still queued and close open gaps (end = now)."""

@@ -11,7 +11,7 @@ import pytest
 from helpers.waiting import wait_until
 
 from robust_collector import Collector
-from robust_collector.health import HealthLevel
+from robust_collector.health import CollectorFacts, HealthLevel, StorageFacts, TroubledUnit
 from robust_collector.model import Quote
 from robust_collector.supervisor import CRASH_LOOP, Supervisor
 
@@ -72,7 +72,7 @@ def test_facts_name_a_restarting_unit_and_health_reads_it() -> None:
             await asyncio.sleep(0)
         checker = HealthChecker("RobustDataCollector", kind="collector")
         checker.record_success()
-        checker.facts.update(sup.facts())
+        checker.facts.collector = CollectorFacts(sup.troubled())
         comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
         assert comp.level == HealthLevel.UNHEALTHY
         assert any(
@@ -92,16 +92,8 @@ def test_a_crash_loop_is_critical() -> None:
     from robust_collector.health import HealthChecker, MarketSession, evaluate
 
     checker = HealthChecker("c", kind="runtime")
-    checker.facts.update(
-        units_troubled=[
-            {
-                "unit": "flusher",
-                "state": "restarting",
-                "restarts": 9,
-                "recent_crashes": CRASH_LOOP,
-                "last_error": "KeyError: 'x'",
-            }
-        ],
+    checker.facts.collector = CollectorFacts(
+        (TroubledUnit("flusher", "restarting", 9, CRASH_LOOP, "KeyError: 'x'"),),
         crash_loop_threshold=CRASH_LOOP,
     )
     comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
@@ -224,13 +216,13 @@ def test_the_writer_restarting_itself_or_not_running_shows_in_storage_health() -
     from robust_collector.health import HealthChecker, MarketSession, evaluate
 
     checker = HealthChecker("storage", kind="storage")
-    checker.facts.update(writer_alive=True, writer_recent_crashes=1, writer_crashes=3)
+    checker.facts.storage = StorageFacts(writer_recent_crashes=1, writer_crashes=3)
     comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
     assert comp.level == HealthLevel.DEGRADED
     assert comp.reasons == (
         "storage: writer restarted after an unexpected error (1x in the last minute, 3 in all)",
     )
-    checker.facts.update(writer_alive=False)
+    checker.facts.storage = StorageFacts(writer_alive=False)
     comp = evaluate(checker, HealthCheckConfig(), MarketSession(), 0.0)
     assert comp.level == HealthLevel.CRITICAL
     assert comp.reasons == ("storage: the database writer thread is not running",)
