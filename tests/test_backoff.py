@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from robust_collector.resilience import RetryPolicy
+from robust_collector.resilience import Backoff, RetryPolicy
 from robust_collector.sources.stream import ReconnectBackoff
 
 # ----------------------------------------------- pinned sequences (do not edit)
@@ -111,3 +111,116 @@ def test_reconnect_backoff_cap_below_base_is_raised_to_base() -> None:
     b = ReconnectBackoff(4.0, 1.0, rng=lambda: 1.0)
     assert b.cap == 4.0
     assert [b.next_delay() for _ in range(3)] == [4.0, 4.0, 4.0]
+
+
+# ------------------------------------------------------------------ Backoff
+
+
+def test_backoff_grows_by_the_multiplier_up_to_the_cap() -> None:
+    b = Backoff(initial=0.1, multiplier=2.0, cap=5.0)
+    assert [b.delay(n) for n in range(1, 10)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert [Backoff(1.0, 3.0, 100.0).delay(n) for n in (1, 2, 3, 4, 5, 6)] == [
+        1.0,
+        3.0,
+        9.0,
+        27.0,
+        81.0,
+        100.0,
+    ]
+
+
+def test_backoff_with_multiplier_one_is_constant() -> None:
+    assert {Backoff(2.5, 1.0, 60.0).delay(n) for n in range(1, 50)} == {2.5}
+
+
+def test_backoff_never_overflows() -> None:
+    assert Backoff(1.0, 2.0, 60.0).delay(10**9) == 60.0
+    assert Backoff(1.0, 10.0, 60.0).delay(5000) == 60.0  # 10.0 ** 1000 overflows a float
+    assert Backoff(0.0, 10.0, 60.0).delay(5000) == 0.0
+
+
+def test_full_jitter_is_uniform_below_the_bound() -> None:
+    b = Backoff(1.0, 2.0, 8.0, "full", rng=random.Random(1))
+    draws = [b.delay(4) for _ in range(2000)]
+    assert all(0.0 <= d <= 8.0 for d in draws)
+    assert min(draws) < 0.5 and max(draws) > 7.5  # spread over the whole range
+
+
+def test_equal_jitter_keeps_half_the_bound() -> None:
+    b = Backoff(1.0, 2.0, 8.0, "equal", rng=random.Random(1))
+    draws = [b.delay(4) for _ in range(2000)]
+    assert all(4.0 <= d <= 8.0 for d in draws)
+    assert min(draws) < 4.5 and max(draws) > 7.5
+
+
+def test_decorrelated_jitter_draws_between_initial_and_three_times_prev() -> None:
+    b = Backoff(1.0, 2.0, 30.0, "decorrelated", rng=random.Random(1))
+    draws = [b.delay(1, prev=5.0) for _ in range(2000)]
+    assert all(1.0 <= d <= 15.0 for d in draws)
+    assert max(draws) > 14.0
+    assert all(1.0 <= b.delay(1) <= 3.0 for _ in range(100))  # no prev: from initial
+    assert Backoff(10.0, 2.0, 12.0, "decorrelated").delay(3, prev=12.0) <= 12.0
+
+
+def test_same_seed_same_waits() -> None:
+    def waits(seed: int) -> list[float]:
+        b = Backoff(0.5, 2.0, 30.0, "full", rng=random.Random(seed))
+        return [b.delay(n) for n in range(1, 8)]
+
+    assert waits(4) == waits(4)
+    assert waits(4) != waits(5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"initial": -1.0},
+        {"initial": float("nan")},
+        {"multiplier": 0.5},
+        {"cap": -1.0},
+        {"jitter": "random"},
+    ],
+)
+def test_backoff_refuses_bad_settings(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Backoff(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("jitter", ["none", "full", "equal", "decorrelated"])
+def test_attempt_numbers_start_at_one(jitter: str) -> None:
+    with pytest.raises(ValueError):
+        Backoff(jitter=jitter).delay(0)  # type: ignore[arg-type]
+
+
+def test_backoff_is_frozen_and_compares_by_settings() -> None:
+    b = Backoff(0.1, 2.0, 5.0)
+    with pytest.raises(AttributeError):
+        b.cap = 10.0  # type: ignore[misc]
+    assert b == Backoff(0.1, 2.0, 5.0, rng=random.Random(3))
+
+
+def test_retry_policy_and_reconnect_backoff_share_one_schedule() -> None:
+    p = RetryPolicy(retry_delay=0.5, max_delay=30.0, jitter="equal")
+    assert p.backoff == Backoff(0.5, 2.0, 30.0, "equal")
+    assert RetryPolicy(exponential_backoff=False).backoff.multiplier == 1.0
+    r = ReconnectBackoff(0.5, 30.0)
+    assert r.schedule == Backoff(0.5, 2.0, 30.0, "equal")
+
+
+def test_retry_policy_settings_write_through_to_its_backoff() -> None:
+    p = RetryPolicy(max_retries=4, retry_delay=1.0, max_delay=60.0)
+    p.retry_delay = 3.0
+    p.max_delay = 10.0
+    assert p.delays() == [3.0, 6.0, 10.0]
+    p.exponential_backoff = False
+    assert (p.exponential_backoff, p.delays()) == (False, [3.0, 3.0, 3.0])
+    p.jitter = "full"
+    assert p.backoff.jitter == "full"
+    assert all(0.0 <= d <= 3.0 for d in p.delays())
+
+
+def test_reconnect_backoff_settings_write_through_to_its_schedule() -> None:
+    b = ReconnectBackoff(1.0, 8.0, rng=lambda: 1.0)
+    b.cap = 2.0
+    b.base = 0.5
+    assert [b.next_delay() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]

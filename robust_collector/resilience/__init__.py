@@ -1,9 +1,10 @@
-"""Resilience primitives: circuit breakers, retry policies and a shared rate-limit gate.
+"""Resilience primitives: circuit breakers, retry policies, backoff and a shared rate-limit gate.
 
 The collector wraps each fetch as ``retry( breaker( fetch ) )``: every failed
 attempt counts toward the symbol's breaker, and an open breaker ends the retries.
 """
 
+from robust_collector.resilience.backoff import Backoff, JitterMode
 from robust_collector.resilience.breaker import (
     BreakerListener,
     BreakerState,
@@ -14,13 +15,13 @@ from robust_collector.resilience.clock import ManualClock
 from robust_collector.resilience.ratelimit import RateLimitGate
 from robust_collector.resilience.registry import BreakerRegistry
 from robust_collector.resilience.retry import (
-    JitterMode,
     RetryInterrupted,
     RetryPolicy,
     RetryStats,
 )
 
 __all__ = [
+    "Backoff",
     "BreakerListener",
     "BreakerRegistry",
     "BreakerState",

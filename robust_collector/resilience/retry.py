@@ -10,6 +10,7 @@ and ``KeyboardInterrupt`` are never retried. See ``docs/resilience.md``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import logging
@@ -19,9 +20,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeVar, get_args
+from typing import Any, ParamSpec, TypeVar
 
 from robust_collector.errors import CircuitOpenError, CollectorError
+from robust_collector.resilience.backoff import Backoff, JitterMode
 from robust_collector.resilience.breaker import BreakerState, CircuitBreaker
 from robust_collector.resilience.ratelimit import RateLimitGate
 
@@ -37,9 +39,6 @@ logger = logging.getLogger("robust_collector.resilience")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-JitterMode = Literal["none", "full", "equal", "decorrelated"]
-_JITTER_MODES: tuple[str, ...] = get_args(JitterMode)
 
 RetryHook = Callable[[int, float, BaseException], object]
 """``on_retry(attempt, delay, exc)``: attempt ``attempt`` failed with ``exc``; waiting ``delay``."""
@@ -157,15 +156,16 @@ class RetryPolicy:
             raise ValueError(f"retry_delay must be >= 0, got {retry_delay}")
         if max_delay < 0:
             raise ValueError(f"max_delay must be >= 0, got {max_delay}")
-        if jitter not in _JITTER_MODES:
-            raise ValueError(f"jitter must be one of {', '.join(_JITTER_MODES)}; got {jitter!r}")
         if deadline is not None and not deadline > 0:
             raise ValueError(f"deadline must be > 0 seconds or None, got {deadline}")
         self.max_retries = max_retries
-        self.retry_delay = float(retry_delay)
-        self.exponential_backoff = exponential_backoff
-        self.max_delay = float(max_delay)
-        self.jitter: JitterMode = jitter
+        self.backoff = Backoff(
+            initial=float(retry_delay),
+            multiplier=2.0 if exponential_backoff else 1.0,
+            cap=float(max_delay),
+            jitter=jitter,
+            rng=rng if rng is not None else random.Random(),
+        )
         self.deadline = deadline
         self.interrupt = interrupt
         self.on_retry = on_retry
@@ -174,9 +174,46 @@ class RetryPolicy:
         self._sleep = sleep
         self._async_sleep = async_sleep
         self._clock = clock
-        self._rng = rng if rng is not None else random.Random()
         self._stats_lock = threading.Lock()
         self._counts = [0] * len(_STAT_FIELDS)
+
+    # The schedule's settings read and write through to ``backoff``, the one source.
+
+    @property
+    def retry_delay(self) -> float:
+        """Seconds to wait after the first failed attempt."""
+        return self.backoff.initial
+
+    @retry_delay.setter
+    def retry_delay(self, value: float) -> None:
+        self.backoff = dataclasses.replace(self.backoff, initial=float(value))
+
+    @property
+    def exponential_backoff(self) -> bool:
+        """Whether the wait doubles after each failed attempt."""
+        return self.backoff.multiplier != 1.0
+
+    @exponential_backoff.setter
+    def exponential_backoff(self, value: bool) -> None:
+        self.backoff = dataclasses.replace(self.backoff, multiplier=2.0 if value else 1.0)
+
+    @property
+    def max_delay(self) -> float:
+        """The cap on one wait (a ``retry_after`` may still ask for more)."""
+        return self.backoff.cap
+
+    @max_delay.setter
+    def max_delay(self, value: float) -> None:
+        self.backoff = dataclasses.replace(self.backoff, cap=float(value))
+
+    @property
+    def jitter(self) -> JitterMode:
+        """How waits are randomised: none, full, equal or decorrelated."""
+        return self.backoff.jitter
+
+    @jitter.setter
+    def jitter(self, value: JitterMode) -> None:
+        self.backoff = dataclasses.replace(self.backoff, jitter=value)
 
     @property
     def max_attempts(self) -> int:
@@ -196,26 +233,9 @@ class RetryPolicy:
         """The wait after failed attempt number ``attempt`` (1-based), before jitter's floor.
 
         ``prev_delay`` (the previous result) is used only by "decorrelated" jitter.
-        Jittered modes draw from the policy's ``rng``.
+        Jittered modes draw from the policy's ``rng``. See :class:`Backoff`.
         """
-        if attempt < 1:
-            raise ValueError(f"attempt numbers start at 1, got {attempt}")
-        if self.jitter == "decorrelated":
-            # AWS: sleep = min(cap, uniform(base, prev * 3)); grows on its own, so
-            # exponential_backoff does not apply.
-            prev = self.retry_delay if prev_delay is None else prev_delay
-            upper = max(self.retry_delay, prev * 3.0)
-            return min(self.max_delay, self._rng.uniform(self.retry_delay, upper))
-        if self.exponential_backoff:
-            base = self.retry_delay * 2.0 ** min(attempt - 1, 1000)
-        else:
-            base = self.retry_delay
-        base = min(base, self.max_delay)
-        if self.jitter == "full":
-            return self._rng.uniform(0.0, base)
-        if self.jitter == "equal":
-            return base / 2.0 + self._rng.uniform(0.0, base / 2.0)
-        return base
+        return self.backoff.delay(attempt, prev_delay)
 
     def delays(self, count: int | None = None) -> list[float]:
         """The waits between attempts of one call (``max_attempts - 1`` unless ``count``).

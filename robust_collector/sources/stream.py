@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from robust_collector.errors import PermanentSourceError, TransientSourceError
 from robust_collector.model import Quote
+from robust_collector.resilience.backoff import Backoff
 
 __all__ = [
     "Control",
@@ -159,28 +160,65 @@ async def iter_quotes(
         await conn.close()
 
 
+class _DrawRandom(random.Random):
+    """A ``random.Random`` whose ``random()`` is a zero-argument callable (the ``rng`` given)."""
+
+    def __init__(self, draw: Callable[[], float]) -> None:
+        self._draw = draw
+        super().__init__(0)
+
+    def random(self) -> float:
+        return self._draw()
+
+
 class ReconnectBackoff:
     """Waits between reconnect attempts: ``base × 2^(n-1)`` capped, with equal jitter.
 
     Equal jitter keeps at least half of each wait (no instant retries) and spreads
     the rest, so many collectors cut off at once do not reconnect in lockstep.
-    ``reset()`` after a connection has delivered data.
+    ``reset()`` after a connection has delivered data. The schedule is a
+    :class:`~robust_collector.resilience.Backoff`; this class counts the attempts.
     """
 
     def __init__(
         self, base: float, cap: float, *, rng: Callable[[], float] = random.random
     ) -> None:
-        self.base = base
-        self.cap = max(cap, base)
         self.attempts = 0
-        self._rng = rng
+        self._draw = _DrawRandom(rng)
+        self._base = base
+        self._cap = max(cap, base)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Growth has always stopped at base * 2**60; capping there keeps that exact.
+        self.schedule = Backoff(
+            self._base, 2.0, min(self._cap, self._base * 2**60), "equal", rng=self._draw
+        )
+
+    @property
+    def base(self) -> float:
+        """The first wait's bound, in seconds."""
+        return self._base
+
+    @base.setter
+    def base(self, value: float) -> None:
+        self._base = value
+        self._rebuild()
+
+    @property
+    def cap(self) -> float:
+        """The largest bound, in seconds (never below ``base``)."""
+        return self._cap
+
+    @cap.setter
+    def cap(self, value: float) -> None:
+        self._cap = value
+        self._rebuild()
 
     def next_delay(self, at_least: float | None = None) -> float:
         """The wait before the next attempt (and count the attempt); ``at_least`` is a floor."""
         self.attempts += 1
-        d = min(self.cap, self.base * 2 ** min(self.attempts - 1, 60))
-        delay = d / 2 + self._rng() * d / 2
-        return max(delay, at_least or 0.0)
+        return max(self.schedule.delay(self.attempts), at_least or 0.0)
 
     def reset(self) -> None:
         self.attempts = 0
