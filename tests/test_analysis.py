@@ -16,6 +16,8 @@ import polars as pl
 import pytest
 
 from robust_collector import analysis as A
+from robust_collector.analysis import paths
+from robust_collector.analysis.loaders import GAP_SCHEMA
 from robust_collector.config import SessionConfig
 from robust_collector.storage.backup import BackupWriter
 from robust_collector.storage.reader import to_epoch_us
@@ -302,7 +304,7 @@ def gap_rows(db: DB, **kw: Any) -> list[dict[str, Any]]:
 def test_no_gaps_in_a_regular_series(db: DB) -> None:
     db.run().ticks("SPY", every(T0, T0 + 60 * S))
     g = A.gaps(db.path)
-    assert g.height == 0 and set(A.GAP_SCHEMA) <= set(g.columns)
+    assert g.height == 0 and set(GAP_SCHEMA) <= set(g.columns)
 
 
 def test_a_breaker_open_hole_is_attributed_to_the_breaker_and_its_errors(db: DB) -> None:
@@ -433,18 +435,18 @@ def test_project_root_and_output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert A.project_root(repo / "notebooks") == repo
     assert A.project_root(tmp_path) == tmp_path
     assert A.under_test()  # the suite's root conftest.py sets RC_TMP=1
-    stale = A.TEMP_PARENT / "nb-stale"
+    stale = paths.TEMP_PARENT / "nb-stale"
     stale.mkdir(parents=True, exist_ok=True)
     os.utime(stale, (0, 0))
     tmp = A.output_dir("nb", start=repo / "notebooks")
-    assert tmp.is_dir() and tmp.parent == A.TEMP_PARENT and repo not in tmp.parents
+    assert tmp.is_dir() and tmp.parent == paths.TEMP_PARENT and repo not in tmp.parents
     assert not stale.exists()  # test runs older than a day are cleaned up
     tmp.rmdir()
     monkeypatch.delenv("RC_TMP", raising=False)
     assert A.output_dir("nb", start=repo / "notebooks") == repo / "data" / "notebooks" / "nb"
     monkeypatch.setenv("RC_TMP", "1")
     tmp = A.output_dir("nb", start=repo / "notebooks")
-    assert tmp.parent == A.TEMP_PARENT
+    assert tmp.parent == paths.TEMP_PARENT
     tmp.rmdir()
     monkeypatch.setenv("RC_DATA", str(tmp_path / "mine"))
     assert A.output_dir("nb") == tmp_path / "mine"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import robust_collector.analysis as A
+import robust_collector.analysis.paths as A
 from robust_collector.cli import main
 from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
 from robust_collector.health.store import heartbeat_path, write_heartbeat

@@ -1,22 +1,9 @@
-"""Notebook helpers: what a collector stored, rejected, failed on and wrote to backup.
-
-Loaders take a database path or a ``postgresql://`` URL (any process's database;
-each opens its own read-only connection) and return polars DataFrames with the epoch-µs columns
-kept and tz-aware UTC datetimes added. ``scan_backups`` looks inside JSONL
-backup files; ``gaps`` finds the holes in each symbol's series and says why
-each one is there. The ``plot_*`` functions turn those frames into plotly
-figures (plotly is imported only when a figure is made).
-"""
+"""What a collector stored, rejected, failed on and wrote to backup, as polars frames (split up next)."""
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import os
-import shutil
-import stat
-import tempfile
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import polars as pl
 
+from robust_collector.analysis.paths import Pathish
 from robust_collector.config import SessionConfig
 from robust_collector.health import HealthLevel, MarketSession
 from robust_collector.model import now_us
@@ -42,36 +30,6 @@ from robust_collector.storage.reader import (
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
-
-__all__ = [
-    "BREAKER_COLORS",
-    "CAUSES",
-    "LEVEL_COLORS",
-    "BackupScan",
-    "breaker_intervals",
-    "database_locked",
-    "gaps",
-    "load_breaker_events",
-    "load_errors",
-    "load_health",
-    "load_rejects",
-    "load_runs",
-    "load_ticks",
-    "output_dir",
-    "plot_breaker_timeline",
-    "plot_gaps",
-    "plot_health",
-    "plot_prices",
-    "plot_rejects",
-    "project_root",
-    "rejects_by",
-    "scan_backups",
-    "storage_settings",
-    "tick_rates",
-    "under_test",
-]
-
-Pathish = str | Path
 
 BREAKER_COLORS: dict[str, str] = {
     "CLOSED": "#2e7d32",
@@ -105,71 +63,6 @@ CAUSES: tuple[str, ...] = (
     "unknown",
 )
 """Gap causes, in the order ``gaps`` tries them (the first with evidence wins)."""
-
-
-# --------------------------------------------------------------------------- where notebooks write
-
-
-def project_root(start: Pathish | None = None) -> Path:
-    """The repository root: the nearest folder at or above ``start`` (default: cwd) holding
-    ``pyproject.toml``; ``start`` itself when there is none."""
-    here = Path(start if start is not None else Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return here
-
-
-def under_test() -> bool:
-    """True when ``RC_TMP=1``: the test suite sets it (its root ``conftest.py``), and so
-    does a person who wants a short run in a temp folder."""
-    return os.environ.get("RC_TMP", "") == "1"
-
-
-def output_dir(name: str, *, start: Pathish | None = None) -> Path:
-    """Where notebook ``name`` writes: ``$RC_DATA`` if set, a fresh temp folder under test
-    (``under_test()``), else ``<repo>/data/notebooks/<name>``; created if missing."""
-    env = os.environ.get("RC_DATA")
-    if env:
-        out = Path(env)
-    elif under_test():
-        return _fresh_temp_dir(name)
-    else:
-        out = project_root(start) / "data" / "notebooks" / name
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-TEMP_PARENT = Path(tempfile.gettempdir()) / f"robust-collector-notebooks-{os.getuid()}"
-"""Where test runs of the notebooks write (one private folder per user, 0700); folders
-older than a day are removed."""
-
-
-def _private_parent(parent: Path) -> Path:
-    """``parent`` as a folder only this user can enter: created 0700, and refused when it
-    is a symlink, not a folder, owned by someone else or open to others (a planted path
-    would otherwise make the clean-up below delete another user's folders)."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(parent, 0o700)
-    st = os.lstat(parent)
-    if not stat.S_ISDIR(st.st_mode):
-        raise RuntimeError(f"{parent} is not a folder (a symlink?): refusing to use it")
-    if st.st_uid != os.getuid():
-        raise RuntimeError(f"{parent} belongs to another user: refusing to use it")
-    if st.st_mode & 0o077:
-        os.chmod(parent, 0o700, follow_symlinks=False)
-    return parent
-
-
-def _fresh_temp_dir(name: str, max_age_seconds: float = 86_400.0) -> Path:
-    parent = _private_parent(TEMP_PARENT)
-    cutoff = time.time() - max_age_seconds
-    for old in parent.iterdir():  # a killed kernel never cleans up: keep the litter bounded
-        with contextlib.suppress(OSError):
-            st = old.lstat()  # a symlink is never followed, never removed through
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
 # --------------------------------------------------------------------------- loaders

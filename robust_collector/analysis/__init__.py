@@ -1,0 +1,65 @@
+"""Notebook helpers: what a collector stored, rejected, failed on and wrote to backup.
+
+Loaders take a database path or a ``postgresql://`` URL (any process's database;
+each opens its own read-only connection) and return polars DataFrames with the epoch-µs columns
+kept and tz-aware UTC datetimes added. ``scan_backups`` looks inside JSONL
+backup files; ``gaps`` finds the holes in each symbol's series and says why
+each one is there. The ``plot_*`` functions turn those frames into plotly
+figures (plotly is imported only when a figure is made).
+"""
+
+from __future__ import annotations
+
+from robust_collector.analysis.loaders import (
+    BREAKER_COLORS,
+    CAUSES,
+    LEVEL_COLORS,
+    BackupScan,
+    breaker_intervals,
+    database_locked,
+    gaps,
+    load_breaker_events,
+    load_errors,
+    load_health,
+    load_rejects,
+    load_runs,
+    load_ticks,
+    plot_breaker_timeline,
+    plot_gaps,
+    plot_health,
+    plot_prices,
+    plot_rejects,
+    rejects_by,
+    scan_backups,
+    storage_settings,
+    tick_rates,
+)
+from robust_collector.analysis.paths import output_dir, project_root, under_test
+
+__all__ = [
+    "BREAKER_COLORS",
+    "CAUSES",
+    "LEVEL_COLORS",
+    "BackupScan",
+    "breaker_intervals",
+    "database_locked",
+    "gaps",
+    "load_breaker_events",
+    "load_errors",
+    "load_health",
+    "load_rejects",
+    "load_runs",
+    "load_ticks",
+    "output_dir",
+    "plot_breaker_timeline",
+    "plot_gaps",
+    "plot_health",
+    "plot_prices",
+    "plot_rejects",
+    "project_root",
+    "rejects_by",
+    "scan_backups",
+    "storage_settings",
+    "tick_rates",
+    "under_test",
+]
