@@ -5,6 +5,9 @@ tried, then after 1 s tried again, then after 2 s a third and last time. Errors
 decide their own fate by duck typing: ``permanent = True`` is never retried and
 ``retry_after`` (seconds) is the least we wait. ``CircuitOpenError``, cancellation
 and ``KeyboardInterrupt`` are never retried. See ``docs/resilience.md``.
+
+What happens after a failed attempt is decided once, in ``_RetryRun``; the sync
+and async loops only sleep (``sleep`` / ``async_sleep``) and make the attempts.
 """
 
 from __future__ import annotations
@@ -275,49 +278,6 @@ class RetryPolicy:
                     counts[_RETRY_SUCCESSES] += 1
             counts[outcome] += 1
 
-    # ------------------------------------------------------------ decisions
-
-    def _plan(
-        self, exc: BaseException, attempt: int, start: float, prev_delay: float | None
-    ) -> tuple[float, float] | str:
-        """``(wait, delay)`` to retry after ``exc``, or a note (maybe "") saying why not."""
-        if isinstance(exc, CircuitOpenError):
-            return ""  # the breaker's own retry_after is per symbol: not a gate matter
-        retry_after = _retry_after(exc)
-        if retry_after and self.gate is not None:
-            self.gate.block_for(retry_after)
-        if getattr(exc, "permanent", False) or not isinstance(exc, self.retry_on):
-            return ""
-        if attempt >= self.max_attempts:
-            return f"gave up after {attempt} attempts" if attempt > 1 else ""
-        delay = self.compute_delay(attempt, prev_delay)
-        wait = max(delay, retry_after)
-        if self.gate is not None:
-            wait = max(wait, self.gate.remaining())
-        if self.deadline is not None:
-            elapsed = self._clock() - start
-            if elapsed + wait > self.deadline:
-                return (
-                    f"gave up after {attempt} attempts: waiting {format_seconds(wait)} more "
-                    f"would pass the {self.deadline:g}s deadline"
-                )
-        return wait, delay
-
-    def _notify(self, attempt: int, wait: float, exc: BaseException) -> None:
-        logger.debug(
-            "attempt %d failed (%s: %s); retrying in %.3gs", attempt, type(exc).__name__, exc, wait
-        )
-        if self.on_retry is not None:
-            try:
-                self.on_retry(attempt, wait, exc)
-            except Exception:
-                logger.exception("on_retry hook %r failed", self.on_retry)
-
-    @staticmethod
-    def _note(exc: BaseException, note: str) -> None:
-        if note:
-            exc.add_note(f"robust_collector.RetryPolicy: {note}")
-
     # ---------------------------------------------------------------- sync
 
     def _wait(self, seconds: float) -> bool:
@@ -377,34 +337,22 @@ class RetryPolicy:
         start: float,
     ) -> R:
         """The slow path of :meth:`call`, entered after attempt 1 raised ``exc``."""
-        attempt = 1
-        prev_delay: float | None = None
-        outcome = _CANCELLED
-        breaker = _breaker_of(fn)
+        run = _RetryRun(self, fn, exc, start)
         try:
             while True:
-                plan = self._plan(exc, attempt, start, prev_delay)
-                if isinstance(plan, str):
-                    outcome = _GIVE_UPS
-                    self._note(exc, plan)
-                    raise exc
-                wait, prev_delay = plan
-                if breaker is None or breaker.state is not BreakerState.OPEN:
-                    self._notify(attempt, wait, exc)
-                    if self._wait(wait) or self._wait_gate():
-                        outcome = _INTERRUPTED
-                        raise RetryInterrupted(attempt, exc) from exc
-                # else: the breaker opened, so skip the wait: it rejects the next attempt now
-                attempt += 1
+                wait = run.next_wait()  # raises the last error when there is no next attempt
+                if wait is not None and (self._wait(wait) or self._wait_gate()):
+                    raise run.interrupted() from run.error
+                run.attempt += 1
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as error:
-                    exc = error
+                    run.error = error
                     continue
-                outcome = _SUCCESSES
+                run.outcome = _SUCCESSES
                 return result
         finally:
-            self._record(attempt, outcome)
+            self._record(run.attempt, run.outcome)
 
     # --------------------------------------------------------------- async
 
@@ -450,34 +398,24 @@ class RetryPolicy:
         start: float,
     ) -> R:
         """The slow path of :meth:`call_async`, entered after attempt 1 raised ``exc``."""
-        attempt = 1
-        prev_delay: float | None = None
-        outcome = _CANCELLED
-        breaker = _breaker_of(fn)
+        run = _RetryRun(self, fn, exc, start)
         try:
             while True:
-                plan = self._plan(exc, attempt, start, prev_delay)
-                if isinstance(plan, str):
-                    outcome = _GIVE_UPS
-                    self._note(exc, plan)
-                    raise exc
-                wait, prev_delay = plan
-                if breaker is None or breaker.state is not BreakerState.OPEN:
-                    self._notify(attempt, wait, exc)
-                    if await self._wait_async(wait) or await self._wait_gate_async():
-                        outcome = _INTERRUPTED
-                        raise RetryInterrupted(attempt, exc) from exc
-                # else: the breaker opened, so skip the wait: it rejects the next attempt now
-                attempt += 1
+                wait = run.next_wait()  # raises the last error when there is no next attempt
+                if wait is not None and (
+                    await self._wait_async(wait) or await self._wait_gate_async()
+                ):
+                    raise run.interrupted() from run.error
+                run.attempt += 1
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as error:
-                    exc = error
+                    run.error = error
                     continue
-                outcome = _SUCCESSES
+                run.outcome = _SUCCESSES
                 return result
         finally:
-            self._record(attempt, outcome)
+            self._record(run.attempt, run.outcome)
 
     # ------------------------------------------------------------ decorator
 
@@ -509,3 +447,80 @@ class RetryPolicy:
             return result
 
         return wrapper  # type: ignore[return-value]
+
+
+class _RetryRun:
+    """The decisions of one call whose first attempt failed, shared by the sync and async loops.
+
+    A loop asks :meth:`next_wait`, sleeps that long (its only I/O), raises
+    :meth:`interrupted` if woken by the interrupt, counts the attempt in
+    ``attempt``, makes it, and stores its error in ``error`` or sets ``outcome``.
+    """
+
+    __slots__ = ("attempt", "breaker", "error", "outcome", "policy", "prev_delay", "start")
+
+    def __init__(
+        self, policy: RetryPolicy, fn: Callable[..., Any], error: Exception, start: float
+    ) -> None:
+        self.policy = policy
+        self.breaker = _breaker_of(fn)
+        self.error: Exception = error
+        self.start = start
+        self.attempt = 1
+        self.prev_delay: float | None = None
+        self.outcome = _CANCELLED  # until the loop says otherwise: a BaseException ended it
+
+    def next_wait(self) -> float | None:
+        """Seconds to wait before the next attempt, or None to make it at once.
+
+        None means the breaker is OPEN and will reject the attempt without a wait.
+        Raises ``error`` (noted with why, when there is something to say) to give up.
+        """
+        policy, exc, attempt = self.policy, self.error, self.attempt
+        if isinstance(exc, CircuitOpenError):
+            raise self._give_up("")  # the breaker's own retry_after is per symbol, not the gate's
+        retry_after = _retry_after(exc)
+        gate = policy.gate
+        if retry_after and gate is not None:
+            gate.block_for(retry_after)
+        if getattr(exc, "permanent", False) or not isinstance(exc, policy.retry_on):
+            raise self._give_up("")
+        if attempt >= policy.max_attempts:
+            raise self._give_up(f"gave up after {attempt} attempts" if attempt > 1 else "")
+        delay = policy.compute_delay(attempt, self.prev_delay)
+        wait = max(delay, retry_after)
+        if gate is not None:
+            wait = max(wait, gate.remaining())
+        deadline = policy.deadline
+        if deadline is not None and policy._clock() - self.start + wait > deadline:
+            raise self._give_up(
+                f"gave up after {attempt} attempts: waiting {format_seconds(wait)} more "
+                f"would pass the {deadline:g}s deadline"
+            )
+        self.prev_delay = delay
+        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+            return None
+        self._notify(wait)
+        return wait
+
+    def interrupted(self) -> RetryInterrupted:
+        """The error to raise when the interrupt event ended a wait."""
+        self.outcome = _INTERRUPTED
+        return RetryInterrupted(self.attempt, self.error)
+
+    def _give_up(self, note: str) -> Exception:
+        self.outcome = _GIVE_UPS
+        if note:
+            self.error.add_note(f"robust_collector.RetryPolicy: {note}")
+        return self.error
+
+    def _notify(self, wait: float) -> None:
+        exc, attempt, hook = self.error, self.attempt, self.policy.on_retry
+        logger.debug(
+            "attempt %d failed (%s: %s); retrying in %.3gs", attempt, type(exc).__name__, exc, wait
+        )
+        if hook is not None:
+            try:
+                hook(attempt, wait, exc)
+            except Exception:
+                logger.exception("on_retry hook %r failed", hook)
