@@ -17,7 +17,7 @@ import pytest
 
 from robust_collector import analysis as A
 from robust_collector.analysis import paths
-from robust_collector.analysis.loaders import GAP_SCHEMA
+from robust_collector.analysis.gap_causes import GAP_SCHEMA
 from robust_collector.config import SessionConfig
 from robust_collector.storage.backup import BackupWriter
 from robust_collector.storage.reader import to_epoch_us
