@@ -652,3 +652,78 @@ def test_the_fleet_table_escapes_every_field_even_a_pid_that_is_text() -> None:
     )
     out = render_fleet_html([inst], evil, now=0)
     assert "<script>" not in out and out.count("&lt;script&gt;") >= 5
+
+
+# --------------------------------------------------------------------------- layering
+
+
+def _imported_modules(package: Path) -> set[str]:
+    """Every module a package's files import, lazily or under TYPE_CHECKING too."""
+    import ast
+
+    found: set[str] = set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+    return found
+
+
+def test_the_dashboard_imports_neither_the_collector_nor_the_analysis_helpers() -> None:
+    import robust_collector.dashboard as pkg
+
+    above = ("collector", "runtime", "supervisor", "cli", "analysis", "drill")
+    imported = _imported_modules(Path(pkg.__file__).parent)
+    assert not {m for m in imported for a in above if m.split(".")[:2] == ["robust_collector", a]}
+
+
+def test_a_stand_in_collector_is_enough_for_the_live_view(tmp_path: Path) -> None:
+    """The live view reads a collector only through the LiveCollector Protocol."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from robust_collector.config import load_config
+    from robust_collector.health import ComponentHealth, HealthLevel, HealthSnapshot
+
+    spy = SimpleNamespace(
+        symbol="SPY",
+        breaker_state="OPEN",
+        breaker_since_us=1_000_000,
+        breaker_reason="5 failures",
+        last_price=101.5,
+        last_quote_us=2_000_000,
+        stored=3,
+        rejects=1,
+        errors=5,
+    )
+    status = SimpleNamespace(
+        run_id="r1",
+        running=True,
+        started_us=0,
+        database="x.db",
+        symbols={"SPY": spy},
+        storage=None,
+        stored=3,
+        rejects=1,
+        errors=5,
+    )
+    comp = ComponentHealth("SPY", "symbol", HealthLevel.DEGRADED, ("breaker open",), {})
+    health = HealthSnapshot(3.0, HealthLevel.DEGRADED, ("SPY: breaker open",), (comp,))
+    config = load_config(None, overrides={"realtime_data": {"backup": {"enabled": False}}})
+    stand_in = SimpleNamespace(
+        config=config,
+        run_id="r1",
+        db_path=tmp_path / "none.db",
+        breakers=None,
+        status=lambda: status,
+        health=lambda: health,
+        errors=lambda limit=None: pl.DataFrame(),
+    )
+    v = view_from_collector(stand_in, now_us=4_000_000)  # type: ignore[arg-type]
+    row = v.symbol("SPY")
+    assert (row.breaker_state, row.in_state_seconds, row.level) == ("OPEN", 3.0, "DEGRADED")
+    assert (row.last_price, row.data_age_seconds, row.errors) == (101.5, 2.0, 5)
+    assert v.level == "DEGRADED" and v.storage.mode == "not started" and v.errors == ()

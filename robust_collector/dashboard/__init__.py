@@ -8,6 +8,10 @@ Three layers, each usable alone:
 - ``render``: the view as HTML strings and plain figure data;
 - ``widgets``: the ``Dashboard`` widget and its daemon refresher thread
   (imported on first use, so the first two layers need no ipywidgets).
+
+A live view reads a collector only through ``live_collector.LiveCollector`` (a
+Protocol), so the dashboard imports storage, health and lower layers, never the
+collector or the analysis helpers (the colours are ``robust_collector.palette``).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from robust_collector.dashboard.render import (
 )
 
 if TYPE_CHECKING:
-    from robust_collector.collector import Collector
+    from robust_collector.dashboard.live_collector import LiveCollector
     from robust_collector.dashboard.widgets import Dashboard
 
 __all__ = [
@@ -76,7 +80,7 @@ __all__ = [
 
 
 def live(
-    collector: Collector,
+    collector: LiveCollector,
     *,
     interval: float = 1.0,
     window_seconds: float = 300.0,

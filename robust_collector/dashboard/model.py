@@ -1,6 +1,6 @@
 """The dashboard's view model: what it shows, as frozen data, built at a time ``now``.
 
-A ``DashboardView`` is built either from a live ``Collector`` (its immutable
+A ``DashboardView`` is built either from a live collector (a ``LiveCollector``: its immutable
 ``status()`` and ``health()`` snapshots, recent errors and the breaker
 transitions heard by a listener) or from a database written by a collector in
 another process. Nothing here touches a widget, so all of it is tested without
@@ -30,7 +30,7 @@ from robust_collector.storage.reader import open_reader, reader_errors
 from robust_collector.storage.schema import connect
 
 if TYPE_CHECKING:
-    from robust_collector.collector import Collector
+    from robust_collector.dashboard.live_collector import LiveCollector
     from robust_collector.resilience import BreakerState
 
 STORAGE_ROW = "database"
@@ -192,7 +192,7 @@ def _backup_backlog(path: str | None) -> tuple[int, int]:
 
 
 def view_from_collector(
-    collector: Collector,
+    collector: LiveCollector,
     *,
     now_us: int | None = None,
     max_errors: int = 20,
@@ -295,7 +295,7 @@ class LiveFeed:
     """Views of a collector in this process; listens to its breakers while open."""
 
     def __init__(
-        self, collector: Collector, *, max_errors: int = 20, window_seconds: float = 300.0
+        self, collector: LiveCollector, *, max_errors: int = 20, window_seconds: float = 300.0
     ) -> None:
         self.collector = collector
         self.max_errors = max_errors

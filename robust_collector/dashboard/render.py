@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from robust_collector.analysis import BREAKER_COLORS, LEVEL_COLORS
 from robust_collector.dashboard.model import (
     DashboardView,
     RateSeries,
     Segment,
     breaker_segments,
 )
+from robust_collector.palette import BREAKER_COLORS, LEVEL_COLORS
 
 __all__ = [
     "STORAGE_COLORS",

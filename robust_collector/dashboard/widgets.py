@@ -17,7 +17,6 @@ from typing import Any
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from robust_collector.analysis import BREAKER_COLORS
 from robust_collector.dashboard.model import STORAGE_ROW, DashboardView, Feed, RateHistory
 from robust_collector.dashboard.render import (
     rates_data,
@@ -28,6 +27,7 @@ from robust_collector.dashboard.render import (
     render_symbols,
     timeline_data,
 )
+from robust_collector.palette import BREAKER_COLORS
 
 log = logging.getLogger(__name__)
 
