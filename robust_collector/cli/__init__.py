@@ -621,7 +621,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3 if args.command == "health" else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
