@@ -20,7 +20,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
-from robust_collector.storage.schema import INSERT_REJECTS, INSERT_TICKS, open_database
+from robust_collector.storage.schema import open_database
+from robust_collector.storage.tables import INSERT_REJECTS, INSERT_TICKS
 
 __all__ = ["Backend", "ChunkGuard", "RowSink", "SQLiteBackend", "SQLiteSink", "is_postgres_url"]
 

@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 import orjson
 
 from robust_collector.boundary import clean_text, safe_row
-from robust_collector.storage.schema import REJECT_COLUMNS, TICK_COLUMNS
+from robust_collector.storage.tables import REJECT_COLUMNS, TICK_COLUMNS
 
 if TYPE_CHECKING:
     from robust_collector.config import BackupConfig

@@ -1,6 +1,6 @@
 """The PostgreSQL backend: one shared server for a fleet of collectors.
 
-Same tables as SQLite (the DDL is translated from the one schema). A live batch
+Same tables as SQLite (both DDLs come from ``storage.tables``). A live batch
 is COPYed straight into its table inside a savepoint (its rows are new); replay,
 and a live batch that meets a row already stored, go by COPY into a per-session
 staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so replaying
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,15 @@ from typing import Any
 from robust_collector.errors import StorageError
 from robust_collector.secrets import mask_url, redact, register_url_secrets
 from robust_collector.storage.backend import REPLAY_SLICE_ROWS, ChunkGuard, sliced
-from robust_collector.storage.schema import DDL, REJECT_COLUMNS, TABLES, TICK_COLUMNS
+from robust_collector.storage.tables import (
+    REJECTS,
+    SCHEMA_VERSION,
+    TABLE_NAMES,
+    TABLES,
+    TICKS,
+    postgres_ddl,
+    postgres_migrations,
+)
 
 __all__ = [
     "PG_SCHEMA_VERSION",
@@ -35,7 +42,7 @@ __all__ = [
     "redact_url",
 ]
 
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = SCHEMA_VERSION
 # one lock id for schema changes, so collectors starting together do not race
 _SCHEMA_LOCK = 0x7263_5343  # "rcSC"
 _CHUNK_US = 86_400 * 1_000_000  # a TimescaleDB chunk per day of ticks
@@ -74,38 +81,8 @@ def _register_password(url: str) -> None:
     register_url_secrets(url)
 
 
-_TRANSLATE = (
-    (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGSERIAL PRIMARY KEY"),
-    (re.compile(r"\bINTEGER\b"), "BIGINT"),
-    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
-)
-
-
-def postgres_ddl(*, timescale: bool = False) -> str:
-    """The SQLite schema in PostgreSQL types, plus a BRIN time index on ticks.
-
-    With TimescaleDB, ticks' key is ``(tick_id, ts_us)``: a hypertable's unique
-    keys must hold its time column (a tick id fixes its time, so it is as unique).
-    """
-    ddl = DDL
-    for pattern, repl in _TRANSLATE:
-        ddl = pattern.sub(repl, ddl)
-    if timescale:
-        head, rest = ddl.split("CREATE TABLE IF NOT EXISTS ticks (", 1)
-        body, tail = rest.split(");", 1)
-        body = body.replace("tick_id   TEXT PRIMARY KEY", "tick_id   TEXT NOT NULL")
-        ddl = f"{head}CREATE TABLE IF NOT EXISTS ticks ({body.rstrip()},\n    PRIMARY KEY (tick_id, ts_us)\n);{tail}"
-    return (
-        ddl
-        + "\nCREATE INDEX IF NOT EXISTS ticks_ts ON ticks USING brin (ts_us);"
-        + "\nCREATE TABLE IF NOT EXISTS rc_schema (version INTEGER NOT NULL);"
-    )
-
-
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # 2: runs name the collector instance (a fleet writes into one database)
-    2: ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS instance TEXT",),
-}
+# 2: runs name the collector instance (a fleet writes into one database)
+_MIGRATIONS: dict[int, tuple[str, ...]] = postgres_migrations()
 
 
 def init_postgres(conn: Any) -> dict[str, Any]:
@@ -129,7 +106,7 @@ def init_postgres(conn: Any) -> dict[str, Any]:
         if "rc_schema" in existing:
             row = conn.execute("SELECT max(version) FROM rc_schema").fetchone()
             from_version = int(row[0] or 0)
-        if from_version >= PG_SCHEMA_VERSION and set(TABLES) <= existing:
+        if from_version >= PG_SCHEMA_VERSION and set(TABLE_NAMES) <= existing:
             return {
                 "version": from_version,
                 "from_version": from_version,
@@ -150,7 +127,7 @@ def init_postgres(conn: Any) -> dict[str, Any]:
             )
         conn.execute("DELETE FROM rc_schema")
         conn.execute("INSERT INTO rc_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))
-    created = sorted(set(TABLES) - existing)
+    created = sorted(set(TABLE_NAMES) - existing)
     return {
         "version": PG_SCHEMA_VERSION,
         "from_version": from_version,
@@ -185,7 +162,8 @@ def connect_postgres(url: str, *, timeout: float = 5.0, init: bool = True) -> An
     return conn
 
 
-_sql_cache: dict[str, str] = {}
+# our tables' inserts in PostgreSQL's dialect, generated from their definitions
+_sql_cache: dict[str, str] = {t.insert(): t.insert(dialect="postgresql") for t in TABLES}
 
 
 def pg_sql(sql: str) -> str:
@@ -205,8 +183,8 @@ _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS rc_stage_rejects (LIKE rejects INCLUDING DEFAULTS) "
     "ON COMMIT DELETE ROWS",
 )
-_TICK_COLS = ", ".join(TICK_COLUMNS)
-_REJECT_COLS = ", ".join(REJECT_COLUMNS)
+_TICK_COLS = ", ".join(TICKS.names)
+_REJECT_COLS = ", ".join(REJECTS.names)
 COPY_TICKS = f"COPY rc_stage_ticks ({_TICK_COLS}) FROM STDIN"
 COPY_REJECTS = f"COPY rc_stage_rejects ({_REJECT_COLS}) FROM STDIN"
 COPY_TICKS_DIRECT = f"COPY ticks ({_TICK_COLS}) FROM STDIN"

@@ -16,6 +16,7 @@ import polars as pl
 
 from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.schema import connect
+from robust_collector.storage.tables import TICKS
 
 DatabaseRef = str | Path
 """A SQLite file path or a ``postgresql://`` URL."""
@@ -66,20 +67,8 @@ def missing_table(exc: BaseException) -> bool:
     return "no such table" in text or ("relation" in text and "does not exist" in text)
 
 
-TICK_SCHEMA: dict[str, Any] = {
-    "tick_id": pl.String,
-    "symbol": pl.String,
-    "seq": pl.Int64,
-    "ts_us": pl.Int64,
-    "recv_us": pl.Int64,
-    "bid": pl.Float64,
-    "ask": pl.Float64,
-    "bid_size": pl.Float64,
-    "ask_size": pl.Float64,
-    "last": pl.Float64,
-    "source": pl.String,
-    "run_id": pl.String,
-}
+TICK_SCHEMA: dict[str, Any] = TICKS.polars_schema
+"""The ticks table's polars dtypes (from ``storage.tables``)."""
 
 
 def to_epoch_us(value: Any) -> int:

@@ -43,13 +43,8 @@ from robust_collector.storage.backup import (
     list_backup_files,
     open_regular,
 )
-from robust_collector.storage.schema import (
-    REJECT_COLUMNS,
-    TICK_COLUMNS,
-    connect,
-    init_db,
-    open_database,
-)
+from robust_collector.storage.schema import connect, init_db, open_database
+from robust_collector.storage.tables import REJECT_COLUMNS, TICK_COLUMNS
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -54,21 +54,21 @@ from typing import Any, Protocol
 from robust_collector.boundary import clean_text, safe_row
 from robust_collector.errors import StorageError
 from robust_collector.storage.backend import Backend, SQLiteBackend
+from robust_collector.storage.tables import INSERT_BREAKER_EVENT, INSERT_ERROR, INSERT_HEALTH
+
+__all__ = [  # the INSERT_* event statements come from storage.tables, kept importable here
+    "INSERT_BREAKER_EVENT",
+    "INSERT_ERROR",
+    "INSERT_HEALTH",
+    "Batch",
+    "Fallback",
+    "Gate",
+    "SQLiteWriter",
+    "StorageWriter",
+    "WriterStats",
+]
 
 log = logging.getLogger(__name__)
-
-INSERT_ERROR = (
-    "INSERT INTO errors (run_id, ts_us, component, symbol, error_type, message) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-INSERT_BREAKER_EVENT = (
-    "INSERT INTO breaker_events (run_id, ts_us, breaker, old_state, new_state, reason) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-INSERT_HEALTH = (
-    "INSERT INTO health_snapshots (run_id, ts_us, component, level, reasons, metrics) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 
 
 @dataclass

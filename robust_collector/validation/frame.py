@@ -18,6 +18,7 @@ import polars as pl
 
 from robust_collector.boundary import TS_MAX_US, TS_MIN_US
 from robust_collector.model import QUOTE_FIELDS, Quote
+from robust_collector.storage.tables import QUOTE_POLARS_SCHEMA
 from robust_collector.validation.config import ValidationConfig
 from robust_collector.validation.rules import (
     RULES,
@@ -63,22 +64,9 @@ TAQ_COLUMNS: Final[Mapping[str, str]] = MappingProxyType(
 times are New York local time (``tz="America/New_York"``); the highfrequency
 sample in ``taq_sample`` is naive UTC (``tz="UTC"``)."""
 
-QUOTE_SCHEMA: Final[Mapping[str, Any]] = MappingProxyType(
-    {
-        "tick_id": pl.String,
-        "symbol": pl.String,
-        "seq": pl.Int64,
-        "ts_us": pl.Int64,
-        "recv_us": pl.Int64,
-        "bid": pl.Float64,
-        "ask": pl.Float64,
-        "bid_size": pl.Float64,
-        "ask_size": pl.Float64,
-        "last": pl.Float64,
-        "source": pl.String,
-    }
-)
-"""polars dtypes of ``Quote`` fields, in ``QUOTE_FIELDS`` order."""
+QUOTE_SCHEMA: Final[Mapping[str, Any]] = MappingProxyType(dict(QUOTE_POLARS_SCHEMA))
+"""polars dtypes of ``Quote`` fields, in ``QUOTE_FIELDS`` order: the ticks table's quote
+columns (``storage.tables``)."""
 assert tuple(QUOTE_SCHEMA) == QUOTE_FIELDS
 
 OUTPUT_COLUMNS: Final[tuple[str, ...]] = ("status", "reject_rule", "reject_reason", "note")
