@@ -4,6 +4,8 @@ the before_call/on_success primitives) counts and transitions alike, in every st
 from __future__ import annotations
 
 import asyncio
+import inspect
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -138,3 +140,31 @@ def test_the_script_visits_every_state_and_counts_every_outcome() -> None:
     rated = play("call", "failure rate")
     reasons = [why for _, _, why in rated["transitions"]]  # type: ignore[attr-defined]
     assert any(why.startswith("failure rate 50% over last 4 calls") for why in reasons)
+
+
+# -------------------------------------------------- the compiled entry points
+
+
+def test_compiled_entry_points_keep_their_names_docs_and_signatures() -> None:
+    for name in ("before_call", "on_success", "call", "call_async"):
+        method = getattr(CircuitBreaker, name)
+        assert method.__name__ == name
+        assert method.__qualname__ == f"CircuitBreaker.{name}"
+        assert method.__doc__
+    assert str(inspect.signature(CircuitBreaker.on_success)) == "(self, token: 'int') -> 'None'"
+    assert list(inspect.signature(CircuitBreaker.call).parameters) == [
+        "self",
+        "fn",
+        "args",
+        "kwargs",
+    ]
+    assert inspect.iscoroutinefunction(CircuitBreaker.call_async)
+    assert not inspect.iscoroutinefunction(CircuitBreaker.call)
+
+
+def test_a_traceback_through_the_breaker_shows_its_source_line() -> None:
+    breaker = CircuitBreaker("SPY")
+    with pytest.raises(Boom) as info:
+        breaker(act)("fail")
+    lines = traceback.format_exception(info.value)
+    assert any("result = fn(*args, **kwargs)" in line for line in lines)

@@ -13,6 +13,8 @@ Design notes:
   generation it started in; outcomes of calls that started in an earlier
   generation still count in the stats but never drive a transition.
 * Listeners run outside the lock, in transition order.
+* The CLOSED fast path (enter, record a success) is written once, in
+  ``breaker_fastpath``, and compiled inline into every entry point.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
 from robust_collector.errors import CircuitOpenError
+from robust_collector.resilience import breaker_fastpath
 
 __all__ = [
     "BreakerListener",
@@ -61,6 +64,9 @@ BreakerListener = Callable[[str, BreakerState, BreakerState, str], object]
 """``listener(name, old_state, new_state, reason)``; its return value is ignored."""
 
 _MAX_MESSAGE = 200
+
+_SYNC_WRAPPER = breaker_fastpath.wrapper_factory(is_async=False)
+_ASYNC_WRAPPER = breaker_fastpath.wrapper_factory(is_async=True)
 
 
 def _describe(kind: str, message: str) -> str:
@@ -353,43 +359,20 @@ class CircuitBreaker:
 
     # ---------------------------------------------------------- primitives
 
-    def before_call(self) -> int:
+    # The CLOSED fast path of every entry point is compiled from one source, in
+    # breaker_fastpath: inlined there, as a nested call would cost ~17% per call.
+
+    @breaker_fastpath.compiled
+    def before_call(self) -> int:  # type: ignore[empty-body]
         """Ask permission for one call: returns a permit token or raises CircuitOpenError.
 
         Every token must be handed back to exactly one of ``on_success``,
         ``on_failure`` or ``release``, or a half-open trial slot stays taken.
         """
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._fast:
-                self._calls += 1
-                return self._generation
-        finally:
-            lock.release()
-        try:
-            with self._lock:
-                return self._admit_locked(self._clock())
-        finally:
-            if self._pending:
-                self._dispatch()
 
+    @breaker_fastpath.compiled
     def on_success(self, token: int) -> None:
         """Record that the call holding ``token`` succeeded."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._fast and token == self._generation:
-                self._successes += 1
-                self._consecutive = 0
-                if self._window is not None:
-                    self._push_window_locked(False)
-                return
-            self._record_success_locked(token)
-        finally:
-            lock.release()
-        if self._pending:
-            self._dispatch()
 
     def on_failure(self, token: int, exc: BaseException) -> None:
         """Record that the call holding ``token`` raised ``exc`` (excluded types are ignored)."""
@@ -420,155 +403,35 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------- wrappers
 
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    @breaker_fastpath.compiled
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[empty-body]
         """Run ``fn(*args, **kwargs)`` through the breaker; raises CircuitOpenError if open."""
-        # Fast path while CLOSED: acquire/try/finally rather than
-        # ``with`` because it is ~2x cheaper on CPython 3.11 and this is the hot path.
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._fast:
-                self._calls += 1
-                token = self._generation
-            else:
-                token = -1
-        finally:
-            lock.release()
-        if token < 0:
-            token = self.before_call()  # not CLOSED (or window mode): the full path
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            self.on_failure(token, exc)
-            raise
-        except BaseException:
-            self.release(token)
-            raise
-        lock.acquire()
-        try:
-            if self._fast and token == self._generation:
-                self._successes += 1
-                self._consecutive = 0
-                if self._window is not None:
-                    self._push_window_locked(False)
-                return result
-        finally:
-            lock.release()
-        self.on_success(token)
-        return result
 
-    async def call_async(
+    @breaker_fastpath.compiled
+    async def call_async(  # type: ignore[empty-body]
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Await ``fn(*args, **kwargs)`` through the breaker; cancellation counts as neither."""
-        # Fast path while CLOSED: acquire/try/finally rather than
-        # ``with`` because it is ~2x cheaper on CPython 3.11 and this is the hot path.
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._fast:
-                self._calls += 1
-                token = self._generation
-            else:
-                token = -1
-        finally:
-            lock.release()
-        if token < 0:
-            token = self.before_call()  # not CLOSED (or window mode): the full path
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            self.on_failure(token, exc)
-            raise
-        except BaseException:
-            self.release(token)
-            raise
-        lock.acquire()
-        try:
-            if self._fast and token == self._generation:
-                self._successes += 1
-                self._consecutive = 0
-                if self._window is not None:
-                    self._push_window_locked(False)
-                return result
-        finally:
-            lock.release()
-        self.on_success(token)
-        return result
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function so every call goes through the breaker.
 
-        The wrappers repeat the steps of :meth:`call` / :meth:`call_async` inline
-        (a decorated fetch is a hot path too, and a nested call would cost ~200 ns)
-        and carry the breaker as ``__circuit_breaker__`` (a RetryPolicy looks for it).
+        The wrapper runs the same compiled steps as :meth:`call` / :meth:`call_async`
+        and carries the breaker as ``__circuit_breaker__`` (a RetryPolicy looks for it).
         """
-        lock = self._lock
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                lock.acquire()
-                try:
-                    if self._fast:
-                        self._calls += 1
-                        token = self._generation
-                    else:
-                        token = -1
-                finally:
-                    lock.release()
-                if token < 0:
-                    token = self.before_call()
-                try:
-                    result = await fn(*args, **kwargs)
-                except Exception as exc:
-                    self.on_failure(token, exc)
-                    raise
-                except BaseException:
-                    self.release(token)
-                    raise
-                self.on_success(token)
-                return result
-
-            async_wrapper.__circuit_breaker__ = self  # type: ignore[attr-defined]
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            lock.acquire()
-            try:
-                if self._fast:
-                    self._calls += 1
-                    token = self._generation
-                else:
-                    token = -1
-            finally:
-                lock.release()
-            if token < 0:
-                token = self.before_call()
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                self.on_failure(token, exc)
-                raise
-            except BaseException:
-                self.release(token)
-                raise
-            lock.acquire()
-            try:
-                if self._fast and token == self._generation:
-                    self._successes += 1
-                    self._consecutive = 0
-                    if self._window is not None:
-                        self._push_window_locked(False)
-                    return result
-            finally:
-                lock.release()
-            self.on_success(token)
-            return result
-
+        factory = _ASYNC_WRAPPER if inspect.iscoroutinefunction(fn) else _SYNC_WRAPPER
+        wrapper = functools.wraps(fn)(factory(self, fn))
         wrapper.__circuit_breaker__ = self  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[no-any-return]
+
+    def _admit(self) -> int:
+        """The full admission check, off the fast path: half-opens, admits a trial or refuses."""
+        try:
+            with self._lock:
+                return self._admit_locked(self._clock())
+        finally:
+            if self._pending:
+                self._dispatch()
 
     # ------------------------------------------------- internals (lock held)
 
