@@ -46,6 +46,7 @@ from robust_collector.resilience import (
     RetryPolicy,
     RetryStats,
 )
+from robust_collector.runtime.supervisor import Supervisor, UnitStatus
 from robust_collector.secrets import redact, register_secret
 from robust_collector.sources import (
     AuthenticationError,
@@ -70,7 +71,6 @@ from robust_collector.storage.backend import Backend, SQLiteBackend, make_backen
 from robust_collector.storage.postgres import PostgresBackend
 from robust_collector.storage.reader import read_ticks
 from robust_collector.storage.writer import StorageWriter
-from robust_collector.supervisor import Supervisor, UnitStatus
 from robust_collector.validation import (
     RULES,
     TAQ_COLUMNS,

@@ -76,6 +76,23 @@ class Quote:
             self.source,
         )
 
+    def tick_row(self, run_id: str) -> tuple[Any, ...]:
+        """The ``ticks`` table row: ``as_row()`` plus the run id (built in one step: hot path)."""
+        return (
+            self.tick_id,
+            self.symbol,
+            self.seq,
+            self.ts_us,
+            self.recv_us,
+            self.bid,
+            self.ask,
+            self.bid_size,
+            self.ask_size,
+            self.last,
+            self.source,
+            run_id,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """The quote as a plain dict (JSON-ready)."""
         return asdict(self)

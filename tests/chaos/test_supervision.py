@@ -13,7 +13,7 @@ from helpers.waiting import wait_until
 from robust_collector import Collector
 from robust_collector.health import CollectorFacts, HealthLevel, StorageFacts, TroubledUnit
 from robust_collector.model import Quote
-from robust_collector.supervisor import CRASH_LOOP, Supervisor
+from robust_collector.runtime.supervisor import CRASH_LOOP, Supervisor
 
 # -- the supervisor alone (injected sleep: no real waiting) ------------------------------
 

@@ -4,7 +4,7 @@
 connection --frames--> reader --(recv time, frame)--> bounded queue --> processor
   ^  (never waits on anything                 full: everything queued is    | parse, validate
   |   but the socket)                         validated at once and spilled | (the collector's
-  |                                           to the JSONL backup files     |  _judge), buffer,
+  |                                           to the JSONL backup files     |  pipeline), buffer,
   |                                                                         v  flush off-loop
 supervisor: connect (breaker) -> auth -> subscribe; on close: gap rows,    writer thread
             backoff with jitter, reconnect, resubscribe, REST refresh
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections import deque
@@ -38,10 +39,12 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from robust_collector.boundary import clean_text
+from robust_collector.config import Config
 from robust_collector.errors import CircuitOpenError, PermanentSourceError
 from robust_collector.health.facts import SilenceFacts, StreamFacts
-from robust_collector.health.store import snapshot_rows
 from robust_collector.model import make_tick_id, new_quote, now_us
+from robust_collector.runtime.guards import Guards
+from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.secrets import redact
 from robust_collector.sources.settings import WebSocketSourceConfig
 from robust_collector.sources.stream import (
@@ -53,10 +56,10 @@ from robust_collector.sources.stream import (
 )
 from robust_collector.storage.backup import BackupWriter
 from robust_collector.storage.schema import INSERT_GAP
-from robust_collector.storage.writer import INSERT_ERROR, Batch
+from robust_collector.storage.writer import Batch
 
 if TYPE_CHECKING:
-    from robust_collector.collector import Collector
+    from robust_collector.runtime.health_loop import HealthLoop
 
 __all__ = ["StreamRunner"]
 
@@ -75,11 +78,20 @@ def _setting(source: Any, name: str) -> Any:
 class StreamRunner:
     """Runs a streaming source for a ``Collector`` (see the module docs)."""
 
-    def __init__(self, collector: Collector) -> None:
-        self.c = collector
-        self.source: Any = collector.source
+    def __init__(
+        self,
+        source: Any,
+        pipeline: Pipeline,
+        guards: Guards,
+        config: Config,
+        health: HealthLoop,
+    ) -> None:
+        self.p = pipeline
+        self.config = config
+        self.health = health
+        self.source: Any = source
         self.name: str = getattr(self.source, "name", "stream")
-        self.symbols: tuple[str, ...] = collector.symbols
+        self.symbols: tuple[str, ...] = pipeline.symbols
         s = self.source
         self.max_queue = int(_setting(s, "queue_max_messages"))
         self.check_interval = float(_setting(s, "silence_check_interval_seconds"))
@@ -91,12 +103,12 @@ class StreamRunner:
             ceiling=_setting(s, "silence_ceiling_seconds"),
             window=_setting(s, "silence_window"),
             min_samples=_setting(s, "silence_min_samples"),
-            is_open=collector.monitor.session.is_open,
+            is_open=pipeline.monitor.session.is_open,
         )
         self.backoff = ReconnectBackoff(
             _setting(s, "reconnect_delay_seconds"), _setting(s, "reconnect_max_delay_seconds")
         )
-        self.breaker = None if collector.breakers is None else collector.breakers.get(self.name)
+        self.breaker = guards.breaker(self.name)
         self.queue: deque[tuple[int, str | bytes]] = deque()
         self._wake: asyncio.Event | None = None
         self._conn: StreamConnection | None = None
@@ -140,7 +152,7 @@ class StreamRunner:
 
     def _warn_unused_settings(self) -> None:
         """Settings of the polling path that a stream ignores: say so once, at start."""
-        rt = self.c.config.realtime_data
+        rt = self.config.realtime_data
         try:
             defaults = type(rt)()
         except TypeError:  # not constructible without arguments: nothing to compare with
@@ -180,8 +192,8 @@ class StreamRunner:
             ("stream-processor", self._process_loop),
             ("stream-silence", self._monitor_loop),
         ]
-        if self.c._health_enabled:
-            out.append(("stream-health", self._health_loop))
+        if self.health.enabled:
+            out.append(("stream-health", functools.partial(self.health.run, self._flush)))
         return out
 
     def _behind(self) -> bool:
@@ -193,7 +205,7 @@ class StreamRunner:
             self._started_at = time.time()
         while True:
             self.state = "connecting" if self.connects == 0 else "reconnecting"
-            self._publish()
+            self.publish()
             try:
                 conn = await self._connect()
             except asyncio.CancelledError:
@@ -267,10 +279,9 @@ class StreamRunner:
                 await asyncio.sleep(0)
 
     async def _process_loop(self) -> None:
-        c, queue, wake = self.c, self.queue, self._wake
+        p, queue, wake = self.p, self.queue, self._wake
         assert wake is not None
-        flush_interval = c._flush_interval
-        buffer_size = c._buffer_size
+        flush_interval = self.config.storage.flush_interval_seconds
         last_flush = time.monotonic()
         while True:
             if not queue:
@@ -288,12 +299,12 @@ class StreamRunner:
                 recv, frame = queue.popleft()
                 self._process(recv, frame)
                 n += 1
-                if len(c._ticks) + len(c._rejects) >= buffer_size:
+                if p.full():
                     break
                 if time.perf_counter() >= deadline:
                     break
             now = time.monotonic()
-            full = len(c._ticks) + len(c._rejects) >= buffer_size
+            full = p.full()
             if full or now - last_flush >= flush_interval:
                 last_flush = now
                 await self._flush()
@@ -313,20 +324,15 @@ class StreamRunner:
             writer.close()
         except OSError as exc:
             self._error(exc, component="backup")
-        if self.c._writer is not None:
-            self.c._writer.request_replay()
+        if self.p.writer is not None:
+            self.p.writer.request_replay()
 
     async def _flush(self) -> None:
         """Hand the buffers to the writer from a worker thread: a full writer queue blocks
         that thread, never the loop (and so never the reader)."""
-        c = self.c
-        if c._writer is None or not (c._ticks or c._rejects or c._events):
+        batch = self.p.take_batch()
+        if batch is None:
             return
-        events = []
-        while c._events:
-            events.append(c._events.popleft())
-        batch = Batch(c._ticks, c._rejects, events)
-        c._ticks, c._rejects = [], []
         self._flushing = True
         try:
             await self._submit(batch)
@@ -336,7 +342,7 @@ class StreamRunner:
     async def _submit(self, batch: Batch) -> None:
         """``submit`` in a worker thread; when the executor refuses new work (interpreter
         shutdown has begun, or the executor is shut down) submit here: never lose the batch."""
-        writer = self.c._writer
+        writer = self.p.writer
         assert writer is not None
         loop = asyncio.get_running_loop()
         try:
@@ -351,7 +357,7 @@ class StreamRunner:
         while True:
             await asyncio.sleep(self.check_interval)
             self._check_silence()
-            self._publish()
+            self.publish()
 
     def _never_connected(self, exc: BaseException) -> None:
         """No connection yet since the start: the outage runs from the start (a gap row at
@@ -381,7 +387,7 @@ class StreamRunner:
         self.subscribed = tuple(sorted(self._acked))
         for sym in self._refused & self._acked:  # accepted after all
             self._refused.discard(sym)
-            health = self.c._symbol_health.get(sym)
+            health = self.p.symbol_health.get(sym)
             if health is not None:
                 health.facts.refused = None
         if full:
@@ -391,21 +397,17 @@ class StreamRunner:
 
     def _refuse(self, missing: set[str], why: str) -> None:
         """Report each newly refused symbol at once: an error row, a log line, its health."""
-        c = self.c
+        p = self.p
         for sym in sorted(missing - self._refused):
             self._refused.add(sym)
             message = clean_text(
                 redact(f"{self.name} stream: subscription to {sym} refused ({why})")
             )
             log.warning("%s", message)
-            health = c._symbol_health.get(sym)
+            health = p.symbol_health.get(sym)
             if health is not None:
                 health.facts.refused = message
-                health.record_failure(message)
-            c.monitor.record_error("source", message, symbol=sym)
-            c._events.append(
-                (INSERT_ERROR, (c.run_id, now_us(), "source", sym, "SubscriptionRefused", message))
-            )
+            p.error("source", message, symbol=sym, error_type="SubscriptionRefused", checker=health)
 
     def _check_silence(self) -> None:
         self._check_acks(time.time())
@@ -433,18 +435,6 @@ class StreamRunner:
             log.warning("%s: every symbol is silent; reconnecting", self.name)
             asyncio.get_running_loop().create_task(self._conn.close())
 
-    async def _health_loop(self) -> None:
-        c = self.c
-        interval = c.config.realtime_data.health_check.check_interval_seconds
-        await asyncio.sleep(min(interval, 2.0))
-        while True:
-            self._publish()
-            c._update_facts()
-            snap = c.monitor.check()
-            c._events.extend(snapshot_rows(snap, c.run_id))
-            await self._flush()  # (the collector's heartbeat thread writes the file each second)
-            await asyncio.sleep(interval)
-
     # -- frames -------------------------------------------------------------------------
 
     def _process(self, recv: int, frame: str | bytes) -> None:
@@ -468,13 +458,13 @@ class StreamRunner:
         )
 
     def _process_frame(self, recv: int, frame: str | bytes) -> None:
-        c = self.c
+        p = self.p
         self.frames += 1
         parsed = self.source.parse(frame)
-        counters = c._counters
-        health = c._symbol_health
+        counters = p.counters
+        health = p.symbol_health
         name = self.name
-        run_id = self.source.run_id if hasattr(self.source, "run_id") else c.run_id
+        run_id = self.source.run_id if hasattr(self.source, "run_id") else p.run_id
         at = recv / 1e6
         fresh_any = False
         for sym, ts, bid, ask, bsz, asz in parsed.quotes:
@@ -498,14 +488,14 @@ class StreamRunner:
             )
             self.quotes += 1
             self._conn_quotes += 1
-            fresh = c._judge(q, counter)
+            fresh = p.judge(q, counter)
             fresh_any = fresh or fresh_any
             health[sym].record_success(fresh=fresh)
             ended = self.detector.arrived(sym, at)
             if ended is not None:
                 self._silence_ended(ended)
         if parsed.quotes:
-            c._collector_health.record_success(fresh=fresh_any, count=len(parsed.quotes))
+            p.collector_health.record_success(fresh=fresh_any, count=len(parsed.quotes))
         self.ignored += parsed.ignored
         for problem in parsed.problems:
             self._malformed(problem)
@@ -527,12 +517,8 @@ class StreamRunner:
         message = clean_text(redact(f"{self.name} stream: malformed message: {problem}"))
         if self.malformed <= 10 or self.malformed % _LOG_EVERY == 0:
             log.warning("%s (%d malformed so far)", message, self.malformed)
-        c = self.c
-        c._source_health.record_failure(message)
-        c.monitor.record_error("source", message)
-        c._events.append(
-            (INSERT_ERROR, (c.run_id, now_us(), "source", None, "MalformedMessage", message))
-        )
+        p = self.p
+        p.error("source", message, error_type="MalformedMessage", checker=p.source_health)
 
     async def _spill(self, recv: int, frame: str | bytes) -> None:
         """The queue is full: validate everything queued and this frame now, in order, and
@@ -572,9 +558,9 @@ class StreamRunner:
     ) -> None:
         """Validate spilled frames for one time slice into ``ticks``/``rejects`` (the
         collector's buffers are swapped out only within the slice: no yield in between)."""
-        c = self.c
-        kept_t, kept_r = c._ticks, c._rejects
-        c._ticks, c._rejects = ticks, rejects
+        p = self.p
+        kept_t, kept_r = p.ticks, p.rejects
+        p.ticks, p.rejects = ticks, rejects
         deadline = time.perf_counter() + _SLICE_SECONDS
         try:
             while frames:
@@ -582,10 +568,9 @@ class StreamRunner:
                 if time.perf_counter() >= deadline:
                     break
         finally:
-            c._ticks, c._rejects = kept_t, kept_r
+            p.ticks, p.rejects = kept_t, kept_r
 
     def _store_spill(self, ticks: list[tuple[Any, ...]], rejects: list[tuple[Any, ...]]) -> None:
-        c = self.c
         if self.spills == 1 or self.spills % 100 == 0:
             log.warning(
                 "%s: stream queue full (%d messages): validated at once and spilled to "
@@ -603,14 +588,14 @@ class StreamRunner:
                 return
             except OSError as exc:
                 self._error(exc, component="backup")
-        c._ticks.extend(ticks)  # no backup files: keep them buffered for the writer
-        c._rejects.extend(rejects)
+        self.p.ticks.extend(ticks)  # no backup files: keep them buffered for the writer
+        self.p.rejects.extend(rejects)
 
     def _backup(self) -> BackupWriter | None:
         if self._spill_writer is None:
-            b = self.c.config.realtime_data.backup
+            b = self.config.realtime_data.backup
             if b.enabled and b.backup_to_file:
-                self._spill_writer = BackupWriter.from_config(b, f"{self.c.run_id}-stream")
+                self._spill_writer = BackupWriter.from_config(b, f"{self.p.run_id}-stream")
         return self._spill_writer
 
     # -- connection events -------------------------------------------------------------
@@ -645,7 +630,7 @@ class StreamRunner:
                 asyncio.get_running_loop().create_task(self._refresh())
         else:
             log.info("%s: connected; subscribed %d symbols", self.name, len(self.symbols))
-        self._publish()
+        self.publish()
 
     def _disconnected(self, cause: str) -> None:
         now = time.time()
@@ -661,7 +646,7 @@ class StreamRunner:
         self.state = "reconnecting"
         self._error(StreamClosed(f"{self.name} stream: {cause}", cause=cause))
         log.warning("%s: stream down (%s); reconnecting", self.name, cause)
-        self._publish()
+        self.publish()
 
     def _failed(self, exc: PermanentSourceError) -> None:
         self.state = "failed"
@@ -671,7 +656,7 @@ class StreamRunner:
         if self._down is None:
             start = self._started_at if self._started_at is not None else time.time()
             self._down = (start, f"stopped: {message}")
-        self._publish()
+        self.publish()
 
     def _silence_ended(self, s: Silence) -> None:
         self._gap(
@@ -683,29 +668,24 @@ class StreamRunner:
         )
 
     def _gap(self, symbol: str, start: float, end: float, cause: str, detail: str) -> None:
-        c = self.c
         self.gap_rows += 1
         detail = clean_text(redact(detail))
-        row = (c.run_id, symbol, int(start * 1e6), int(end * 1e6), cause, detail)
-        c._events.append((INSERT_GAP, row))
+        row = (self.p.run_id, symbol, int(start * 1e6), int(end * 1e6), cause, detail)
+        self.p.event(INSERT_GAP, row)
 
     def _error(self, exc: BaseException, component: str = "source") -> None:
-        c = self.c
+        p = self.p
         message = clean_text(redact(str(exc)))
         self.last_error = f"{type(exc).__name__}: {message}"
-        if component == "source":
-            c._source_health.record_failure(exc)
-        c.monitor.record_error(component, exc)
-        c._events.append(
-            (INSERT_ERROR, (c.run_id, now_us(), component, None, type(exc).__name__, message))
-        )
+        checker = p.source_health if component == "source" else None
+        p.error(component, exc, checker=checker, message=message)
 
     async def _refresh(self) -> None:
         """After a reconnect: every symbol's latest quote over REST, validated and stored."""
         from robust_collector.config import config_from_dict
         from robust_collector.sources.http import HttpSource
 
-        c = self.c
+        p = self.p
         try:
             if self._refresh_source is None:
                 cfg = getattr(self.source, "config", None)
@@ -719,10 +699,8 @@ class StreamRunner:
                 }
                 http_cfg = config_from_dict({"source": raw}).source
                 self._refresh_source = HttpSource(http_cfg)
-                await self._refresh_source.start(f"{c.run_id}-refresh-{self.connects}")
-            else:
-                await self._refresh_source.start(f"{c.run_id}-refresh-{self.connects}")
-            run_id = getattr(self.source, "run_id", c.run_id)
+            await self._refresh_source.start(f"{p.run_id}-refresh-{self.connects}")
+            run_id = getattr(self.source, "run_id", p.run_id)
             for sym in self.symbols:
                 try:
                     q = await self._refresh_source.fetch(sym)
@@ -733,17 +711,17 @@ class StreamRunner:
                 seq = self._seq[sym] = self._seq.get(sym, 0) + 1
                 q = dataclasses.replace(q, tick_id=make_tick_id(run_id, sym, seq), seq=seq)
                 self.refreshed += 1
-                c._judge(q, c._counters[sym])
+                p.judge(q, p.counters[sym])
         except Exception as exc:
             self._error(exc)
 
     # -- health and shutdown ----------------------------------------------------------
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
         """Copy the stream's state into the health checkers' facts."""
-        c = self.c
+        p = self.p
         down_s = 0.0 if self._down is None else max(0.0, time.time() - self._down[0])
-        c._source_health.facts.stream = StreamFacts(
+        p.source_health.facts.stream = StreamFacts(
             state=self.state,
             error=self.last_error if self.state == "failed" else None,
             down_cause=None if self._down is None else self._down[1],
@@ -758,7 +736,7 @@ class StreamRunner:
         )
         for sym in self.symbols:
             st = self.detector.state(sym)
-            c._symbol_health[sym].facts.silence = SilenceFacts(
+            p.symbol_health[sym].facts.silence = SilenceFacts(
                 st["silent"], st["silent_seconds"], st["silence_threshold_seconds"]
             )
 
@@ -776,7 +754,7 @@ class StreamRunner:
             self._down = None
         if self._spill_writer is not None:
             self._spill_writer.close()
-        self._publish()
+        self.publish()
 
     async def aclose(self) -> None:
         if self._refresh_source is not None:

@@ -24,7 +24,7 @@ from robust_collector.secrets import scrub
 
 __all__ = ["Supervisor", "UnitStatus"]
 
-log = logging.getLogger("robust_collector.supervisor")
+log = logging.getLogger("robust_collector.runtime.supervisor")
 
 CRASH_WINDOW_SECONDS = 60.0  # crashes counted for health over this window
 CRASH_LOOP = 5  # crashes in the window that make a unit CRITICAL

@@ -1,0 +1,138 @@
+"""What the collector reports: per-symbol counters and immutable status snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from robust_collector.model import Quote
+from robust_collector.runtime.supervisor import UnitStatus
+from robust_collector.storage.writer import WriterStats
+
+__all__ = ["CollectorStatus", "LatestQuote", "SymbolCounters", "SymbolStatus"]
+
+
+@dataclass(frozen=True)
+class SymbolStatus:
+    """One symbol's counters and latest state, as of the snapshot."""
+
+    symbol: str
+    fetches: int
+    quotes: int
+    accepted: int
+    stored: int
+    rejects: int
+    duplicates: int
+    errors: int
+    last_price: float | None
+    last_quote_us: int | None
+    last_error: str | None
+    overruns: int
+    breaker_state: str
+    breaker_since_us: int | None
+    breaker_reason: str | None
+    breaker_rejections: int
+    retries: int
+    retry_successes: int
+    give_ups: int
+    rejects_by_rule: Mapping[str, int]
+    locked: int
+    reanchors: int
+    lost: int = 0  # quotes a crash of the pipeline dropped (counted, never silent)
+    failed_attempts: int = 0  # requests that failed (errors counts failed polls)
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    """An immutable snapshot of the whole collector, safe to read from any thread."""
+
+    run_id: str
+    running: bool
+    started_us: int | None
+    uptime_seconds: float
+    database: str
+    symbols: Mapping[str, SymbolStatus]
+    storage: WriterStats | None
+    breaker_transitions: int
+    health_level: str | None
+    units: Mapping[str, UnitStatus] = dataclasses.field(default_factory=dict)
+
+    @property
+    def stored(self) -> int:
+        return sum(s.stored for s in self.symbols.values())
+
+    @property
+    def rejects(self) -> int:
+        return sum(s.rejects for s in self.symbols.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(s.errors for s in self.symbols.values())
+
+    @property
+    def failed_attempts(self) -> int:
+        return sum(s.failed_attempts for s in self.symbols.values())
+
+    def line(self) -> str:
+        """A one-line summary for terminals and logs."""
+        parts = [
+            f"stored {self.stored}",
+            f"rejects {self.rejects}",
+            f"errors {self.errors}",
+        ]
+        if self.storage is not None and self.storage.mode != "database":
+            parts.append(f"storage {self.storage.mode.upper()}")
+        syms = " | ".join(
+            f"{s.symbol} {s.stored}"
+            + (f" [{s.breaker_state}]" if s.breaker_state not in ("CLOSED", "DISABLED") else "")
+            for s in self.symbols.values()
+        )
+        for u in self.units.values():
+            if u.state == "restarting":
+                parts.append(f"{u.name} RESTARTING")
+        if self.health_level is not None:
+            parts.insert(0, self.health_level)
+        return "  ".join(parts) + "  | " + syms
+
+
+class SymbolCounters:
+    """One symbol's running counters, written by the pipeline and drivers on the loop."""
+
+    __slots__ = (
+        "accepted",
+        "breaker_reason",
+        "breaker_since_us",
+        "duplicates",
+        "errors",
+        "failed_attempts",
+        "fetches",
+        "last_attempt_error",
+        "last_error",
+        "last_price",
+        "last_quote_us",
+        "lost",
+        "overruns",
+        "quotes",
+        "rejects",
+    )
+
+    def __init__(self) -> None:
+        self.fetches = self.quotes = self.accepted = self.rejects = 0
+        self.duplicates = self.errors = self.overruns = self.lost = 0
+        self.failed_attempts = 0
+        self.last_attempt_error: BaseException | None = None
+        self.last_price: float | None = None
+        self.last_quote_us: int | None = None
+        self.last_error: str | None = None
+        self.breaker_since_us: int | None = None
+        self.breaker_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LatestQuote:
+    """The last good quote of a symbol, with its age: the cached fallback."""
+
+    quote: Quote
+    age_seconds: float
+    stale: bool
