@@ -67,7 +67,9 @@ class CircuitBreakerConfig:
     timeout_seconds: float = setting(60.0, doc="seconds an open breaker waits before a trial", ge=0)
     success_threshold: int = setting(3, doc="half-open successes that close the breaker", ge=1)
     half_open_max_calls: int = setting(
-        1, doc="trial calls let through at once when half-open", ge=1
+        1,
+        doc="trial calls let through at once when half-open; that many must succeed before it closes",
+        ge=1,
     )
 
 

@@ -208,6 +208,72 @@ def test_half_open_lets_only_max_calls_trials_in_flight() -> None:
     assert stats.successes == 3
 
 
+def test_half_open_needs_half_open_max_calls_successes_even_one_at_a_time() -> None:
+    # a sequential driver never has two trials in flight: the setting must still matter
+    clock = ManualClock()
+    breaker = open_breaker(clock, timeout_seconds=5, half_open_max_calls=3, success_threshold=1)
+    recorder = Recorder()
+    breaker.add_listener(recorder)
+    clock.advance(5)
+    breaker.call(ok)
+    breaker.call(ok)
+    assert breaker.state is HALF_OPEN
+    breaker.call(ok)
+    assert breaker.state is CLOSED
+    assert recorder.events[-1] == ("SPY", HALF_OPEN, CLOSED, "3 successes in half-open")
+
+
+def test_a_failed_trial_reopens_however_many_succeeded_before() -> None:
+    clock = ManualClock()
+    breaker = open_breaker(clock, timeout_seconds=5, half_open_max_calls=3, success_threshold=1)
+    clock.advance(5)
+    breaker.call(ok)
+    with pytest.raises(Boom):
+        breaker.call(fail)
+    assert breaker.state is OPEN
+    clock.advance(5)
+    breaker.call(ok)
+    assert breaker.state is HALF_OPEN  # the count starts again in the new half-open
+    assert breaker.stats.state_changes == 4
+
+
+def test_half_open_refuses_a_trial_beyond_half_open_max_calls() -> None:
+    clock = ManualClock()
+    breaker = open_breaker(clock, timeout_seconds=5, half_open_max_calls=3, success_threshold=1)
+    clock.advance(5)
+    tokens = [breaker.before_call() for _ in range(3)]
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()
+    for token in tokens[:2]:
+        breaker.on_success(token)
+    assert breaker.state is HALF_OPEN
+    breaker.on_success(tokens[2])
+    assert breaker.state is CLOSED
+    assert breaker.stats.rejections == 1
+
+
+@pytest.mark.parametrize(
+    ("success_threshold", "half_open_max_calls", "needed"),
+    [(3, 1, 3), (1, 1, 1), (2, 4, 4), (4, 2, 4)],
+)
+def test_closing_takes_the_larger_of_success_threshold_and_half_open_max_calls(
+    success_threshold: int, half_open_max_calls: int, needed: int
+) -> None:
+    clock = ManualClock()
+    breaker = open_breaker(
+        clock,
+        timeout_seconds=1,
+        success_threshold=success_threshold,
+        half_open_max_calls=half_open_max_calls,
+    )
+    clock.advance(1)
+    for _ in range(needed - 1):
+        breaker.call(ok)
+    assert breaker.state is HALF_OPEN
+    breaker.call(ok)
+    assert breaker.state is CLOSED
+
+
 def test_excluded_errors_count_as_neither_and_free_the_half_open_permit() -> None:
     clock = ManualClock()
     breaker = make(clock, failure_threshold=2, exclude=(Ignored,), timeout_seconds=1)

@@ -118,7 +118,7 @@ class Model:
             elif self.state == "HALF_OPEN":
                 self.trials_in_flight -= 1
                 self.trial_successes += 1
-                if self.trial_successes >= self.success_threshold:
+                if self.trial_successes >= max(self.success_threshold, self.half_open_max):
                     self.move("CLOSED", self.now)
         else:
             self.failures += 1

@@ -479,8 +479,10 @@ class CircuitBreaker:
         elif state is _HALF_OPEN:
             self._half_open_in_flight -= 1
             self._half_open_successes += 1
-            if self._half_open_successes >= self.success_threshold:
-                n = self._half_open_successes
+            n = self._half_open_successes
+            # As resilience4j's permittedNumberOfCallsInHalfOpenState: all the permitted
+            # trials must succeed, even when a sequential driver runs them one at a time.
+            if n >= self.success_threshold and n >= self.half_open_max_calls:
                 self._transition_locked(_CLOSED, f"{n} successes in half-open", self._clock())
 
     def _record_failure_locked(self, token: int, kind: str, message: str) -> None:
