@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from robust_collector.config import FaultConfig, OutageConfig, SimulatedSourceConfig
 from robust_collector.errors import RateLimitError, TransientSourceError
 from robust_collector.resilience import ManualClock
 from robust_collector.sources import SimulatedSource, create_source
+from robust_collector.sources.settings import FaultConfig, OutageConfig, SimulatedSourceConfig
 
 
 def make(

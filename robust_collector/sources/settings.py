@@ -13,9 +13,65 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from robust_collector.boundary import INT64_MAX, INT64_MIN
 from robust_collector.errors import ConfigError
 from robust_collector.schema import setting
 from robust_collector.validation.frame import FIELDS
+
+
+@dataclass(frozen=True)
+class OutageConfig:
+    """A stretch of time during which every fetch fails."""
+
+    start_seconds: float = setting(doc="seconds after the source starts", ge=0)
+    duration_seconds: float = setting(doc="how long every fetch fails", gt=0)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Fault injection for the simulated source (all off by default)."""
+
+    error_rate: float = setting(
+        0.0, doc="probability a fetch fails with a transient error", ge=0, le=1
+    )
+    latency_seconds: float = setting(0.0, doc="latency added to every fetch", ge=0)
+    symbol_latency_seconds: Mapping[str, float] = setting(
+        {}, doc="latency added to one symbol's fetches, e.g. {IWM: 5.0}", ge=0
+    )
+    outages: tuple[OutageConfig, ...] = setting([], doc="windows in which every fetch fails")
+    failing_symbols: tuple[str, ...] = setting([], doc="symbols whose every fetch fails")
+    bad_tick_rate: float = setting(
+        0.0, doc="probability a quote is bad (spike, crossed, NaN, zero)", ge=0, le=1
+    )
+    duplicate_rate: float = setting(
+        0.0, doc="probability a fetch repeats the previous quote", ge=0, le=1
+    )
+    rate_limit_rate: float = setting(
+        0.0, doc="probability a fetch is rate-limited (429-like)", ge=0, le=1
+    )
+    rate_limit_retry_after_seconds: float = setting(
+        1.0, doc="retry-after carried by a rate-limit error", ge=0
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedSourceConfig:
+    """The built-in offline feed: per-symbol random walks, deterministic with a seed."""
+
+    type: Literal["simulated"] = setting("simulated", doc="source type")
+    seed: int = setting(
+        42, doc="random seed; the same seed gives the same quotes", ge=INT64_MIN, le=INT64_MAX
+    )
+    start_prices: Mapping[str, float] = setting(
+        {},
+        doc="starting mid price per symbol (defaults: SPY 520, QQQ 450, IWM 210, others 100)",
+        gt=0,
+    )
+    volatility_bps: float = setting(
+        2.0, doc="standard deviation of each step, in basis points", ge=0
+    )
+    faults: FaultConfig = setting(factory=FaultConfig, doc="fault injection knobs")
+
 
 HTTP_PRESETS: tuple[str, ...] = ("alpaca", "polygon", "finnhub", "custom")
 TIMESTAMP_FORMATS: tuple[str, ...] = ("rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns")

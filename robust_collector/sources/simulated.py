@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from robust_collector.config import FaultConfig, SimulatedSourceConfig
 from robust_collector.errors import RateLimitError, TransientSourceError
 from robust_collector.model import Quote, make_tick_id, now_us
 from robust_collector.sources.base import register_source
+from robust_collector.sources.settings import FaultConfig, SimulatedSourceConfig
 
 DEFAULT_START_PRICES = {"SPY": 520.0, "QQQ": 450.0, "IWM": 210.0}
 BAD_TICK_KINDS = ("spike", "crossed", "nan", "zero")
