@@ -34,7 +34,7 @@ from robust_collector.storage.reader import (
     reader_errors,
     with_datetimes,
 )
-from robust_collector.storage.writer import INSERT_HEALTH
+from robust_collector.storage.tables import ERRORS, HEALTH, INSERT_HEALTH
 
 SYSTEM = "system"
 _WRITE_LOCK = threading.Lock()
@@ -433,19 +433,8 @@ def health_history(
     sql += " ORDER BY ts_us DESC, id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    df = query_frame(
-        db,
-        sql,
-        params,
-        {
-            "run_id": pl.String,
-            "ts_us": pl.Int64,
-            "component": pl.String,
-            "level": pl.String,
-            "reasons": pl.String,
-            "metrics": pl.String,
-        },
-    )
+    names = ("run_id", "ts_us", "component", "level", "reasons", "metrics")
+    df = query_frame(db, sql, params, HEALTH.polars_subset(names))
     return with_datetimes(df.reverse(), {"ts_us": "ts"})
 
 
@@ -459,17 +448,6 @@ def recent_errors(db: str | Path, *, component: str | None = None, limit: int = 
         sql += " WHERE component = ? OR symbol = ?"
         params = (component, component)
     sql += f" ORDER BY ts_us DESC, id DESC LIMIT {int(limit)}"
-    df = query_frame(
-        db,
-        sql,
-        params,
-        {
-            "run_id": pl.String,
-            "ts_us": pl.Int64,
-            "component": pl.String,
-            "symbol": pl.String,
-            "error_type": pl.String,
-            "message": pl.String,
-        },
-    )
+    names = ("run_id", "ts_us", "component", "symbol", "error_type", "message")
+    df = query_frame(db, sql, params, ERRORS.polars_subset(names))
     return with_datetimes(df.reverse(), {"ts_us": "ts"})

@@ -22,7 +22,7 @@ from robust_collector.resilience import (
 from robust_collector.resilience.retry import format_seconds
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.secrets import redact, scrub
-from robust_collector.storage.writer import INSERT_BREAKER_EVENT
+from robust_collector.storage.tables import INSERT_BREAKER_EVENT
 
 __all__ = ["Guards"]
 

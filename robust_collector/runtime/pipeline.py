@@ -16,7 +16,8 @@ from robust_collector.health import HealthChecker, SystemHealthMonitor
 from robust_collector.model import Quote, now_us
 from robust_collector.runtime.status import SymbolCounters
 from robust_collector.secrets import scrub
-from robust_collector.storage.writer import INSERT_ERROR, Batch, StorageWriter
+from robust_collector.storage.tables import INSERT_ERROR
+from robust_collector.storage.writer import Batch, StorageWriter
 from robust_collector.validation import Validator
 from robust_collector.validation.streaming import ACCEPTED
 

@@ -23,11 +23,10 @@ from robust_collector.storage.backend import Backend, execute_once
 from robust_collector.storage.backup import BackupWriter, backlog
 from robust_collector.storage.postgres import redact_url
 from robust_collector.storage.recovery import replay_backlog
+from robust_collector.storage.tables import INSERT_RUN, STOP_RUN
 from robust_collector.storage.writer import StorageWriter
 
 __all__ = [
-    "INSERT_RUN",
-    "STOP_RUN",
     "make_writer",
     "new_run_id",
     "record_run_start",
@@ -36,12 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("robust_collector.collector")
-
-INSERT_RUN = (
-    "INSERT OR IGNORE INTO runs (run_id, started_us, status, pid, host, instance, symbols, config)"
-    " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)"
-)
-STOP_RUN = "UPDATE runs SET stopped_us = ?, status = 'stopped', summary = ? WHERE run_id = ?"
 
 
 def redacted_config(config: Config) -> dict[str, Any]:

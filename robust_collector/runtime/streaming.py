@@ -55,7 +55,7 @@ from robust_collector.sources.stream import (
     StreamConnection,
 )
 from robust_collector.storage.backup import BackupWriter
-from robust_collector.storage.schema import INSERT_GAP
+from robust_collector.storage.tables import INSERT_GAP
 from robust_collector.storage.writer import Batch
 
 if TYPE_CHECKING:
