@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import os
 import re
 import socket
@@ -32,6 +33,8 @@ from robust_collector.sources.settings import (  # each source's section lives b
     WebSocketSourceConfig,
 )
 from robust_collector.validation.config import ValidationConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("config/spy_qqq_config.yaml")
 
@@ -172,7 +175,11 @@ class BackupConfig:
     """JSONL backup files used while the database fails (the seed's backup section)."""
 
     enabled: bool = setting(True, doc="fall back to backup files when the database fails")
-    backup_to_file: bool = setting(True, doc="write backups as JSONL files")
+    backup_to_file: bool = setting(
+        True,
+        doc="deprecated second switch, kept for the seed's config: false turns backups off "
+        "like enabled: false (and warns); use enabled",
+    )
     backup_path: str = setting("data/tick_backups", doc="folder of the backup files")
     fsync: Literal["batch", "never"] = setting(
         "batch", doc="fsync each batch before it counts as saved"
@@ -183,6 +190,20 @@ class BackupConfig:
     after_recovery: Literal["move", "delete"] = setting(
         "move", doc="what to do with a backup file once it is in the database (move to recovered/)"
     )
+
+    @property
+    def active(self) -> bool:
+        """Whether failed writes go to backup files: the one switch every reader asks."""
+        return self.enabled and self.backup_to_file
+
+    def _check(self, path: str) -> None:
+        if self.enabled and not self.backup_to_file:
+            log.warning(
+                "%s.backup_to_file: false is deprecated and turns backups off; write "
+                "%s.enabled: false instead",
+                path,
+                path,
+            )
 
 
 @dataclass(frozen=True)

@@ -350,3 +350,21 @@ def test_issue16_config_paths_that_are_not_small_regular_files_are_refused(tmp_p
     text = str(info.value)
     assert "\n" not in text and text.startswith(f"{p}: ")
     assert "regular file" in text or "folder" in text or "larger than" in text, text
+
+
+def test_backup_to_file_is_a_deprecated_alias_of_enabled(tmp_path, caplog):
+    from robust_collector.config import config_from_dict
+
+    with caplog.at_level("WARNING", logger="robust_collector.config"):
+        seed = config_from_dict({"realtime_data": {"backup": {"backup_to_file": True}}})
+    assert seed.realtime_data.backup.active and not caplog.records  # the seed's shape: silent
+    with caplog.at_level("WARNING", logger="robust_collector.config"):
+        off = config_from_dict({"realtime_data": {"backup": {"backup_to_file": False}}})
+    assert not off.realtime_data.backup.active  # one switch, read in one place
+    assert [r.getMessage() for r in caplog.records] == [
+        "realtime_data.backup.backup_to_file: false is deprecated and turns backups off; "
+        "write realtime_data.backup.enabled: false instead"
+    ]
+    assert not config_from_dict(
+        {"realtime_data": {"backup": {"enabled": False}}}
+    ).realtime_data.backup.active

@@ -61,7 +61,7 @@ def make_writer(
     st = config.storage
     bcfg = config.realtime_data.backup
     fallback = replay = backlog_files = None
-    if bcfg.enabled and bcfg.backup_to_file:
+    if bcfg.active:
         path = Path(bcfg.backup_path)
         fallback = BackupWriter.from_config(bcfg, pipeline.run_id)
 

@@ -594,7 +594,7 @@ class StreamRunner:
     def _backup(self) -> BackupWriter | None:
         if self._spill_writer is None:
             b = self.config.realtime_data.backup
-            if b.enabled and b.backup_to_file:
+            if b.active:
                 self._spill_writer = BackupWriter.from_config(b, f"{self.p.run_id}-stream")
         return self._spill_writer
 
