@@ -138,6 +138,7 @@ def test_a_pid_gone_on_this_host_is_dead_at_once_whatever_the_age():
     assert "last heartbeat" in live.message
 
 
+@pytest.mark.integration
 def test_a_killed_but_unreaped_process_is_dead():
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -364,6 +365,7 @@ def test_fleet_view_sees_a_dead_pid_on_this_host_at_once(tmp_path):
     assert inst.as_dict()["last_heartbeat_age_seconds"] < 30
 
 
+@pytest.mark.integration
 def test_run_status_line_shows_outside_text_escaped(make_config):
     from robust_collector.collector import Collector
 

@@ -62,7 +62,14 @@ from robust_collector.sources import (
     create_source,
 )
 from robust_collector.sources.http import parse_rate_limit_reset, parse_retry_after
-from robust_collector.sources.presets import parse_rfc3339_us, parse_timestamp_us, to_number
+from robust_collector.sources.presets import (
+    ShapeProblem,
+    parse_rfc3339_us,
+    parse_timestamp_us,
+    to_number,
+)
+
+pytestmark = pytest.mark.integration  # real HTTP servers on 127.0.0.1
 
 
 @pytest.fixture
@@ -565,6 +572,8 @@ def test_retry_after_and_reset_parsing():
 def test_timestamp_and_number_parsing():
     assert parse_rfc3339_us("2025-12-29T09:20:00.123456789Z", "t") == 1_767_000_000_123_456
     assert parse_rfc3339_us("2025-12-29T04:20:00.1-05:00", "t") == 1_767_000_000_100_000
+    with pytest.raises(ShapeProblem, match=r"t: timestamp out of range \(year 0\)"):
+        parse_rfc3339_us("0000-01-01T00:00:00Z", "t")  # found by the alpaca property test
     base = 1_767_000_000
     for fmt, raw in [
         ("unix_s", base),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers.waiting import wait_until
 from helpers.writer_rows import RUN, Errors, error_event, reject, tick
 
@@ -21,6 +22,8 @@ from robust_collector.storage.backend import SQLiteBackend, SQLiteSink
 from robust_collector.storage.backup import BackupWriter, encode_batch, read_backup_file
 from robust_collector.storage.recovery import replay_backlog
 from robust_collector.storage.writer import Batch, StorageWriter
+
+pytestmark = pytest.mark.integration  # real writer threads and SQLite files
 
 
 class OpenGate:

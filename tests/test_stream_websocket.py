@@ -42,7 +42,7 @@ from robust_collector.storage.recovery import recover
 
 # -- scenarios --------------------------------------------------------------------------
 
-pytestmark = pytest.mark.usefixtures("stream_keys")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stream_keys")]
 
 
 @pytest.mark.parametrize("preset", ["alpaca", "polygon"])

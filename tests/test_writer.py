@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from helpers.waiting import wait_until
 
 from robust_collector.errors import CircuitOpenError
 from robust_collector.storage.writer import Batch, SQLiteWriter
+
+pytestmark = pytest.mark.integration  # real writer threads and SQLite files
 
 
 class RecordingFallback:

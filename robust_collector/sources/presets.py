@@ -222,6 +222,8 @@ def parse_rfc3339_us(value: Any, field: str) -> int:
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
         raise ShapeProblem(field, f"expected an RFC 3339 timestamp, got {_show(value)}")
+    if year < 1:  # RFC 3339 allows 0000; no calendar does (and no quote was made then)
+        raise ShapeProblem(field, f"timestamp out of range (year 0): {_show(value)}")
     frac = (m.group(7) or "")[:6].ljust(6, "0")
     seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
     if m.group(9):
