@@ -190,6 +190,7 @@ def _api_fails_temporarily(s: Scenario, config: Config, workdir: Path, scale: fl
 
 def _api_keeps_failing(s: Scenario, config: Config, workdir: Path, scale: float) -> None:
     cb = config.realtime_data.circuit_breaker
+    needed = max(cb.success_threshold, cb.half_open_max_calls)  # trials that close it
     c = Collector(drill_config(config, workdir, scale)).start()
     src = c.source
     try:
@@ -245,13 +246,13 @@ def _api_keeps_failing(s: Scenario, config: Config, workdir: Path, scale: float)
     if "HALF_OPEN" in times and "CLOSED" in times and times["CLOSED"] > times["HALF_OPEN"]:
         trials = calls_between(times["HALF_OPEN"] - 1, times["CLOSED"] + 1)
         s.check(
-            f"Closes after {cb.success_threshold} successes ✅",
-            closed and trials == cb.success_threshold,
+            f"Closes after {needed} successes ✅",
+            closed and trials == needed,
             f"{trials} successful trial calls; "
             + " -> ".join(["CLOSED", *[n for _, _, n in events]]),
         )
     else:
-        s.check(f"Closes after {cb.success_threshold} successes ✅", False, "never closed again")
+        s.check(f"Closes after {needed} successes ✅", False, "never closed again")
     conn.close()
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robust_collector.health.facts import TroubledUnit
+from robust_collector.resilience.backoff import Backoff
 from robust_collector.secrets import scrub
 
 __all__ = ["Supervisor", "UnitStatus"]
@@ -74,6 +75,14 @@ class Supervisor:
         self._on_crash = on_crash
         self.base_delay = base_delay
         self.max_delay = max_delay
+        # one backoff for the whole package (resilience/backoff.py): 0.1, 0.2, ... 5 s, no
+        # jitter (a restart is not a herd); the 2**30 limit keeps the old growth bound
+        self.backoff = Backoff(
+            initial=base_delay,
+            multiplier=2.0,
+            cap=min(max_delay, base_delay * 2**30),
+            jitter="none",
+        )
         self.stable_after = stable_after
         self._clock = clock
         self._wall = wall
@@ -87,7 +96,7 @@ class Supervisor:
 
     def delay(self, in_a_row: int) -> float:
         """The wait before restart number ``in_a_row`` of a crash series (doubling, capped)."""
-        return min(self.max_delay, self.base_delay * 2 ** min(max(in_a_row - 1, 0), 30))
+        return self.backoff.delay(max(in_a_row, 1))
 
     async def run(self, name: str, factory: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Await ``factory()`` until it returns; restart it after each crash.

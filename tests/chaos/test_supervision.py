@@ -245,3 +245,21 @@ def test_a_stop_in_progress_is_not_reported_as_a_dead_writer_or_a_stalled_loop(m
     assert seen and not any(
         "writer thread is not running" in r or "event loop stalled" in r for r in seen[0]
     ), seen
+
+
+def test_restarts_back_off_on_the_shared_backoff_doubling_to_the_cap() -> None:
+    sup = Supervisor(base_delay=0.1, max_delay=5.0)
+    assert [sup.delay(n) for n in range(0, 10)] == [
+        0.1,
+        0.1,
+        0.2,
+        0.4,
+        0.8,
+        1.6,
+        3.2,
+        5.0,
+        5.0,
+        5.0,
+    ]
+    assert sup.delay(10**6) == 5.0  # a long crash series never overflows
+    assert sup.backoff.jitter == "none"  # restarts are not a herd: no randomness
