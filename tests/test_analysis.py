@@ -477,17 +477,3 @@ def test_at_picks_the_holes_around_a_time(db: DB) -> None:
     spy = A.gaps(db.path, symbol="SPY", at="2026-03-02T14:40:20+00:00")
     assert spy.select("symbol", "duration_s").rows() == [("SPY", 19.0)]
     assert A.gaps(db.path, at=T0 + 100 * S).height == 0
-
-
-def test_the_analysis_helpers_import_neither_the_dashboard_nor_the_collector() -> None:
-    import ast
-
-    imported: set[str] = set()
-    for path in Path(A.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                imported.add(node.module)
-    above = ("collector", "runtime", "supervisor", "cli", "dashboard", "drill")
-    assert not {m for m in imported for a in above if m.split(".")[:2] == ["robust_collector", a]}
