@@ -1,61 +1,25 @@
-"""The polars schemas of the stored tables' rows as the loaders read them (ticks' is
-``storage.reader.TICK_SCHEMA``); kept together so they change in one place."""
+"""The polars schemas of the stored tables' rows as the loaders read them, all derived
+from the one table definition (``storage/tables.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import polars as pl
+from robust_collector.storage.tables import BREAKER_EVENTS, ERRORS, HEALTH, REJECTS, RUNS, TICKS
 
-from robust_collector.storage.reader import TICK_SCHEMA
+TICK_SCHEMA: dict[str, Any] = TICKS.polars_schema
 
-REJECT_SCHEMA: dict[str, Any] = {
-    **TICK_SCHEMA,
-    "rule": pl.String,
-    "reason": pl.String,
-    "rejected_us": pl.Int64,
-}
+REJECT_SCHEMA: dict[str, Any] = REJECTS.polars_schema
 
+ERROR_SCHEMA: dict[str, Any] = ERRORS.polars_schema
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64,
-    "run_id": pl.String,
-    "ts_us": pl.Int64,
-    "component": pl.String,
-    "symbol": pl.String,
-    "error_type": pl.String,
-    "message": pl.String,
-}
-
-HEALTH_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64,
-    "run_id": pl.String,
-    "ts_us": pl.Int64,
-    "component": pl.String,
-    "level": pl.String,
-    "reasons": pl.String,
-    "metrics": pl.String,
-}
+HEALTH_SCHEMA: dict[str, Any] = HEALTH.polars_schema
 
 BREAKER_EVENT_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64,
-    "run_id": pl.String,
-    "ts_us": pl.Int64,
-    "symbol": pl.String,
-    "old_state": pl.String,
-    "new_state": pl.String,
-    "reason": pl.String,
+    ("symbol" if name == "breaker" else name): dtype
+    for name, dtype in BREAKER_EVENTS.polars_schema.items()
 }
 """``breaker_events`` rows, the ``breaker`` column read as ``symbol``."""
 
-RUN_SCHEMA: dict[str, Any] = {
-    "run_id": pl.String,
-    "started_us": pl.Int64,
-    "stopped_us": pl.Int64,
-    "status": pl.String,
-    "pid": pl.Int64,
-    "host": pl.String,
-    "symbols": pl.String,
-    "config": pl.String,
-    "summary": pl.String,
-}
+RUN_SCHEMA: dict[str, Any] = RUNS.polars_subset(n for n in RUNS.names if n != "instance")
+"""``runs`` rows as ``load_runs`` has always shown them (the instance is fleet.md's)."""
