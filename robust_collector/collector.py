@@ -42,7 +42,7 @@ from robust_collector.runtime.store import (
 from robust_collector.runtime.streaming import StreamRunner
 from robust_collector.runtime.supervisor import Supervisor
 from robust_collector.secrets import redact, scrub
-from robust_collector.sources import Source, create_source
+from robust_collector.sources import Source, create_source, traits_of
 from robust_collector.sources.stream import is_streaming
 from robust_collector.storage.backend import is_postgres_url, make_backend
 from robust_collector.storage.reader import read_ticks
@@ -75,8 +75,9 @@ class Collector:
         self.run_id = run_id or new_run_id()
         self.source: Source = source or create_source(self.config.source)
         self.symbols: tuple[str, ...] = self.config.symbols
-        available = getattr(self.source, "symbols", None)  # a replay knows its file's symbols
-        if isinstance(available, (list, tuple, set, frozenset)):
+        self.traits = traits_of(self.source)  # what the source offers beyond fetch
+        available = self.traits.symbols  # a replay knows its file's symbols
+        if available is not None:
             missing = [s for s in self.symbols if s not in available]
             if missing:
                 held = ", ".join(sorted(available)) or "no symbols"
@@ -95,7 +96,7 @@ class Collector:
         self.pipeline = Pipeline(
             self.run_id, self.symbols, self.validator, self.monitor, rt.buffer_size
         )
-        self.guards = Guards(self.config, getattr(self.source, "name", "source"), self.pipeline)
+        self.guards = Guards(self.config, self.traits.name, self.pipeline)
         self.breakers: BreakerRegistry | None = self.guards.breakers
         self.retries: dict[str, RetryPolicy] = self.guards.retries
         self.rate_gate: RateLimitGate = self.guards.rate_gate
@@ -294,9 +295,8 @@ class Collector:
         if self._stop_requested.is_set():
             return
         self.supervisor.mark_running("rc-collector")
-        plan = getattr(self.source, "plan", None)
-        if callable(plan):  # an HTTP source sizes its pool: one connection per symbol
-            plan(self.symbols)
+        if self.traits.plan is not None:  # an HTTP source sizes its pool: one per symbol
+            self.traits.plan(self.symbols)
         await self.source.start(self.run_id)
         health = self.health_loop
         units: list[tuple[str, Callable[[], Any]]] = [("loop-tick", health.tick)]

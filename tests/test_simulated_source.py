@@ -193,3 +193,29 @@ def test_fail_next_fails_exactly_that_many_fetches_and_calls_are_counted():
     assert [isinstance(x, TransientSourceError) for x in out] == [True, True, False]
     assert out[2].seq == 1
     assert src.calls == {"SPY": 3}
+
+
+def test_a_sources_optional_traits_are_read_in_one_place(tmp_path):
+    from robust_collector.sources import traits_of
+
+    sim = traits_of(create_source(SimulatedSourceConfig()))
+    assert (sim.name, sim.self_paced, sim.fetch_batch, sim.plan, sim.symbols) == (
+        "simulated",
+        False,
+        None,
+        None,
+        None,
+    )
+
+    class Replayish:
+        name = "replay"
+        self_paced = True
+        symbols = ("SPY", "QQQ")
+
+        async def fetch_batch(self, symbol: str, limit: int) -> list:
+            return []
+
+    t = traits_of(Replayish())
+    assert t.self_paced and t.fetch_batch is not None and t.symbols == frozenset({"SPY", "QQQ"})
+    Replayish.self_paced = False  # a batch method without self-pacing is not used
+    assert traits_of(Replayish()).fetch_batch is None

@@ -22,7 +22,7 @@ from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.runtime.status import SymbolCounters
 from robust_collector.secrets import scrub
-from robust_collector.sources import Source
+from robust_collector.sources import Source, traits_of
 
 __all__ = ["REPLAY_BATCH", "Poller"]
 
@@ -53,6 +53,7 @@ class Poller:
         flush_every: float,
     ) -> None:
         self.source = source
+        self.traits = traits_of(source)
         self.pipeline = pipeline
         self.guards = guards
         self.interval = interval
@@ -85,7 +86,7 @@ class Poller:
     async def flush(self) -> None:
         """A timed flush. A self-paced source's rows wait while the writer is full (its
         tasks wait for room too); a live source's go now (the writer spills if it must)."""
-        if getattr(self.source, "self_paced", False) and not self.pipeline.has_room():
+        if self.traits.self_paced and not self.pipeline.has_room():
             return
         self.pipeline.flush()
 
@@ -95,8 +96,8 @@ class Poller:
         p = self.pipeline
         c = p.counters[symbol]
         interval = self.interval
-        self_paced = getattr(self.source, "self_paced", False)  # a replay paces itself
-        batched = self_paced and hasattr(self.source, "fetch_batch")
+        self_paced = self.traits.self_paced  # a replay paces itself
+        batched = self.traits.fetch_batch is not None
         next_at = loop.time()
         while True:
             probe = self.pause is not None and await self._wait_pause()
@@ -167,7 +168,8 @@ class Poller:
         """One call to the source; every failed attempt is recorded here, exactly once."""
         try:
             if batch:
-                quote = await self.source.fetch_batch(symbol, REPLAY_BATCH)  # type: ignore[attr-defined]
+                assert self.traits.fetch_batch is not None
+                quote = await self.traits.fetch_batch(symbol, REPLAY_BATCH)
             else:
                 quote = await self.source.fetch(symbol)
         except (asyncio.CancelledError, EndOfData):
@@ -222,9 +224,6 @@ class Poller:
 
     # -- the whole source paused (credentials refused) -------------------------------------
 
-    def _auth_retry_seconds(self) -> float:
-        return float(getattr(getattr(self.source, "config", None), "auth_retry_seconds", 60.0))
-
     async def _wait_pause(self) -> bool:
         """Wait while the source is paused; True when this task is to make the probe."""
         loop = asyncio.get_running_loop()
@@ -246,7 +245,7 @@ class Poller:
     async def _pause_source(self, exc: BaseException) -> None:
         """Credentials refused: pause every symbol; one clear error the first time."""
         loop = asyncio.get_running_loop()
-        retry = self._auth_retry_seconds()
+        retry = self.traits.auth_retry_seconds
         p = self.pause
         if p is None:
             reason = (

@@ -9,7 +9,13 @@
 Importing this package registers all four with ``create_source``.
 """
 
-from robust_collector.sources.base import Source, create_source, register_source
+from robust_collector.sources.base import (
+    Source,
+    SourceTraits,
+    create_source,
+    register_source,
+    traits_of,
+)
 from robust_collector.sources.http import (
     AuthenticationError,
     BadRequestError,
@@ -52,6 +58,7 @@ __all__ = [
     "SilenceDetector",
     "SimulatedSource",
     "Source",
+    "SourceTraits",
     "StreamAuthError",
     "StreamClosed",
     "StreamRefused",
@@ -64,4 +71,5 @@ __all__ = [
     "iter_quotes",
     "read_quotes_file",
     "register_source",
+    "traits_of",
 ]
