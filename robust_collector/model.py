@@ -1,4 +1,4 @@
-"""The quote every stage passes along, and the clock helpers it is stamped with.
+"""The quotes and trades every stage passes along, and the clock helpers they are stamped with.
 
 Timestamps are integer epoch microseconds (UTC): exact, cheap to compare and
 store, and turned into tz-aware datetimes only by the loaders.
@@ -149,6 +149,82 @@ new_quote: Callable[..., Quote] = _QuoteBuilder if _fast_quote_works() else Quot
 """``new_quote(tick_id, symbol, seq, ts_us, recv_us, bid, ask, bid_size, ask_size, last,
 source)``: the same ``Quote`` as ``Quote(...)`` with all eleven fields given by position,
 built about five times faster (for sources that emit many quotes)."""
+
+
+TRADE_FIELDS: tuple[str, ...] = (
+    "trade_id",
+    "symbol",
+    "seq",
+    "ts_us",
+    "recv_us",
+    "price",
+    "size",
+    "venue",
+    "conditions",
+    "correction",
+    "provider_id",
+    "tape",
+    "source",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One trade (a print) of one symbol, as the venue or provider reported it.
+
+    ``ts_us`` is the exchange time, ``recv_us`` ours. ``venue`` is the reporting
+    exchange (TAQ ``EX``), ``conditions`` the sale-condition codes as given (TAQ
+    ``COND``), ``correction`` the correction indicator (TAQ ``CORR``; 0 = none),
+    ``provider_id`` the provider's own trade id and ``tape`` its tape, where it has
+    them. Two trades in the same microsecond at the same price are two trades:
+    only identity (``provider_id``, or the whole record) makes a duplicate.
+    ``trade_id`` is ours, unique across runs (``run:symbol:t<seq>``).
+    """
+
+    trade_id: str
+    symbol: str
+    seq: int
+    ts_us: int
+    recv_us: int
+    price: float | None
+    size: float | None
+    venue: str | None = None
+    conditions: str | None = None
+    correction: int | None = None
+    provider_id: str | None = None
+    tape: str | None = None
+    source: str = ""
+
+    def as_row(self) -> tuple[Any, ...]:
+        """The trade as a tuple in ``TRADE_FIELDS`` order."""
+        return (
+            self.trade_id,
+            self.symbol,
+            self.seq,
+            self.ts_us,
+            self.recv_us,
+            self.price,
+            self.size,
+            self.venue,
+            self.conditions,
+            self.correction,
+            self.provider_id,
+            self.tape,
+            self.source,
+        )
+
+    def trade_row(self, run_id: str) -> tuple[Any, ...]:
+        """The ``trades`` table row: ``as_row()`` plus the run id."""
+        return (*self.as_row(), run_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The trade as a plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+def make_trade_id(run_id: str, symbol: str, seq: int) -> str:
+    """A trade id unique across runs, apart from tick ids: ``run:symbol:t<seq>``."""
+    return f"{run_id}:{symbol}:t{seq}"
 
 
 def make_tick_id(run_id: str, symbol: str, seq: int) -> str:

@@ -26,6 +26,8 @@ __all__ = [
     "INSERT_REJECTS",
     "INSERT_RUN",
     "INSERT_TICKS",
+    "INSERT_TRADES",
+    "INSERT_TRADE_REJECTS",
     "PG_SCHEMA",
     "QUOTE_COLUMNS",
     "QUOTE_POLARS_SCHEMA",
@@ -39,6 +41,11 @@ __all__ = [
     "TABLE_NAMES",
     "TICKS",
     "TICK_COLUMNS",
+    "TRADES",
+    "TRADE_COLUMNS",
+    "TRADE_FIELDS",
+    "TRADE_REJECTS",
+    "TRADE_REJECT_COLUMNS",
     "Column",
     "Index",
     "SqlType",
@@ -47,9 +54,10 @@ __all__ = [
     "postgres_migrations",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema's version (SQLite ``user_version``, PostgreSQL ``rc_schema``); 2 added
-``runs.instance``. A column's ``added_in`` says which version brought it."""
+``runs.instance``, 3 the ``trades`` and ``trade_rejects`` tables. A column's
+``added_in`` says which version brought it; a table's ``added_in`` likewise."""
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -213,6 +221,21 @@ _QUOTE: tuple[Column, ...] = (
     Column("last", REAL),
     Column("source", TEXT, not_null=True),
 )
+_TRADE: tuple[Column, ...] = (
+    Column("trade_id", TEXT, primary_key=True),
+    Column("symbol", TEXT, not_null=True),
+    Column("seq", INTEGER, not_null=True),
+    Column("ts_us", INTEGER, not_null=True),
+    Column("recv_us", INTEGER, not_null=True),
+    Column("price", REAL),
+    Column("size", REAL),
+    Column("venue", TEXT),
+    Column("conditions", TEXT),
+    Column("correction", INTEGER),
+    Column("provider_id", TEXT),
+    Column("tape", TEXT),
+    Column("source", TEXT, not_null=True),
+)
 _RUN_ID = Column("run_id", TEXT, not_null=True)
 _ID = Column("id", ROW_ID, primary_key=True)
 _TS = Column("ts_us", INTEGER, not_null=True)
@@ -237,6 +260,25 @@ REJECTS = Table(
         Column("rejected_us", INTEGER, not_null=True),
     ),
     indexes=(Index("rejects_symbol_ts", ("symbol", "ts_us")),),
+    or_ignore=True,
+)
+TRADES = Table(
+    "trades",
+    (*_TRADE, _RUN_ID),
+    indexes=(Index("trades_symbol_ts", ("symbol", "ts_us")),),
+    or_ignore=True,
+    hypertable_key=("trade_id", "ts_us"),
+)
+TRADE_REJECTS = Table(
+    "trade_rejects",
+    (
+        *_TRADE,
+        _RUN_ID,
+        Column("rule", TEXT, not_null=True),
+        Column("reason", TEXT, not_null=True),
+        Column("rejected_us", INTEGER, not_null=True),
+    ),
+    indexes=(Index("trade_rejects_symbol_ts", ("symbol", "ts_us")),),
     or_ignore=True,
 )
 ERRORS = Table(
@@ -309,7 +351,17 @@ GAPS = Table(  # a stream's outages and silences (cause: stream_down | symbol_si
 PG_SCHEMA = Table("rc_schema", (Column("version", VERSION, not_null=True),))
 """PostgreSQL only: the schema version (SQLite keeps it in ``PRAGMA user_version``)."""
 
-TABLES: tuple[Table, ...] = (TICKS, REJECTS, ERRORS, HEALTH, BREAKER_EVENTS, RUNS, GAPS)
+TABLES: tuple[Table, ...] = (
+    TICKS,
+    REJECTS,
+    ERRORS,
+    HEALTH,
+    BREAKER_EVENTS,
+    RUNS,
+    GAPS,
+    TRADES,
+    TRADE_REJECTS,
+)
 """The collector's tables, in creation order (both backends)."""
 TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in TABLES)
 
@@ -320,9 +372,15 @@ QUOTE_COLUMNS: tuple[str, ...] = tuple(c.name for c in _QUOTE)
 QUOTE_POLARS_SCHEMA: dict[str, Any] = TICKS.polars_subset(QUOTE_COLUMNS)
 TICK_COLUMNS: tuple[str, ...] = TICKS.names
 REJECT_COLUMNS: tuple[str, ...] = REJECTS.names
+TRADE_FIELDS: tuple[str, ...] = tuple(c.name for c in _TRADE)
+"""A trade's stored fields (``model.TRADE_FIELDS``): a trades row without its ``run_id``."""
+TRADE_COLUMNS: tuple[str, ...] = TRADES.names
+TRADE_REJECT_COLUMNS: tuple[str, ...] = TRADE_REJECTS.names
 
 INSERT_TICKS = TICKS.insert()
 INSERT_REJECTS = REJECTS.insert()
+INSERT_TRADES = TRADES.insert()
+INSERT_TRADE_REJECTS = TRADE_REJECTS.insert()
 INSERT_ERROR = ERRORS.insert()
 INSERT_HEALTH = HEALTH.insert()
 INSERT_BREAKER_EVENT = BREAKER_EVENTS.insert()
