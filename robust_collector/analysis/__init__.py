@@ -37,6 +37,14 @@ from robust_collector.analysis.plots import (
     plot_rejects,
 )
 from robust_collector.analysis.summaries import rejects_by, tick_rates
+from robust_collector.analysis.trades import (
+    aggregate_same_timestamp,
+    load_trade_rejects,
+    load_trades,
+    realized_variance,
+    trade_bars,
+    vwap,
+)
 from robust_collector.palette import BREAKER_COLORS, LEVEL_COLORS
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "CAUSES",
     "LEVEL_COLORS",
     "BackupScan",
+    "aggregate_same_timestamp",
     "breaker_intervals",
     "database_locked",
     "gaps",
@@ -53,6 +62,8 @@ __all__ = [
     "load_rejects",
     "load_runs",
     "load_ticks",
+    "load_trade_rejects",
+    "load_trades",
     "output_dir",
     "plot_breaker_timeline",
     "plot_gaps",
@@ -60,9 +71,12 @@ __all__ = [
     "plot_prices",
     "plot_rejects",
     "project_root",
+    "realized_variance",
     "rejects_by",
     "scan_backups",
     "storage_settings",
     "tick_rates",
+    "trade_bars",
     "under_test",
+    "vwap",
 ]
