@@ -32,7 +32,7 @@ from robust_collector.sources.settings import (  # each source's section lives b
     SimulatedSourceConfig,
     WebSocketSourceConfig,
 )
-from robust_collector.validation.config import ValidationConfig
+from robust_collector.validation.config import TradeValidationConfig, ValidationConfig
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,9 @@ class RealtimeDataConfig:
     )
     retry: RetryConfig = setting(factory=RetryConfig, doc="retry with backoff")
     validation: ValidationConfig = setting(factory=ValidationConfig, doc="data validation rules")
+    trade_validation: TradeValidationConfig = setting(
+        factory=TradeValidationConfig, doc="trade validation rules (BNHLS T1-T4 opt-in)"
+    )
     health_check: HealthCheckConfig = setting(factory=HealthCheckConfig, doc="health monitoring")
     circuit_breaker: CircuitBreakerConfig = setting(
         factory=CircuitBreakerConfig, doc="circuit breakers"
