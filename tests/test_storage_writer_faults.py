@@ -113,7 +113,7 @@ def test_an_unexpected_error_in_the_loop_is_counted_and_the_loop_resumes(tmp_pat
 
 def test_a_batch_whose_write_fails_unexpectedly_goes_to_backup(tmp_path):
     class Exploding(SQLiteBackend):
-        def write(self, conn, ticks, rejects, events):
+        def write(self, conn, ticks, rejects, events, trades=None, trade_rejects=None):
             raise RuntimeError("a driver bug")
 
     errors = Errors()
@@ -263,10 +263,10 @@ def test_submit_returns_while_a_replay_is_in_progress_and_the_queue_is_full(tmp_
     release = threading.Event()
     real_insert = SQLiteSink.insert
 
-    def paused_insert(self, ticks, rejects):
+    def paused_insert(self, ticks, rejects, trades=None, trade_rejects=None):
         in_replay.set()
         release.wait(30)  # the test hook: one chunk "takes" until the test is done
-        return real_insert(self, ticks, rejects)
+        return real_insert(self, ticks, rejects, trades, trade_rejects)
 
     monkeypatch.setattr(SQLiteSink, "insert", paused_insert)
     backend = SQLiteBackend(tmp_path / "t.db")
@@ -332,13 +332,13 @@ class HangingBackend(SQLiteBackend):
         self.entered = threading.Event()
         self.cut = threading.Event()
 
-    def write(self, conn, ticks, rejects, events):
+    def write(self, conn, ticks, rejects, events, trades=None, trade_rejects=None):
         if self.hang.is_set():
             self.entered.set()
             if not self.cut.wait(30):
                 raise AssertionError("never interrupted")
             raise sqlite3.OperationalError("connection cut")
-        super().write(conn, ticks, rejects, events)
+        super().write(conn, ticks, rejects, events, trades, trade_rejects)
 
     def interrupt(self, conn: Any) -> None:
         self.cut.set()

@@ -17,7 +17,7 @@ class RecordingFallback:
     def __init__(self) -> None:
         self.written: list[str] = []
 
-    def write_batch(self, ticks, rejects) -> int:
+    def write_batch(self, ticks, rejects, trades=(), trade_rejects=()) -> int:
         self.written.append(ticks[0][0])
         return len(ticks)
 

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from robust_collector.storage.schema import open_database
-from robust_collector.storage.tables import INSERT_REJECTS, INSERT_TICKS
+from robust_collector.storage.tables import (
+    INSERT_REJECTS,
+    INSERT_TICKS,
+    INSERT_TRADE_REJECTS,
+    INSERT_TRADES,
+)
 
 __all__ = ["Backend", "ChunkGuard", "RowSink", "SQLiteBackend", "SQLiteSink", "is_postgres_url"]
 
@@ -31,10 +36,19 @@ Event = tuple[str, Row]
 # Ticks go in 64 rows per INSERT: each statement then runs longer inside SQLite,
 # without the GIL, so the collector thread validates while the writer writes
 # (measured: end-to-end 0.50 -> 0.63 of a bare executemany). 64 x 12 parameters
-# stays under SQLite's variable limit; OR IGNORE still skips row by row.
+# stays under SQLite's variable limit; OR IGNORE still skips row by row. Trades
+# likewise (64 x 14 parameters: still under the oldest limit, 999).
 TICKS_PER_STATEMENT = 64
-_HEAD, _VALUES = INSERT_TICKS.split(" VALUES ")
-INSERT_TICKS_MULTI = f"{_HEAD} VALUES {','.join([_VALUES] * TICKS_PER_STATEMENT)}"
+TRADES_PER_STATEMENT = 64
+
+
+def _multi_row(insert: str, rows: int) -> str:
+    head, values = insert.split(" VALUES ")
+    return f"{head} VALUES {','.join([values] * rows)}"
+
+
+INSERT_TICKS_MULTI = _multi_row(INSERT_TICKS, TICKS_PER_STATEMENT)
+INSERT_TRADES_MULTI = _multi_row(INSERT_TRADES, TRADES_PER_STATEMENT)
 
 
 # An in-run replay parses and commits at most this many rows at a time, the writer's
@@ -44,27 +58,48 @@ INSERT_TICKS_MULTI = f"{_HEAD} VALUES {','.join([_VALUES] * TICKS_PER_STATEMENT)
 REPLAY_SLICE_ROWS = 2_000
 
 
+Slice = tuple[list[Row], list[Row], list[Row], list[Row]]
+"""``(ticks, rejects, trades, trade_rejects)``: the rows of one replay chunk."""
+
+
 def sliced(
-    ticks: list[Row], rejects: list[Row], size: int = REPLAY_SLICE_ROWS
-) -> Iterator[tuple[list[Row], list[Row]]]:
-    """``(ticks, rejects)`` in pieces of at most ``size`` rows, ticks first."""
-    if len(ticks) + len(rejects) <= size:
-        yield ticks, rejects
+    ticks: list[Row],
+    rejects: list[Row],
+    size: int = REPLAY_SLICE_ROWS,
+    trades: list[Row] | None = None,
+    trade_rejects: list[Row] | None = None,
+) -> Iterator[Slice]:
+    """``(ticks, rejects, trades, trade_rejects)`` in pieces of at most ``size`` rows, in
+    that order of kinds."""
+    kinds: Slice = (ticks, rejects, trades or [], trade_rejects or [])
+    if sum(map(len, kinds)) <= size:
+        yield kinds
         return
-    for i in range(0, len(ticks), size):
-        yield ticks[i : i + size], []
-    for i in range(0, len(rejects), size):
-        yield [], rejects[i : i + size]
+    for k, rows in enumerate(kinds):
+        for i in range(0, len(rows), size):
+            piece: list[list[Row]] = [[], [], [], []]
+            piece[k] = rows[i : i + size]
+            yield piece[0], piece[1], piece[2], piece[3]
+
+
+def _insert_multi(
+    conn: sqlite3.Connection, rows: list[Row], multi: str, single: str, n: int
+) -> None:
+    full = len(rows) - len(rows) % n
+    for i in range(0, full, n):
+        conn.execute(multi, list(chain.from_iterable(rows[i : i + n])))
+    if full < len(rows):
+        conn.executemany(single, rows[full:])
 
 
 def insert_ticks(conn: sqlite3.Connection, ticks: list[Row]) -> None:
     """``INSERT OR IGNORE`` ``ticks``, ``TICKS_PER_STATEMENT`` rows per statement."""
-    n = TICKS_PER_STATEMENT
-    full = len(ticks) - len(ticks) % n
-    for i in range(0, full, n):
-        conn.execute(INSERT_TICKS_MULTI, list(chain.from_iterable(ticks[i : i + n])))
-    if full < len(ticks):
-        conn.executemany(INSERT_TICKS, ticks[full:])
+    _insert_multi(conn, ticks, INSERT_TICKS_MULTI, INSERT_TICKS, TICKS_PER_STATEMENT)
+
+
+def insert_trades(conn: sqlite3.Connection, trades: list[Row]) -> None:
+    """``INSERT OR IGNORE`` ``trades``, ``TRADES_PER_STATEMENT`` rows per statement."""
+    _insert_multi(conn, trades, INSERT_TRADES_MULTI, INSERT_TRADES, TRADES_PER_STATEMENT)
 
 
 def is_postgres_url(target: object) -> bool:
@@ -99,10 +134,22 @@ class RowSink(Protocol):
     def durable(self) -> contextlib.AbstractContextManager[None]:
         """Commits inside are on disk before a replayed file is moved or deleted."""
 
-    def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def insert(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
         """Insert (ignoring rows already stored) in one transaction; returns rows added."""
 
-    def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def new_rows(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
         """Dry run: how many of these rows the database (and earlier calls) lack."""
 
     def close_dry_run(self) -> None:
@@ -123,7 +170,15 @@ class Backend(Protocol):
     def connect(self) -> Any:
         """Open a connection with the schema in place; raises one of ``errors``."""
 
-    def write(self, conn: Any, ticks: list[Row], rejects: list[Row], events: list[Event]) -> None:
+    def write(
+        self,
+        conn: Any,
+        ticks: list[Row],
+        rejects: list[Row],
+        events: list[Event],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> None:
         """Write it all in one transaction within ``deadline``; rolled back on failure."""
 
     def set_deadline(self, conn: Any, seconds: float) -> None:
@@ -203,6 +258,8 @@ class SQLiteBackend:
         ticks: list[Row],
         rejects: list[Row],
         events: list[Event],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
     ) -> None:
         self.arm()
         try:
@@ -211,6 +268,10 @@ class SQLiteBackend:
                 insert_ticks(conn, ticks)
             if rejects:
                 conn.executemany(INSERT_REJECTS, rejects)
+            if trades:
+                insert_trades(conn, trades)
+            if trade_rejects:
+                conn.executemany(INSERT_TRADE_REJECTS, trade_rejects)
             for sql, row in events:
                 conn.execute(sql, row)
             conn.execute("COMMIT")
@@ -308,13 +369,24 @@ class SQLiteSink:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute(f"PRAGMA synchronous={int(previous)}")
 
-    def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def insert(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
         if self._guard is None:
-            return self._insert(ticks, rejects)
+            return self._insert(ticks, rejects, trades or [], trade_rejects or [])
         # the writer's replay: short transactions, the writer's turn between them
-        return sum(self._insert(t, r) for t, r in sliced(ticks, rejects))
+        return sum(
+            self._insert(*piece)
+            for piece in sliced(ticks, rejects, trades=trades, trade_rejects=trade_rejects)
+        )
 
-    def _insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def _insert(
+        self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
+    ) -> int:
         conn = self.conn
         guard, backend = self._guard, self._backend
         if guard is not None:
@@ -328,6 +400,10 @@ class SQLiteSink:
                     conn.executemany(INSERT_TICKS, ticks)
                 if rejects:
                     conn.executemany(INSERT_REJECTS, rejects)
+                if trades:
+                    conn.executemany(INSERT_TRADES, trades)
+                if trade_rejects:
+                    conn.executemany(INSERT_TRADE_REJECTS, trade_rejects)
             return conn.total_changes - before
         except sqlite3.OperationalError as exc:
             if backend is not None and "interrupted" in str(exc):
@@ -341,10 +417,16 @@ class SQLiteSink:
             if guard is not None:
                 guard.after_chunk()
 
-    def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def new_rows(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
         if self._dry is None:
             self._dry = _SQLiteDryRun(self.conn)
-        return self._dry.count(ticks, rejects)
+        return self._dry.count(ticks, rejects, trades or [], trade_rejects or [])
 
     def close_dry_run(self) -> None:
         if self._dry is not None:
@@ -352,8 +434,18 @@ class SQLiteSink:
             self._dry = None
 
 
+# the tables a replay writes, in the order of a sink's arguments, and each one's key
+ROW_TABLES: tuple[tuple[str, str], ...] = (
+    ("ticks", "tick_id"),
+    ("rejects", "tick_id"),
+    ("trades", "trade_id"),
+    ("trade_rejects", "trade_id"),
+)
+
+
 class _SQLiteDryRun:
-    """Counts which tick ids are new to the database (and to this dry run) in temp tables."""
+    """Counts which row ids are new to the database (and to this dry run) in temp tables;
+    a table the database lacks (trades in a database from before them) holds none."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -361,20 +453,23 @@ class _SQLiteDryRun:
         present = {
             row[0] for row in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
         }
-        self.tables = (f"rc_dry_ticks_{tag}", f"rc_dry_rejects_{tag}")
+        self.tables = tuple(f"rc_dry_{main}_{tag}" for main, _ in ROW_TABLES)
         self.sql = []
-        for temp, main in zip(self.tables, ("ticks", "rejects"), strict=True):
-            conn.execute(f"CREATE TEMP TABLE {temp} (tick_id TEXT PRIMARY KEY)")
-            sql = f"INSERT OR IGNORE INTO temp.{temp} (tick_id) SELECT ?1"
+        for temp, (main, key) in zip(self.tables, ROW_TABLES, strict=True):
+            conn.execute(f"CREATE TEMP TABLE {temp} (id TEXT PRIMARY KEY)")
+            sql = f"INSERT OR IGNORE INTO temp.{temp} (id) SELECT ?1"
             if main in present:
-                sql += f" WHERE NOT EXISTS (SELECT 1 FROM main.{main} WHERE tick_id = ?1)"
+                sql += f" WHERE NOT EXISTS (SELECT 1 FROM main.{main} WHERE {key} = ?1)"
             self.sql.append(sql)
 
-    def count(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def count(
+        self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
+    ) -> int:
         before = self.conn.total_changes
         with _transaction(self.conn):
-            self.conn.executemany(self.sql[0], [(r[0],) for r in ticks])
-            self.conn.executemany(self.sql[1], [(r[0],) for r in rejects])
+            for sql, rows in zip(self.sql, (ticks, rejects, trades, trade_rejects), strict=True):
+                if rows:
+                    self.conn.executemany(sql, [(r[0],) for r in rows])
         return self.conn.total_changes - before
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""JSONL backup files: where accepted ticks and rejects go while the database fails.
+"""JSONL backup files: where accepted ticks, trades and rejects go while the database fails.
 
 One record per line, each a self-contained JSON object carrying its kind, every
 column of its row and a CRC-32 of its own bytes, so a reader can tell a good line
@@ -6,6 +6,9 @@ from a torn or corrupt one and keep every good line. The format is described in
 ``docs/backup_and_recovery.md``; in short::
 
     {"kind":"tick","tick_id":"...",...,"run_id":"...","crc32":1234567890}
+
+with the kinds ``tick``, ``reject``, ``trade`` and ``trade_reject`` (a file written
+before trades existed holds only the first two, and reads as it always did);
 
 where ``crc32`` is ``zlib.crc32`` of the line's bytes before ``,"crc32":`` (the
 record serialized by ``orjson`` without its checksum, minus the closing brace),
@@ -40,7 +43,12 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 import orjson
 
 from robust_collector.boundary import clean_text, safe_row
-from robust_collector.storage.tables import REJECT_COLUMNS, TICK_COLUMNS
+from robust_collector.storage.tables import (
+    REJECT_COLUMNS,
+    TICK_COLUMNS,
+    TRADE_COLUMNS,
+    TRADE_REJECT_COLUMNS,
+)
 
 if TYPE_CHECKING:
     from robust_collector.config import BackupConfig
@@ -52,6 +60,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "FILE_PREFIX",
     "FILE_SUFFIX",
+    "KINDS",
     "KIND_KEY",
     "RECOVERED_DIR",
     "BackupChunk",
@@ -77,7 +86,7 @@ KIND_KEY = "kind"
 CHECKSUM_KEY = "crc32"
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 
-RecordKind = Literal["tick", "reject"]
+RecordKind = Literal["tick", "reject", "trade", "trade_reject"]
 ProblemKind = Literal["torn", "corrupt"]
 FsyncMode = Literal["batch", "never"]
 
@@ -90,8 +99,17 @@ _UNSAFE_RUN_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 # ints (SQLite's REAL affinity stores them as reals) and None (a missing price).
 _STR, _INT, _NONE = str, int, type(None)
 _NUMBER_OR_NONE = (float, int, _NONE)
+_STR_OR_NONE = (_STR, _NONE)
 _EXPECTED_TYPES: dict[str, tuple[type, ...]] = {
     "tick_id": (_STR,),
+    "trade_id": (_STR,),
+    "price": _NUMBER_OR_NONE,
+    "size": _NUMBER_OR_NONE,
+    "venue": _STR_OR_NONE,
+    "conditions": _STR_OR_NONE,
+    "correction": (_INT, _NONE),
+    "provider_id": _STR_OR_NONE,
+    "tape": _STR_OR_NONE,
     "symbol": (_STR,),
     "seq": (_INT,),
     "ts_us": (_INT,),
@@ -116,11 +134,22 @@ def _signatures(columns: Sequence[str]) -> frozenset[tuple[type, ...]]:
 
 _TICK_SIGNATURES = _signatures(TICK_COLUMNS)
 _REJECT_SIGNATURES = _signatures(REJECT_COLUMNS)
+_TRADE_SIGNATURES = _signatures(TRADE_COLUMNS)
+_TRADE_REJECT_SIGNATURES = _signatures(TRADE_REJECT_COLUMNS)
 _TICK_GETTER = itemgetter(*TICK_COLUMNS)
 _REJECT_GETTER = itemgetter(*REJECT_COLUMNS)
 _KINDS: dict[str, tuple[tuple[str, ...], frozenset[tuple[type, ...]]]] = {
     "tick": (TICK_COLUMNS, _TICK_SIGNATURES),
     "reject": (REJECT_COLUMNS, _REJECT_SIGNATURES),
+    "trade": (TRADE_COLUMNS, _TRADE_SIGNATURES),
+    "trade_reject": (TRADE_REJECT_COLUMNS, _TRADE_REJECT_SIGNATURES),
+}
+KINDS: tuple[RecordKind, ...] = ("tick", "reject", "trade", "trade_reject")
+"""Every kind of line, in the order of a batch's row lists (and ``BackupChunk``'s)."""
+# the rarer kinds, checked by one dict lookup on the fast path: (position, getter, signatures)
+_OTHER_KINDS: dict[str, tuple[int, Any, frozenset[tuple[type, ...]]]] = {
+    kind: (KINDS.index(kind), itemgetter(*_KINDS[kind][0]), _KINDS[kind][1])
+    for kind in ("trade", "trade_reject")
 }
 
 # Indirections the tests replace to simulate a failing disk.
@@ -142,25 +171,50 @@ def _json_default(value: Any) -> Any:
 
 
 def encode_batch(
-    ticks: Iterable[Sequence[Any]] = (), rejects: Iterable[Sequence[Any]] = ()
+    ticks: Iterable[Sequence[Any]] = (),
+    rejects: Iterable[Sequence[Any]] = (),
+    trades: Iterable[Sequence[Any]] = (),
+    trade_rejects: Iterable[Sequence[Any]] = (),
 ) -> bytes:
-    """The JSONL bytes of a batch: one checksummed line per tick and per reject.
+    """The JSONL bytes of a batch: one checksummed line per tick, reject, trade and
+    trade reject; the quote lines first, then the trade lines.
 
     Ticks keep their order; each reject goes just before the first tick of its symbol
     with a higher sequence number (else at the end). A write torn by a kill (Linux cuts
     a large write short at a fatal signal) then loses only the newest rows of each
     symbol, never an older reject while a newer tick of the same symbol survives.
+    Trades and trade rejects are ordered alike among themselves (trades number their
+    own sequence); a tear in the quote lines loses this batch's trades, which are all
+    newer than the trades of earlier batches, so each kind still loses only its newest.
 
-    Rows are sequences in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order. A row JSON
-    cannot hold as it is (an integer past 64 bits, a lone surrogate) is written as
-    ``boundary.safe_row`` makes it (clamped, cleaned): saved, never refused. Raises
-    ``ValueError`` for a row of the wrong length and ``TypeError`` for a value of a
-    type JSON cannot hold at all, before anything is written.
+    Rows are sequences in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` / ``TRADE_COLUMNS`` /
+    ``TRADE_REJECT_COLUMNS`` order. A row JSON cannot hold as it is (an integer past 64
+    bits, a lone surrogate) is written as ``boundary.safe_row`` makes it (clamped,
+    cleaned): saved, never refused. Raises ``ValueError`` for a row of the wrong length
+    and ``TypeError`` for a value of a type JSON cannot hold at all, before anything is
+    written.
     """
-    tick_rows = list(ticks)
+    quotes = _encode_ordered("tick", TICK_COLUMNS, ticks, "reject", REJECT_COLUMNS, rejects)
+    trade_part = _encode_ordered(
+        "trade", TRADE_COLUMNS, trades, "trade_reject", TRADE_REJECT_COLUMNS, trade_rejects
+    )
+    return quotes + trade_part
+
+
+def _encode_ordered(
+    kind: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    reject_kind: str,
+    reject_columns: Sequence[str],
+    rejects: Iterable[Sequence[Any]],
+) -> bytes:
+    """Accepted rows in their order, each reject just before the first accepted row of
+    its symbol with a higher sequence number (else at the end)."""
+    tick_rows = list(rows)
     reject_rows = list(rejects)
-    tick_lines = _encode_rows("tick", TICK_COLUMNS, tick_rows)
-    reject_lines = _encode_rows("reject", REJECT_COLUMNS, reject_rows)
+    tick_lines = _encode_rows(kind, columns, tick_rows)
+    reject_lines = _encode_rows(reject_kind, reject_columns, reject_rows)
     if not reject_lines or not tick_lines:
         return b"".join(tick_lines) + b"".join(reject_lines)
     # per symbol: the running maximum of its ticks' seqs, and where each tick stands
@@ -211,7 +265,7 @@ def _encode_rows(kind: str, columns: Sequence[str], rows: list[Sequence[Any]]) -
 
 
 def _order_key(row: Sequence[Any]) -> tuple[str, int]:
-    """(symbol, seq) of a tick or reject row: both start tick_id, symbol, seq."""
+    """(symbol, seq) of a row of any kind: each starts with its id, symbol, seq."""
     seq = row[2]
     return str(row[1]), seq if type(seq) is int else 0
 
@@ -247,7 +301,8 @@ def decode_line(line: bytes) -> tuple[RecordKind, tuple[Any, ...]]:
     record = whole
     kind = record.get(KIND_KEY)
     if kind not in _KINDS:
-        raise CorruptLine(f"unknown {KIND_KEY} {kind!r} (expected 'tick' or 'reject')")
+        expected = ", ".join(repr(k) for k in KINDS)
+        raise CorruptLine(f"unknown {KIND_KEY} {kind!r} (expected one of {expected})")
     columns, signatures = _KINDS[kind]
     missing = [c for c in columns if c not in record]
     if missing:
@@ -294,11 +349,14 @@ class BackupRecord:
 
 
 class BackupChunk(NamedTuple):
-    """Up to ``size`` consecutive lines of a file, split into good tick and reject rows."""
+    """Up to ``size`` consecutive lines of a file, split into the good rows of each kind
+    (trades after ``lines``: the fields of before keep their places)."""
 
     ticks: list[tuple[Any, ...]]
     rejects: list[tuple[Any, ...]]
     lines: int
+    trades: list[tuple[Any, ...]]
+    trade_rejects: list[tuple[Any, ...]]
 
 
 def iter_backup_chunks(
@@ -322,8 +380,10 @@ def iter_backup_chunks(
     loads = orjson.loads
     tick_get, reject_get = _TICK_GETTER, _REJECT_GETTER
     tick_sigs, reject_sigs = _TICK_SIGNATURES, _REJECT_SIGNATURES
+    others = _OTHER_KINDS
     ticks: list[tuple[Any, ...]] = []
     rejects: list[tuple[Any, ...]] = []
+    rows: tuple[list[tuple[Any, ...]], ...] = (ticks, rejects, [], [])
     start = 0  # the line number before this chunk's first line
     n = 0
     for n, line in enumerate(file, 1):
@@ -335,22 +395,29 @@ def iter_backup_chunks(
                     record = loads(line)
                     if crc(line[:at]) == record[CHECKSUM_KEY]:
                         kind = record[KIND_KEY]
+                        good = False
                         if kind == "tick":
                             row = tick_get(record)
                             if tuple(map(type, row)) in tick_sigs:
                                 ticks.append(row)
-                                if n - start >= size:
-                                    yield BackupChunk(ticks, rejects, n - start)
-                                    ticks, rejects, start = [], [], n
-                                continue
+                                good = True
                         elif kind == "reject":
                             row = reject_get(record)
                             if tuple(map(type, row)) in reject_sigs:
                                 rejects.append(row)
-                                if n - start >= size:
-                                    yield BackupChunk(ticks, rejects, n - start)
-                                    ticks, rejects, start = [], [], n
-                                continue
+                                good = True
+                        elif kind in others:
+                            at_kind, get, sigs = others[kind]
+                            row = get(record)
+                            if tuple(map(type, row)) in sigs:
+                                rows[at_kind].append(row)
+                                good = True
+                        if good:
+                            if n - start >= size:
+                                yield BackupChunk(ticks, rejects, n - start, rows[2], rows[3])
+                                ticks, rejects, start = [], [], n
+                                rows = (ticks, rejects, [], [])
+                            continue
                 except (ValueError, KeyError, TypeError):
                     pass
         # Slow path: say exactly what is wrong (or keep an intact unterminated record).
@@ -364,15 +431,16 @@ def iter_backup_chunks(
                 detail = f"last line cut short ({len(line)} bytes, no newline): {exc}"
                 problems.append(Problem(name, n, "torn", detail))
         else:
-            (ticks if kind == "tick" else rejects).append(row)
+            rows[KINDS.index(kind)].append(row)
             if not terminated:
                 detail = "last line has no newline but its record is intact (kept)"
                 problems.append(Problem(name, n, "torn", detail))
         if n - start >= size:
-            yield BackupChunk(ticks, rejects, n - start)
+            yield BackupChunk(ticks, rejects, n - start, rows[2], rows[3])
             ticks, rejects, start = [], [], n
+            rows = (ticks, rejects, [], [])
     if n > start:
-        yield BackupChunk(ticks, rejects, n - start)
+        yield BackupChunk(ticks, rejects, n - start, rows[2], rows[3])
 
 
 @dataclass
@@ -384,6 +452,8 @@ class BackupContents:
     rejects: list[tuple[Any, ...]] = field(default_factory=list)
     lines: int = 0
     problems: list[Problem] = field(default_factory=list)
+    trades: list[tuple[Any, ...]] = field(default_factory=list)
+    trade_rejects: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def torn(self) -> int:
@@ -417,6 +487,8 @@ def read_backup_file(path: str | Path) -> BackupContents:
         for chunk in iter_backup_chunks(f, name=str(p), size=65_536, problems=out.problems):
             out.ticks.extend(chunk.ticks)
             out.rejects.extend(chunk.rejects)
+            out.trades.extend(chunk.trades)
+            out.trade_rejects.extend(chunk.trade_rejects)
             out.lines += chunk.lines
     return out
 
@@ -449,8 +521,8 @@ def _serve_chunk_requests(request_fd: int, result_fd: int) -> None:
     """Body of the recovery's reader process: parse each requested file, send its chunks.
 
     Requests are ``(path, name, size)`` tuples (``None`` stops); replies are pickled
-    ``("chunk", ticks, rejects, lines, new_problems)`` messages, then ``("end",)``
-    or ``("error", message)``.
+    ``("chunk", ticks, rejects, lines, new_problems, trades, trade_rejects)`` messages,
+    then ``("end",)`` or ``("error", message)``.
     """
     requests = Connection(request_fd, writable=False)
     results = Connection(result_fd, readable=False)
@@ -467,7 +539,15 @@ def _serve_chunk_requests(request_fd: int, result_fd: int) -> None:
             with open_regular(path) as f:
                 sent = 0
                 for chunk in iter_backup_chunks(f, name=name, size=size, problems=problems):
-                    msg = ("chunk", chunk.ticks, chunk.rejects, chunk.lines, problems[sent:])
+                    msg = (
+                        "chunk",
+                        chunk.ticks,
+                        chunk.rejects,
+                        chunk.lines,
+                        problems[sent:],
+                        chunk.trades,
+                        chunk.trade_rejects,
+                    )
                     sent = len(problems)
                     results.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
             results.send_bytes(pickle.dumps(("end",)))
@@ -630,18 +710,23 @@ class BackupWriter:
         return self._path
 
     def write_batch(
-        self, ticks: Sequence[Sequence[Any]], rejects: Sequence[Sequence[Any]] = ()
+        self,
+        ticks: Sequence[Sequence[Any]],
+        rejects: Sequence[Sequence[Any]] = (),
+        trades: Sequence[Sequence[Any]] = (),
+        trade_rejects: Sequence[Sequence[Any]] = (),
     ) -> int:
-        """Append a batch (rows in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` order); return its rows.
+        """Append a batch (rows in ``TICK_COLUMNS`` / ``REJECT_COLUMNS`` / ``TRADE_COLUMNS``
+        / ``TRADE_REJECT_COLUMNS`` order); return its rows.
 
         The batch is saved once this returns (written, and fsynced in ``"batch"``
         mode). On ``OSError`` the file is cut back to the end of the previous batch
         (best effort) and closed, so earlier batches stay readable; the error is raised.
         """
-        if not ticks and not rejects:
+        rows = len(ticks) + len(rejects) + len(trades) + len(trade_rejects)
+        if not rows:
             return 0
-        blob = encode_batch(ticks, rejects)
-        rows = len(ticks) + len(rejects)
+        blob = encode_batch(ticks, rejects, trades, trade_rejects)
         with self._lock:
             if (
                 self._fd is not None

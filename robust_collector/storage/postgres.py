@@ -20,13 +20,16 @@ from typing import Any
 
 from robust_collector.errors import StorageError
 from robust_collector.secrets import mask_url, redact, register_url_secrets
-from robust_collector.storage.backend import REPLAY_SLICE_ROWS, ChunkGuard, sliced
+from robust_collector.storage.backend import REPLAY_SLICE_ROWS, ROW_TABLES, ChunkGuard, sliced
 from robust_collector.storage.tables import (
     REJECTS,
     SCHEMA_VERSION,
     TABLE_NAMES,
     TABLES,
     TICKS,
+    TRADE_REJECTS,
+    TRADES,
+    Table,
     postgres_ddl,
     postgres_migrations,
 )
@@ -81,7 +84,8 @@ def _register_password(url: str) -> None:
     register_url_secrets(url)
 
 
-# 2: runs name the collector instance (a fleet writes into one database)
+# 2: runs name the collector instance (a fleet writes into one database); 3: the trades
+# and trade_rejects tables (made by the DDL above, like any missing table)
 _MIGRATIONS: dict[int, tuple[str, ...]] = postgres_migrations()
 
 
@@ -113,18 +117,23 @@ def init_postgres(conn: Any) -> dict[str, Any]:
                 "timescale": timescale,
                 "created": [],
             }
-        for statement in postgres_ddl(timescale=timescale and "ticks" not in existing).split(";"):
+        # tables already there are left as they are (CREATE TABLE IF NOT EXISTS); those
+        # made now (all of them, or what a later version added: trades) get their
+        # hypertable key and become hypertables when TimescaleDB is installed
+        for statement in postgres_ddl(timescale=timescale).split(";"):
             if statement.strip():
                 conn.execute(statement)
         for version in range(max(from_version, 1) + 1, PG_SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS.get(version, ()):
                 conn.execute(statement)
-        if timescale and "ticks" not in existing:
-            conn.execute(
-                "SELECT create_hypertable('ticks', 'ts_us', chunk_time_interval => %s, "
-                "if_not_exists => TRUE)",
-                (_CHUNK_US,),
-            )
+        if timescale:
+            for table in TABLES:
+                if table.hypertable_key and table.name not in existing:
+                    conn.execute(
+                        f"SELECT create_hypertable('{table.name}', 'ts_us', "
+                        "chunk_time_interval => %s, if_not_exists => TRUE)",
+                        (_CHUNK_US,),
+                    )
         conn.execute("DELETE FROM rc_schema")
         conn.execute("INSERT INTO rc_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))
     created = sorted(set(TABLE_NAMES) - existing)
@@ -177,26 +186,46 @@ def pg_sql(sql: str) -> str:
     return out
 
 
-_STAGE_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS rc_stage_ticks (LIKE ticks INCLUDING DEFAULTS) "
-    "ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS rc_stage_rejects (LIKE rejects INCLUDING DEFAULTS) "
-    "ON COMMIT DELETE ROWS",
+# The tables a batch's rows go to, in the order of the write and sink arguments:
+# (ticks, rejects, trades, trade_rejects).
+_ROW_TABLES: tuple[Table, ...] = (TICKS, REJECTS, TRADES, TRADE_REJECTS)
+
+
+def _stage_ddl(table: Table) -> str:
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS rc_stage_{table.name} "
+        f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+
+
+def _copy_sql(table: Table, *, staged: bool) -> str:
+    into = f"rc_stage_{table.name}" if staged else table.name
+    return f"COPY {into} ({', '.join(table.names)}) FROM STDIN"
+
+
+def _move_sql(table: Table) -> str:
+    cols = ", ".join(table.names)
+    return (
+        f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM rc_stage_{table.name} "
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+_STAGE_DDL = tuple(_stage_ddl(t) for t in _ROW_TABLES)
+COPY_TICKS, COPY_REJECTS, COPY_TRADES, COPY_TRADE_REJECTS = (
+    _copy_sql(t, staged=True) for t in _ROW_TABLES
 )
-_TICK_COLS = ", ".join(TICKS.names)
-_REJECT_COLS = ", ".join(REJECTS.names)
-COPY_TICKS = f"COPY rc_stage_ticks ({_TICK_COLS}) FROM STDIN"
-COPY_REJECTS = f"COPY rc_stage_rejects ({_REJECT_COLS}) FROM STDIN"
-COPY_TICKS_DIRECT = f"COPY ticks ({_TICK_COLS}) FROM STDIN"
-COPY_REJECTS_DIRECT = f"COPY rejects ({_REJECT_COLS}) FROM STDIN"
-MOVE_TICKS = (
-    f"INSERT INTO ticks ({_TICK_COLS}) SELECT {_TICK_COLS} FROM rc_stage_ticks "
-    "ON CONFLICT DO NOTHING"
+COPY_TICKS_DIRECT, COPY_REJECTS_DIRECT, COPY_TRADES_DIRECT, COPY_TRADE_REJECTS_DIRECT = (
+    _copy_sql(t, staged=False) for t in _ROW_TABLES
 )
-MOVE_REJECTS = (
-    f"INSERT INTO rejects ({_REJECT_COLS}) SELECT {_REJECT_COLS} FROM rc_stage_rejects "
-    "ON CONFLICT DO NOTHING"
+MOVE_TICKS, MOVE_REJECTS, MOVE_TRADES, MOVE_TRADE_REJECTS = (_move_sql(t) for t in _ROW_TABLES)
+_STAGED = (
+    (COPY_TICKS, MOVE_TICKS),
+    (COPY_REJECTS, MOVE_REJECTS),
+    (COPY_TRADES, MOVE_TRADES),
+    (COPY_TRADE_REJECTS, MOVE_TRADE_REJECTS),
 )
+_DIRECT = (COPY_TICKS_DIRECT, COPY_REJECTS_DIRECT, COPY_TRADES_DIRECT, COPY_TRADE_REJECTS_DIRECT)
 
 
 def _stage(conn: Any) -> None:
@@ -204,13 +233,11 @@ def _stage(conn: Any) -> None:
         conn.execute(statement)
 
 
-def _copy_in(cur: Any, ticks: list[Row], rejects: list[Row]) -> int:
-    """COPY into the staging tables and move what is new; returns rows inserted."""
+def _copy_in(cur: Any, *kinds: list[Row] | None) -> int:
+    """COPY ``(ticks, rejects, trades, trade_rejects)`` (those given) into the staging
+    tables and move what is new; returns rows inserted."""
     inserted = 0
-    for rows, copy_sql, move_sql in (
-        (ticks, COPY_TICKS, MOVE_TICKS),
-        (rejects, COPY_REJECTS, MOVE_REJECTS),
-    ):
+    for rows, (copy_sql, move_sql) in zip(kinds, _STAGED, strict=False):
         if not rows:
             continue
         with cur.copy(copy_sql) as copy:
@@ -222,9 +249,9 @@ def _copy_in(cur: Any, ticks: list[Row], rejects: list[Row]) -> int:
     return inserted
 
 
-def _copy_direct(cur: Any, ticks: list[Row], rejects: list[Row]) -> None:
+def _copy_direct(cur: Any, *kinds: list[Row] | None) -> None:
     """COPY straight into the tables: fails on a row already stored (a unique violation)."""
-    for rows, copy_sql in ((ticks, COPY_TICKS_DIRECT), (rejects, COPY_REJECTS_DIRECT)):
+    for rows, copy_sql in zip(kinds, _DIRECT, strict=False):
         if rows:
             with cur.copy(copy_sql) as copy:
                 write_row = copy.write_row
@@ -286,19 +313,26 @@ class PostgresBackend:
         return conn, None  # a server, not a file: nothing to check
 
     def write(
-        self, conn: Any, ticks: list[Row], rejects: list[Row], events: list[tuple[str, Row]]
+        self,
+        conn: Any,
+        ticks: list[Row],
+        rejects: list[Row],
+        events: list[tuple[str, Row]],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
     ) -> None:
+        rows = (ticks, rejects, trades, trade_rejects)
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
-            if ticks or rejects:
+            if any(rows):
                 # Live batches are new rows: COPY them straight in (as fast as a bare
                 # COPY). A row already stored (a batch that reached both the database
                 # and the backup) fails that savepoint; the staged path then skips it.
                 try:
                     with conn.transaction():
-                        _copy_direct(cur, ticks, rejects)
+                        _copy_direct(cur, *rows)
                 except self._unique_violation:
-                    _copy_in(cur, ticks, rejects)
+                    _copy_in(cur, *rows)
             if events:
                 for sql, rows in _grouped(events):
                     cur.executemany(pg_sql(sql), rows)
@@ -341,7 +375,7 @@ class PostgresSink:
         self.data_errors: tuple[type[BaseException], ...] = (psycopg.DataError,)
         self._guard = guard
         self._timeout_ms = timeout_ms
-        self._seen: set[str] | None = None
+        self._seen: set[tuple[str, str]] | None = None
         self._staged = False
         self._tables: set[str] | None = None
 
@@ -361,13 +395,24 @@ class PostgresSink:
         self.conn.execute("SET synchronous_commit TO on")
         yield
 
-    def insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def insert(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
         if self._guard is None:
-            return self._insert(ticks, rejects)
+            return self._insert(ticks, rejects, trades or [], trade_rejects or [])
         # the writer's replay: short transactions, the writer's turn between them
-        return sum(self._insert(t, r) for t, r in sliced(ticks, rejects))
+        return sum(
+            self._insert(*piece)
+            for piece in sliced(ticks, rejects, trades=trades, trade_rejects=trade_rejects)
+        )
 
-    def _insert(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def _insert(
+        self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
+    ) -> int:
         guard = self._guard
         if guard is not None:
             guard.before_chunk()
@@ -378,38 +423,44 @@ class PostgresSink:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 if self._timeout_ms is not None:  # one chunk, not the whole file
                     cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
-                return _copy_in(cur, ticks, rejects)
+                return _copy_in(cur, ticks, rejects, trades, trade_rejects)
         finally:
             if guard is not None:
                 guard.after_chunk()
 
-    def new_rows(self, ticks: list[Row], rejects: list[Row]) -> int:
+    def new_rows(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
         if self._seen is None:
             self._seen = set()
         if self._tables is None:  # a dry run creates nothing: a missing table holds nothing
             self._tables = {
                 t
-                for t in ("ticks", "rejects")
+                for t, _ in ROW_TABLES
                 if self.conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None
             }
         new = 0
-        for table, rows in (("ticks", ticks), ("rejects", rejects)):
-            ids = list(dict.fromkeys(r[0] for r in rows if r[0] not in self._seen))
+        kinds = (ticks, rejects, trades or [], trade_rejects or [])
+        for (table, key), rows in zip(ROW_TABLES, kinds, strict=True):
+            # seen per table, as SQLite's dry run counts them
+            ids = list(dict.fromkeys(r[0] for r in rows if (table, r[0]) not in self._seen))
             if not ids:
                 continue
+            self._seen.update((table, i) for i in ids)
             if table not in self._tables:
-                self._seen.update(ids)
                 new += len(ids)
                 continue
             present = {
                 r[0]
                 for r in self.conn.execute(
-                    f"SELECT tick_id FROM {table} WHERE tick_id = ANY(%s)", (ids,)
+                    f"SELECT {key} FROM {table} WHERE {key} = ANY(%s)", (ids,)
                 ).fetchall()
             }
-            fresh = [i for i in ids if i not in present]
-            self._seen.update(ids)
-            new += len(fresh)
+            new += sum(i not in present for i in ids)
         return new
 
     def close_dry_run(self) -> None:

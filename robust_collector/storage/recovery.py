@@ -4,9 +4,9 @@
 database and replays every waiting backup file, oldest first. ``replay_backlog``
 does the same on a connection the caller owns (the writer thread, when the
 database comes back), and ``replay_file`` replays one file. A connection is a
-SQLite connection or any backend's ``RowSink``. Rows go in ignoring those whose
-unique ``tick_id`` is stored already, so replaying twice stores nothing
-twice; a file is moved to ``recovered/`` (or deleted) only after all of its good
+SQLite connection or any backend's ``RowSink``. Rows (ticks, rejects, trades, trade
+rejects) go in ignoring those whose unique id (``tick_id``, ``trade_id``) is stored
+already, so replaying twice stores nothing twice; a file is moved to ``recovered/`` (or deleted) only after all of its good
 lines are committed. A good line whose row the database refuses (an integer past
 64 bits, text that is not UTF-8) is quarantined: appended with its reason to
 ``quarantine/<file name>`` in the backup folder and counted, and the rest of the
@@ -44,7 +44,12 @@ from robust_collector.storage.backup import (
     open_regular,
 )
 from robust_collector.storage.schema import connect, init_db, open_database
-from robust_collector.storage.tables import REJECT_COLUMNS, TICK_COLUMNS
+from robust_collector.storage.tables import (
+    REJECT_COLUMNS,
+    TICK_COLUMNS,
+    TRADE_COLUMNS,
+    TRADE_REJECT_COLUMNS,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -71,6 +76,8 @@ FILE_REPORT_SCHEMA: dict[str, Any] = {
     "lines": pl.Int64,
     "ticks": pl.Int64,
     "rejects": pl.Int64,
+    "trades": pl.Int64,
+    "trade_rejects": pl.Int64,
     "inserted": pl.Int64,
     "already_present": pl.Int64,
     "torn": pl.Int64,
@@ -88,6 +95,8 @@ _COUNTS = (
     "lines",
     "ticks",
     "rejects",
+    "trades",
+    "trade_rejects",
     "inserted",
     "already_present",
     "torn",
@@ -122,6 +131,8 @@ class FileResult:
     moved_to: Path | None = None
     quarantine_file: Path | None = None
     error: BaseException | None = field(default=None, repr=False)
+    trades: int = 0  # after the fields of before: positional callers keep working
+    trade_rejects: int = 0
 
     @property
     def file(self) -> str:
@@ -143,8 +154,8 @@ class RecoveryReport:
 
     @property
     def files(self) -> pl.DataFrame:
-        """One row per file: file, lines, ticks, rejects, inserted, already_present, torn,
-        corrupt, quarantined, status."""
+        """One row per file: file, lines, ticks, rejects, trades, trade_rejects, inserted,
+        already_present, torn, corrupt, quarantined, status."""
         return pl.DataFrame([r.as_row() for r in self.results], schema=FILE_REPORT_SCHEMA)
 
     @property
@@ -200,8 +211,13 @@ class RecoveryReport:
             f"{t['files']} backup file(s) in {self.backup_path}: {t['recovered']} "
             f"{'checked' if self.dry_run else 'recovered'}, {t['in_use']} in use, "
             f"{t['gone']} gone, {t['failed']} failed",
-            f"{t['lines']} lines: {t['ticks']} ticks, {t['rejects']} rejects; {verb} "
-            f"{t['inserted']}, already present {t['already_present']}",
+            f"{t['lines']} lines: {t['ticks']} ticks, {t['rejects']} rejects"
+            + (
+                f", {t['trades']} trades, {t['trade_rejects']} trade rejects"
+                if t["trades"] or t["trade_rejects"]
+                else ""
+            )
+            + f"; {verb} {t['inserted']}, already present {t['already_present']}",
         ]
         if t["torn"] or t["corrupt"]:
             lines.append(
@@ -283,10 +299,10 @@ class _ReaderProcess:
                 return
             while True:
                 if msg[0] == "chunk":
-                    _, ticks, rejects, lines, new_problems = msg
+                    _, ticks, rejects, lines, new_problems, trades, trade_rejects = msg
                     problems.extend(new_problems)
                     started = True
-                    yield BackupChunk(ticks, rejects, lines)
+                    yield BackupChunk(ticks, rejects, lines, trades, trade_rejects)
                 elif msg[0] == "end":
                     done = True
                     return
@@ -367,7 +383,7 @@ class _Quarantine:
         self.count += 1
         if not self.write:
             return
-        columns = TICK_COLUMNS if kind == "tick" else REJECT_COLUMNS
+        columns = _COLUMNS[kind]
         record = {
             "file": self.source,
             "kind": kind,
@@ -388,6 +404,15 @@ class _Quarantine:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "tick": TICK_COLUMNS,
+    "reject": REJECT_COLUMNS,
+    "trade": TRADE_COLUMNS,
+    "trade_reject": TRADE_REJECT_COLUMNS,
+}
+_KINDS = tuple(_COLUMNS)  # in the order of a sink's arguments
 
 
 def _jsonable(value: Any) -> Any:
@@ -422,11 +447,14 @@ def _row_problem(sink: RowSink, exc: BaseException) -> bool:
     return not isinstance(exc, (*sink.errors, OSError))
 
 
+Rows = list[tuple[Any, ...]]
+_Store = Callable[[Rows, Rows, Rows, Rows], int]
+
+
 def _store_chunk(
-    store: Callable[[list[Any], list[Any]], int],
+    store: _Store,
     sink: RowSink,
-    ticks: list[tuple[Any, ...]],
-    rejects: list[tuple[Any, ...]],
+    chunk: BackupChunk,
     quarantine: _Quarantine,
     *,
     screen: bool = False,
@@ -434,14 +462,15 @@ def _store_chunk(
     """``store`` a chunk; if a row is refused, quarantine the rows that cannot be stored
     (screened, then found by halving) and store the rest. ``screen`` checks every row
     first (a dry run, whose count would not notice a value out of range)."""
+    kinds = (chunk.ticks, chunk.rejects, chunk.trades, chunk.trade_rejects)
     if not screen:
         try:
-            return store(ticks, rejects)
+            return store(*kinds)
         except Exception as exc:
             if not _row_problem(sink, exc):
                 raise
     stored = 0
-    for kind, rows in (("tick", ticks), ("reject", rejects)):
+    for kind, rows in zip(_KINDS, kinds, strict=True):
         keep = []
         for row in rows:
             reason = _unstorable(row)
@@ -454,16 +483,18 @@ def _store_chunk(
 
 
 def _store_halving(
-    store: Callable[[list[Any], list[Any]], int],
+    store: _Store,
     sink: RowSink,
     kind: str,
-    rows: list[tuple[Any, ...]],
+    rows: Rows,
     quarantine: _Quarantine,
 ) -> int:
     if not rows:
         return 0
+    args: list[Rows] = [[], [], [], []]
+    args[_KINDS.index(kind)] = rows
     try:
-        return store(rows, []) if kind == "tick" else store([], rows)
+        return store(*args)
     except Exception as exc:
         if not _row_problem(sink, exc):
             raise
@@ -565,16 +596,16 @@ def _replay_file(
         try:
             for chunk in read(f, path, batch_size, result.problems):
                 stage = "database"
-                if dry_run or chunk.ticks or chunk.rejects:
-                    added = _store_chunk(
-                        store, sink, chunk.ticks, chunk.rejects, quarantine, screen=dry_run
-                    )
+                if dry_run or chunk.ticks or chunk.rejects or chunk.trades or chunk.trade_rejects:
+                    added = _store_chunk(store, sink, chunk, quarantine, screen=dry_run)
                     result.inserted += added
                     result.quarantined = quarantine.count
                 # counted once committed, so a failed file reports what went in
                 result.lines += chunk.lines
                 result.ticks += len(chunk.ticks)
                 result.rejects += len(chunk.rejects)
+                result.trades += len(chunk.trades)
+                result.trade_rejects += len(chunk.trade_rejects)
                 stage = "read"
                 if on_lines is not None:
                     on_lines(chunk.lines)
@@ -603,7 +634,8 @@ def _settle(result: FileResult, quarantine: _Quarantine) -> None:
     result.quarantined = quarantine.count
     if quarantine.count and quarantine.write:
         result.quarantine_file = quarantine.path
-    result.already_present = result.ticks + result.rejects - result.inserted - result.quarantined
+    rows = result.ticks + result.rejects + result.trades + result.trade_rejects
+    result.already_present = rows - result.inserted - result.quarantined
     result.torn = sum(p.kind == "torn" for p in result.problems)
     result.corrupt = len(result.problems) - result.torn
 

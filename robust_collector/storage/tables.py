@@ -126,7 +126,8 @@ class Table:
 
     ``or_ignore``: inserts skip a row whose key is already stored (replaying a backup
     twice stores nothing twice). ``hypertable_key``: the primary key a TimescaleDB
-    hypertable uses instead (its unique keys must hold the time column).
+    hypertable uses instead (its unique keys must hold the time column). ``added_in``:
+    the schema version that brought the table (older databases get it by migration).
     """
 
     name: str
@@ -134,6 +135,7 @@ class Table:
     indexes: tuple[Index, ...] = ()
     or_ignore: bool = False
     hypertable_key: tuple[str, ...] = ()
+    added_in: int = 1
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -268,6 +270,7 @@ TRADES = Table(
     indexes=(Index("trades_symbol_ts", ("symbol", "ts_us")),),
     or_ignore=True,
     hypertable_key=("trade_id", "ts_us"),
+    added_in=3,
 )
 TRADE_REJECTS = Table(
     "trade_rejects",
@@ -280,6 +283,7 @@ TRADE_REJECTS = Table(
     ),
     indexes=(Index("trade_rejects_symbol_ts", ("symbol", "ts_us")),),
     or_ignore=True,
+    added_in=3,
 )
 ERRORS = Table(
     "errors",
@@ -400,8 +404,9 @@ def postgres_ddl(*, timescale: bool = False) -> str:
     """Every table and index in PostgreSQL types, then the PostgreSQL-only indexes (a BRIN
     time index on ticks) and ``rc_schema``.
 
-    With TimescaleDB, ticks' key is ``(tick_id, ts_us)``: a hypertable's unique keys
-    must hold its time column (a tick id fixes its time, so it is as unique).
+    With TimescaleDB, ticks' key is ``(tick_id, ts_us)`` and trades' ``(trade_id, ts_us)``:
+    a hypertable's unique keys must hold its time column (an id fixes its time, so it is
+    as unique).
     """
     parts = [t.ddl("postgresql", timescale=timescale) for t in TABLES]
     parts += [i.sql(t.name) for t in TABLES for i in t.indexes if i.using is not None]
@@ -410,7 +415,9 @@ def postgres_ddl(*, timescale: bool = False) -> str:
 
 
 def postgres_migrations() -> dict[int, tuple[str, ...]]:
-    """``{version: statements}`` adding the columns each schema version brought."""
+    """``{version: statements}`` adding the columns each schema version brought (the tables
+    a version brought, like ``trades`` in 3, are made by ``postgres_ddl``'s CREATE IF NOT
+    EXISTS, which ``init_postgres`` runs first)."""
     out: dict[int, list[str]] = {}
     for t in TABLES:
         for c in t.columns:

@@ -73,20 +73,30 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """What one transaction writes: accepted ticks, rejects, and event rows."""
+    """What one transaction writes: accepted ticks, rejects, event rows, accepted trades
+    and trade rejects (the last two added after the others: positional callers still work)."""
 
     ticks: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    trades: list[tuple[Any, ...]] = field(default_factory=list)
+    trade_rejects: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.ticks) + len(self.rejects)
+        """The data rows (every kind but events): what must never be lost."""
+        return len(self.ticks) + len(self.rejects) + len(self.trades) + len(self.trade_rejects)
 
 
 class Fallback(Protocol):
     """Where batches go while the database fails (the JSONL backup files)."""
 
-    def write_batch(self, ticks: list[tuple[Any, ...]], rejects: list[tuple[Any, ...]]) -> int: ...
+    def write_batch(
+        self,
+        ticks: list[tuple[Any, ...]],
+        rejects: list[tuple[Any, ...]],
+        trades: list[tuple[Any, ...]] = ...,
+        trade_rejects: list[tuple[Any, ...]] = ...,
+    ) -> int: ...
 
     def rotate(self) -> None: ...
 
@@ -131,6 +141,11 @@ class WriterStats:
     crashes: int = 0  # unexpected exceptions the writer's supervision caught
     alive: bool = True  # the writer thread runs (False before start and after stop)
     overflow_batches: int = 0  # submitted while the queue was full, not yet queued or spilled
+    trades_written: int = 0
+    trade_rejects_written: int = 0
+    trades_to_backup: int = 0
+    trade_rejects_to_backup: int = 0
+    trades_stored_by_symbol: dict[str, int] = field(default_factory=dict)
 
 
 _STOP = object()
@@ -223,6 +238,7 @@ class StorageWriter:
         self._mode = "database"
         self._n = Counter[str]()
         self._stored_by_symbol = Counter[str]()
+        self._trades_by_symbol = Counter[str]()
         self._last_error: str | None = None
 
     # -- producer side -----------------------------------------------------------
@@ -400,7 +416,7 @@ class StorageWriter:
         return finished
 
     def _late(self, batch: Batch) -> None:
-        if not batch.ticks and not batch.rejects:
+        if not len(batch):
             return
         if self._save_to_backup(batch, close=True):
             return
@@ -560,17 +576,22 @@ class StorageWriter:
         return not isinstance(exc, (*self._db_errors, TimeoutError))
 
     def _attempt(
-        self,
-        ticks: list[tuple[Any, ...]],
-        rejects: list[tuple[Any, ...]],
-        events: list[tuple[str, tuple[Any, ...]]],
+        self, batch: Batch, events: list[tuple[str, tuple[Any, ...]]]
     ) -> BaseException | None:
-        """One transaction under the deadline and the watchdog; the exception, or None."""
+        """One transaction (the batch's rows and ``events``) under the deadline and the
+        watchdog; the exception, or None."""
         conn = self._conn
         call = self._watch_arm()
         try:
             self.backend.set_deadline(conn, self.write_timeout)
-            self.backend.write(conn, ticks, rejects, events)
+            self.backend.write(
+                conn,
+                batch.ticks,
+                batch.rejects,
+                events,
+                trades=batch.trades,
+                trade_rejects=batch.trade_rejects,
+            )
         except Exception as exc:
             return self._cut_by_watchdog(call, exc)
         finally:
@@ -593,19 +614,22 @@ class StorageWriter:
                 self._gate.on_failure(token, RuntimeError("cannot open database"))
             return False
         # event rows and rejects carry outside text and numbers: always bounded (they are
-        # few); ticks from the hot path are clean, and are cleaned only if refused
+        # few); ticks and trades from the hot path are clean, and are cleaned only if refused
         if batch.events:
             batch.events = [(sql, safe_row(row)) for sql, row in batch.events]
         if batch.rejects:
             batch.rejects = [safe_row(row) for row in batch.rejects]
+        if batch.trade_rejects:
+            batch.trade_rejects = [safe_row(row) for row in batch.trade_rejects]
         held_events = len(self._events)
         events = [*self._events, *batch.events]
-        exc = self._attempt(batch.ticks, batch.rejects, events)
+        exc = self._attempt(batch, events)
         if exc is not None and self._is_data_error(exc):
             batch.ticks = [safe_row(row) for row in batch.ticks]
-            exc = self._attempt(batch.ticks, batch.rejects, events)
+            batch.trades = [safe_row(row) for row in batch.trades]
+            exc = self._attempt(batch, events)
             if exc is not None and self._is_data_error(exc) and events:
-                without = self._attempt(batch.ticks, batch.rejects, [])
+                without = self._attempt(batch, [])
                 if without is None:
                     # the event rows are what cannot be stored: dropped (counted), not re-sent
                     self._n["events_dropped"] += len(events)
@@ -649,7 +673,11 @@ class StorageWriter:
         n["ticks_written"] += len(batch.ticks)
         n["rejects_written"] += len(batch.rejects)
         self._stored_by_symbol.update(map(itemgetter(1), batch.ticks))
-        if self._on_written is not None and (batch.ticks or batch.rejects):
+        if batch.trades or batch.trade_rejects:
+            n["trades_written"] += len(batch.trades)
+            n["trade_rejects_written"] += len(batch.trade_rejects)
+            self._trades_by_symbol.update(map(itemgetter(1), batch.trades))
+        if self._on_written is not None and len(batch):
             self._on_written(len(batch))
 
     def _replay_backups(self) -> None:
@@ -767,7 +795,7 @@ class StorageWriter:
 
     def _to_fallback(self, batch: Batch) -> None:
         self._keep_events(batch)
-        if not batch.ticks and not batch.rejects:
+        if not len(batch):
             return
         if not self._save_to_backup(batch):
             self._hold(batch)
@@ -783,11 +811,13 @@ class StorageWriter:
         with self._lock:
             try:
                 try:
-                    self._fallback.write_batch(batch.ticks, batch.rejects)
+                    self._write_fallback(batch)
                 except (TypeError, ValueError, OverflowError, UnicodeError):
                     batch.ticks = [safe_row(tuple(r)) for r in batch.ticks]
                     batch.rejects = [safe_row(tuple(r)) for r in batch.rejects]
-                    self._fallback.write_batch(batch.ticks, batch.rejects)
+                    batch.trades = [safe_row(tuple(r)) for r in batch.trades]
+                    batch.trade_rejects = [safe_row(tuple(r)) for r in batch.trade_rejects]
+                    self._write_fallback(batch)
                 if close:
                     self._fallback.close()
             except OSError as exc:
@@ -803,9 +833,17 @@ class StorageWriter:
         self._n["batches_to_backup"] += 1
         self._n["ticks_to_backup"] += len(batch.ticks)
         self._n["rejects_to_backup"] += len(batch.rejects)
+        self._n["trades_to_backup"] += len(batch.trades)
+        self._n["trade_rejects_to_backup"] += len(batch.trade_rejects)
         if self._on_written is not None:  # saved, if not where it belongs yet
             self._on_written(len(batch))
         return True
+
+    def _write_fallback(self, batch: Batch) -> None:
+        assert self._fallback is not None
+        self._fallback.write_batch(
+            batch.ticks, batch.rejects, trades=batch.trades, trade_rejects=batch.trade_rejects
+        )
 
     def _keep_events(self, batch: Batch) -> None:
         # event rows wait in memory for the database (bounded: the oldest go first)
@@ -888,6 +926,11 @@ class StorageWriter:
             crashes=n["crashes"],
             alive=self._alive,
             overflow_batches=len(self._overflow),
+            trades_written=n["trades_written"],
+            trade_rejects_written=n["trade_rejects_written"],
+            trades_to_backup=n["trades_to_backup"],
+            trade_rejects_to_backup=n["trade_rejects_to_backup"],
+            trades_stored_by_symbol=dict(self._trades_by_symbol),
         )
 
     def _backup_files(self) -> int:
