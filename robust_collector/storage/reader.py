@@ -16,7 +16,7 @@ import polars as pl
 
 from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.schema import connect
-from robust_collector.storage.tables import TICKS
+from robust_collector.storage.tables import TICKS, TRADE_REJECTS, TRADES, Table
 
 DatabaseRef = str | Path
 """A SQLite file path or a ``postgresql://`` URL."""
@@ -69,6 +69,10 @@ def missing_table(exc: BaseException) -> bool:
 
 TICK_SCHEMA: dict[str, Any] = TICKS.polars_schema
 """The ticks table's polars dtypes (from ``storage.tables``)."""
+TRADE_SCHEMA: dict[str, Any] = TRADES.polars_schema
+"""The trades table's polars dtypes (from ``storage.tables``)."""
+TRADE_REJECT_SCHEMA: dict[str, Any] = TRADE_REJECTS.polars_schema
+"""The trade_rejects table's polars dtypes (from ``storage.tables``)."""
 
 
 def to_epoch_us(value: Any) -> int:
@@ -124,6 +128,21 @@ def _shown(db: DatabaseRef) -> str:
     return str(db)
 
 
+def _filters(symbol: str | None, since: Any, run_id: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause (or "") and its parameters for the readers' common filters."""
+    where, params = [], []
+    if run_id is not None:
+        where.append("run_id = ?")
+        params.append(run_id)
+    if symbol is not None:
+        where.append("symbol = ?")
+        params.append(symbol)
+    if since is not None:
+        where.append("ts_us >= ?")
+        params.append(to_epoch_us(since))
+    return (" WHERE " + " AND ".join(where) if where else ""), tuple(params)
+
+
 def read_ticks(
     db: str | Path,
     *,
@@ -136,19 +155,57 @@ def read_ticks(
     Each run has its own tick ids, so replaying the same file twice gives two runs:
     pass ``run_id`` to read one of them.
     """
-    where, params = [], []
-    if run_id is not None:
-        where.append("run_id = ?")
-        params.append(run_id)
-    if symbol is not None:
-        where.append("symbol = ?")
-        params.append(symbol)
-    if since is not None:
-        where.append("ts_us >= ?")
-        params.append(to_epoch_us(since))
-    sql = f"SELECT {', '.join(TICK_SCHEMA)} FROM ticks"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY symbol, ts_us, seq"
-    df = query_frame(db, sql, tuple(params), TICK_SCHEMA)
+    where, params = _filters(symbol, since, run_id)
+    sql = f"SELECT {', '.join(TICK_SCHEMA)} FROM ticks{where} ORDER BY symbol, ts_us, seq"
+    df = query_frame(db, sql, params, TICK_SCHEMA)
     return with_datetimes(df, {"ts_us": "ts", "recv_us": "recv_ts"})
+
+
+def _read_trade_table(
+    db: DatabaseRef, table: Table, where: str, params: tuple[Any, ...], times: dict[str, str]
+) -> pl.DataFrame:
+    """Rows of a trades table in exchange-time order; a database from before trades (no
+    such table yet: schema 2, not opened by a writer since) reads as an empty frame."""
+    schema = table.polars_schema
+    sql = f"SELECT {', '.join(schema)} FROM {table.name}{where} ORDER BY symbol, ts_us, seq"
+    try:
+        df = query_frame(db, sql, params, schema)
+    except RuntimeError as exc:
+        if not missing_table(exc):
+            raise
+        df = pl.DataFrame(schema=schema)
+    return with_datetimes(df, times)
+
+
+def read_trades(
+    db: DatabaseRef,
+    *,
+    symbol: str | None = None,
+    since: Any = None,
+    run_id: str | None = None,
+) -> pl.DataFrame:
+    """The stored trades (every run, or one ``run_id``), ``ts``/``recv_ts`` as UTC datetimes.
+
+    Ordered by symbol, exchange time and sequence; two trades in the same microsecond at
+    the same price are two rows.
+    """
+    where, params = _filters(symbol, since, run_id)
+    return _read_trade_table(db, TRADES, where, params, {"ts_us": "ts", "recv_us": "recv_ts"})
+
+
+def read_trade_rejects(
+    db: DatabaseRef,
+    *,
+    symbol: str | None = None,
+    since: Any = None,
+    run_id: str | None = None,
+    rule: str | None = None,
+) -> pl.DataFrame:
+    """The trades validation refused, each with its ``rule`` and ``reason``; ``ts``,
+    ``recv_ts`` and ``rejected_ts`` as UTC datetimes. ``rule`` keeps one rule's rejects."""
+    where, params = _filters(symbol, since, run_id)
+    if rule is not None:
+        where += (" AND" if where else " WHERE") + " rule = ?"
+        params = (*params, rule)
+    times = {"ts_us": "ts", "recv_us": "recv_ts", "rejected_us": "rejected_ts"}
+    return _read_trade_table(db, TRADE_REJECTS, where, params, times)
