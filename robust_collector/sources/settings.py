@@ -11,12 +11,57 @@ import string
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from robust_collector.boundary import INT64_MAX, INT64_MIN
 from robust_collector.errors import ConfigError
 from robust_collector.schema import setting
 from robust_collector.validation.frame import FIELDS
+
+DATA_KINDS: tuple[str, ...] = ("quotes", "trades")
+DataKind = Literal["quotes", "trades"]
+
+
+def data_setting() -> Any:
+    """The ``data`` key every source section has: which kinds it collects."""
+    return setting(
+        ["quotes"],
+        doc="what this source collects for every symbol not in data_by_symbol: "
+        "[quotes], [trades] or [quotes, trades]",
+    )
+
+
+def data_by_symbol_setting() -> Any:
+    """The ``data_by_symbol`` key: the kinds of one symbol, overriding ``data``."""
+    return setting(
+        {},
+        doc="the kinds of a symbol, overriding data, e.g. {SPY: [quotes, trades], IWM: [trades]}",
+    )
+
+
+def wanted_kinds(config: Any) -> frozenset[str]:
+    """Every kind some symbol of ``config`` may collect (``data`` and each override)."""
+    kinds = set(config.data)
+    for value in config.data_by_symbol.values():
+        kinds.update(value)
+    return frozenset(kinds)
+
+
+def check_kinds(config: Any, path: str, serves: frozenset[str], why: str = "") -> None:
+    """One-line ``ConfigError`` for an empty kind list, or a kind the source cannot serve
+    (``why`` says what it lacks)."""
+    p = f"{path}." if path else ""
+    lists = [(f"{p}data", config.data)]
+    lists += [(f"{p}data_by_symbol.{s}", v) for s, v in config.data_by_symbol.items()]
+    for where, kinds in lists:
+        if not kinds:
+            raise ConfigError(
+                f"{where}: empty; list at least one of {', '.join(DATA_KINDS)}", path=where
+            )
+        for kind in kinds:
+            if kind not in serves:
+                hint = f": {why}" if why else ""
+                raise ConfigError(f"{where}: this source cannot collect {kind}{hint}", path=where)
 
 
 @dataclass(frozen=True)
@@ -59,6 +104,8 @@ class SimulatedSourceConfig:
     """The built-in offline feed: per-symbol random walks, deterministic with a seed."""
 
     type: Literal["simulated"] = setting("simulated", doc="source type")
+    data: tuple[DataKind, ...] = data_setting()
+    data_by_symbol: Mapping[str, tuple[DataKind, ...]] = data_by_symbol_setting()
     seed: int = setting(
         42, doc="random seed; the same seed gives the same quotes", ge=INT64_MIN, le=INT64_MAX
     )
@@ -72,8 +119,19 @@ class SimulatedSourceConfig:
     )
     faults: FaultConfig = setting(factory=FaultConfig, doc="fault injection knobs")
 
+    def _check(self, path: str) -> None:
+        check_kinds(self, path, frozenset(DATA_KINDS))
+
 
 HTTP_PRESETS: tuple[str, ...] = ("alpaca", "polygon", "finnhub", "custom")
+HTTP_TRADE_PRESETS: tuple[str, ...] = ("alpaca", "polygon")
+"""The REST presets whose provider serves a symbol's latest trade."""
+_NO_REST_TRADES = {
+    "finnhub": "finnhub's REST API has no latest-trade endpoint (/quote is a last price "
+    "without size or venue, and its trades stream only over its WebSocket); use alpaca or "
+    "polygon",
+    "custom": "the custom preset maps quote fields only",
+}
 TIMESTAMP_FORMATS: tuple[str, ...] = ("rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns")
 TEMPLATE_FIELDS: frozenset[str] = frozenset({"symbol", "base_url", "api_key", "api_secret"})
 
@@ -124,6 +182,8 @@ class HttpSourceConfig:
     name: str | None = setting(
         None, doc="name in errors and the ticks' source column (default: the preset)"
     )
+    data: tuple[DataKind, ...] = data_setting()
+    data_by_symbol: Mapping[str, tuple[DataKind, ...]] = data_by_symbol_setting()
     base_url: str | None = setting(
         None,
         doc="API root (default per preset: https://data.alpaca.markets, https://api.polygon.io, "
@@ -234,6 +294,10 @@ class HttpSourceConfig:
                 "use base_url to change the host)",
                 path=f"{p}url",
             )
+        if self.preset in HTTP_TRADE_PRESETS:
+            check_kinds(self, path, frozenset(DATA_KINDS))
+        else:
+            check_kinds(self, path, frozenset({"quotes"}), _NO_REST_TRADES[self.preset])
         if self.preset == "alpaca" and self.auth == "query":
             raise ConfigError(
                 f"{p}auth: alpaca takes its keys in headers only, got 'query'", path=f"{p}auth"
@@ -258,22 +322,51 @@ class HttpSourceConfig:
                 _check_template(value, f"{p}{section}.{key}")
 
 
+TRADE_COLUMN_FIELDS: tuple[str, ...] = (
+    "symbol",
+    "ts_us",
+    "recv_us",
+    "price",
+    "size",
+    "venue",
+    "conditions",
+    "correction",
+    "provider_id",
+    "tape",
+)
+"""The trade fields a trades file's columns can map to."""
+
+
 @dataclass(frozen=True)
 class ReplaySourceConfig:
     """Replays a recorded CSV, Parquet or JSONL file as a feed, at a chosen speed, then stops."""
 
     type: Literal["replay"] = setting("replay", doc="source type")
-    path: str | None = setting(None, doc="the file to replay (required)")
+    data: tuple[DataKind, ...] = data_setting()
+    data_by_symbol: Mapping[str, tuple[DataKind, ...]] = data_by_symbol_setting()
+    path: str | None = setting(
+        None, doc="the quotes file to replay (required when data includes quotes)"
+    )
+    trades_path: str | None = setting(
+        None, doc="the trades file to replay (required when data includes trades)"
+    )
     format: Literal["auto", "csv", "parquet", "jsonl"] = setting(
-        "auto", doc="file format; auto: from the extension (.csv, .parquet, .jsonl/.ndjson)"
+        "auto",
+        doc="format of both files; auto: from each file's extension (.csv, .parquet, "
+        ".jsonl/.ndjson)",
     )
     columns_preset: Literal["quote", "taq"] = setting(
         "quote",
-        doc="column names: quote (symbol, ts_us, bid, ask, bid_size, ask_size, last) or taq "
-        "(SYMBOL, DT, BID, OFR, BIDSIZ, OFRSIZ)",
+        doc="column names: quote (columns named like the fields: symbol, ts_us, bid, ask, "
+        "bid_size, ask_size, last; trades: symbol, ts_us, price, size, venue, conditions, "
+        "correction, provider_id, tape) or taq (quotes: SYMBOL, DT, BID, OFR, BIDSIZ, OFRSIZ; "
+        "trades: SYMBOL, DT, PRICE, SIZE, EX, COND, CORR)",
     )
     columns: Mapping[str, str] = setting(
         {}, doc="quote field -> column, overriding the preset, e.g. {ts_us: time, last: price}"
+    )
+    trade_columns: Mapping[str, str] = setting(
+        {}, doc="trade field -> column of the trades file, overriding the preset, e.g. {venue: ex}"
     )
     timezone: str = setting(
         "UTC", doc="IANA time zone of naive timestamps (raw WRDS TAQ: America/New_York)"
@@ -290,10 +383,22 @@ class ReplaySourceConfig:
 
     def _check(self, path: str) -> None:
         p = f"{path}." if path else ""
-        if self.path is None:
-            raise ConfigError(
-                f"{p}path: required key is missing (the file to replay)", path=p + "path"
-            )
+        check_kinds(self, path, frozenset(DATA_KINDS))
+        kinds = wanted_kinds(self)
+        for kind, key, value in (
+            ("quotes", "path", self.path),
+            ("trades", "trades_path", self.trades_path),
+        ):
+            if kind in kinds and value is None:
+                raise ConfigError(
+                    f"{p}{key}: required key is missing (the {kind} file to replay)",
+                    path=p + key,
+                )
+            if kind not in kinds and value is not None:
+                raise ConfigError(
+                    f"{p}{key}: set, but no symbol's data includes {kind} (add {kind} to data)",
+                    path=p + key,
+                )
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -307,6 +412,13 @@ class ReplaySourceConfig:
                     f"{p}columns.{key}: unknown quote field; known: {', '.join(FIELDS)}",
                     path=f"{p}columns.{key}",
                 )
+        for key in self.trade_columns:
+            if key not in TRADE_COLUMN_FIELDS:
+                raise ConfigError(
+                    f"{p}trade_columns.{key}: unknown trade field; known: "
+                    f"{', '.join(TRADE_COLUMN_FIELDS)}",
+                    path=f"{p}trade_columns.{key}",
+                )
 
 
 WEBSOCKET_PRESETS: tuple[str, ...] = ("alpaca", "polygon")
@@ -317,6 +429,8 @@ class WebSocketSourceConfig:
     """Streamed quotes over one WebSocket (alpaca or polygon); keys come from env vars."""
 
     type: Literal["websocket"] = setting("websocket", doc="source type")
+    data: tuple[DataKind, ...] = data_setting()
+    data_by_symbol: Mapping[str, tuple[DataKind, ...]] = data_by_symbol_setting()
     preset: Literal["alpaca", "polygon"] | None = setting(
         None, doc="the stream protocol (required): alpaca or polygon"
     )
@@ -399,6 +513,7 @@ class WebSocketSourceConfig:
 
     def _check(self, path: str) -> None:
         p = f"{path}." if path else ""
+        check_kinds(self, path, frozenset(DATA_KINDS))
         if self.preset is None:
             choices = ", ".join(repr(x) for x in WEBSOCKET_PRESETS)
             raise ConfigError(
