@@ -1,6 +1,7 @@
 """storage.tables is the one definition of every table: the DDL, inserts and polars
-schemas derived from it match what the collector wrote before, and opening a
-database checks (and migrates) its schema."""
+schemas derived from it match what the collector wrote before (schema 2) plus what
+schema 3 added (the trades tables), and opening a database checks (and migrates)
+its schema."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from robust_collector.storage.schema import (
 )
 from robust_collector.validation.frame import QUOTE_SCHEMA
 
-# The SQLite schema as robust_collector wrote it before storage.tables existed,
-# copied verbatim: databases made from it must keep working.
+# The SQLite schema as robust_collector wrote it before storage.tables existed (schema
+# version 2), copied verbatim: databases made from it must keep working.
 QUOTE_COLUMNS_SQL_BEFORE = """
     tick_id   TEXT PRIMARY KEY,
     symbol    TEXT NOT NULL,
@@ -105,6 +106,36 @@ CREATE TABLE IF NOT EXISTS gaps (
 CREATE INDEX IF NOT EXISTS gaps_symbol_start ON gaps(symbol, start_us);
 """
 
+# What schema version 3 added (issue 19): the trades and trade_rejects tables.
+TRADE_COLUMNS_SQL_V3 = """
+    trade_id    TEXT PRIMARY KEY,
+    symbol      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    ts_us       INTEGER NOT NULL,
+    recv_us     INTEGER NOT NULL,
+    price       REAL,
+    size        REAL,
+    venue       TEXT,
+    conditions  TEXT,
+    correction  INTEGER,
+    provider_id TEXT,
+    tape        TEXT,
+    source      TEXT NOT NULL,
+    run_id      TEXT NOT NULL
+"""
+TRADES_DDL_V3 = f"""
+CREATE TABLE IF NOT EXISTS trades ({TRADE_COLUMNS_SQL_V3});
+CREATE INDEX IF NOT EXISTS trades_symbol_ts ON trades(symbol, ts_us);
+CREATE TABLE IF NOT EXISTS trade_rejects ({TRADE_COLUMNS_SQL_V3},
+    rule        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    rejected_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trade_rejects_symbol_ts ON trade_rejects(symbol, ts_us);
+"""
+DDL_V3 = DDL_BEFORE + TRADES_DDL_V3
+TRADE_TABLES = ("trades", "trade_rejects")
+
 # The statements as they were spelled before (other modules and tests still send them).
 STATEMENTS_BEFORE = {
     "INSERT_TICKS": (
@@ -139,6 +170,17 @@ STATEMENTS_BEFORE = {
     ),
     "STOP_RUN": (
         "UPDATE runs SET stopped_us = ?, status = 'stopped', summary = ? WHERE run_id = ?"
+    ),
+    # schema 3
+    "INSERT_TRADES": (
+        "INSERT OR IGNORE INTO trades (trade_id, symbol, seq, ts_us, recv_us, price, size, "
+        "venue, conditions, correction, provider_id, tape, source, run_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "INSERT_TRADE_REJECTS": (
+        "INSERT OR IGNORE INTO trade_rejects (trade_id, symbol, seq, ts_us, recv_us, price, "
+        "size, venue, conditions, correction, provider_id, tape, source, run_id, rule, reason, "
+        "rejected_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
 }
 
@@ -185,7 +227,7 @@ def old_database(path: Path, ddl: str = DDL_BEFORE) -> Path:
 # -- the DDL ---------------------------------------------------------------------------------
 
 
-def test_the_generated_ddl_creates_exactly_the_schema_of_before():
+def test_the_generated_ddl_creates_exactly_the_schema_of_before_plus_version_3():
     before = schema_of(memory_db(DDL_BEFORE))
     indexes = {
         "ticks_symbol_ts",
@@ -194,16 +236,19 @@ def test_the_generated_ddl_creates_exactly_the_schema_of_before():
         "health_ts",
         "gaps_symbol_start",
     }
-    assert set(before) == {*tables.TABLE_NAMES, *indexes}
-    assert schema_of(memory_db(DDL)) == before
+    assert set(before) == {*tables.TABLE_NAMES, *indexes} - set(TRADE_TABLES)
+    v3 = schema_of(memory_db(DDL_V3))
+    assert set(v3) - set(before) == {*TRADE_TABLES, "trades_symbol_ts", "trade_rejects_symbol_ts"}
+    assert {k: v for k, v in v3.items() if k in before} == before  # nothing else changed
+    assert schema_of(memory_db(DDL)) == v3
     assert DDL == tables.SQLITE_DDL
 
 
-def test_a_new_database_file_has_the_schema_of_before_and_its_version(tmp_path):
+def test_a_new_database_file_has_the_version_3_schema_and_its_version(tmp_path):
     conn = open_database(tmp_path / "new.db")
     try:
-        assert schema_of(conn) == schema_of(memory_db(DDL_BEFORE))
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert schema_of(conn) == schema_of(memory_db(DDL_V3))
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert verify_schema(conn) == []
     finally:
@@ -225,6 +270,37 @@ def test_a_database_made_before_opens_and_takes_writes(tmp_path):
         conn.close()
 
 
+def test_a_version_2_database_gets_the_trades_tables_and_keeps_its_rows(tmp_path):
+    path = old_database(tmp_path / "v2.db")
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO ticks VALUES ('t1', 'SPY', 1, 10, 11, 1, 1.1, 5, 6, 1.05, 's', 'r')")
+    conn.execute("INSERT INTO runs VALUES ('r', 1, 2, 'stopped', 1, 'h', 'desk', '[]', '{}', '')")
+    conn.commit()
+    assert verify_schema(conn) == [f"table {t} is missing" for t in TRADE_TABLES]
+    conn.close()
+    conn = open_database(path)
+    try:
+        assert verify_schema(conn) == []
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        # exactly the schema a new database gets: the tables and indexes version 3 added
+        assert schema_of(conn) == schema_of(memory_db(DDL_V3))
+        assert conn.execute("SELECT tick_id, run_id FROM ticks").fetchall() == [("t1", "r")]
+        assert conn.execute("SELECT run_id, instance FROM runs").fetchall() == [("r", "desk")]
+        trade = ("r:SPY:t1", "SPY", 1, 10, 11, 1.0, 100.0, "N", "@", 0, "p1", "A", "s", "r")
+        conn.execute(tables.INSERT_TRADES, trade)
+        conn.execute(tables.INSERT_TRADE_REJECTS, (*trade, "price_positive", "why", 12))
+        assert conn.execute("SELECT * FROM trades").fetchall() == [trade]
+        assert conn.execute("SELECT count(*) FROM trade_rejects").fetchone() == (1,)
+    finally:
+        conn.close()
+    again = open_database(path)  # opening again changes nothing
+    try:
+        assert schema_of(again) == schema_of(memory_db(DDL_V3))
+        assert again.execute("SELECT count(*) FROM trades").fetchone() == (1,)
+    finally:
+        again.close()
+
+
 def test_a_version_1_database_is_migrated_with_its_rows_kept(tmp_path):
     v1 = DDL_BEFORE.replace("    instance   TEXT,\n", "").split("CREATE TABLE IF NOT EXISTS gaps")[
         0
@@ -241,6 +317,8 @@ def test_a_version_1_database_is_migrated_with_its_rows_kept(tmp_path):
         assert set(names) == set(tables.RUNS.names)  # instance added (at the end, by ALTER)
         assert conn.execute("SELECT run_id, instance FROM runs").fetchall() == [("old", None)]
         assert conn.execute("SELECT count(*) FROM gaps").fetchone() == (0,)  # created
+        for table in TRADE_TABLES:  # and version 3's tables too
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
@@ -252,6 +330,12 @@ def test_every_column_a_migration_adds_may_be_null():
     assert [c.name for c in added] == ["instance"]
     assert all(not c.not_null and not c.primary_key for c in added)
     assert all(c.added_in <= SCHEMA_VERSION for c in added)
+
+
+def test_the_tables_a_version_added_say_so():
+    added = {t.name: t.added_in for t in tables.TABLES if t.added_in > 1}
+    assert added == dict.fromkeys(TRADE_TABLES, 3)
+    assert max(added.values()) == SCHEMA_VERSION
 
 
 # -- the statements ----------------------------------------------------------------------------
@@ -293,27 +377,39 @@ def test_postgres_inserts_are_the_sqlite_ones_translated(table):
     assert table.insert(dialect="postgresql") == translated == pg_sql(sqlite_sql)
 
 
-def test_postgres_ddl_is_the_sqlite_schema_translated_as_before():
-    # the translation the PostgreSQL backend applied to the SQLite DDL before
-    before = DDL_BEFORE
+def _translated(sqlite_ddl: str) -> str:
+    """The translation the PostgreSQL backend applied to the SQLite DDL before."""
     for pattern, repl in (
         (r"\bINTEGER PRIMARY KEY\b", "BIGSERIAL PRIMARY KEY"),
         (r"\bINTEGER\b", "BIGINT"),
         (r"\bREAL\b", "DOUBLE PRECISION"),
     ):
-        before = re.sub(pattern, repl, before)
-    before += (
+        sqlite_ddl = re.sub(pattern, repl, sqlite_ddl)
+    return sqlite_ddl
+
+
+def test_postgres_ddl_is_the_sqlite_schema_translated_as_before():
+    pg_only = (
         "\nCREATE INDEX IF NOT EXISTS ticks_ts ON ticks USING brin (ts_us);"
         "\nCREATE TABLE IF NOT EXISTS rc_schema (version INTEGER NOT NULL);"
     )
-    assert _norm(postgres_ddl()) == _norm(before)
+    before, trades_v3 = _translated(DDL_BEFORE), _translated(TRADES_DDL_V3)
+    assert _norm(postgres_ddl()) == _norm(before + trades_v3 + pg_only)
+    # a hypertable's key holds its time column: ticks' and, since version 3, trades'
     hyper = before.replace("tick_id   TEXT PRIMARY KEY,", "tick_id   TEXT NOT NULL,", 1)
     hyper = hyper.replace(
         "run_id    TEXT NOT NULL\n);",
         "run_id    TEXT NOT NULL,\n PRIMARY KEY (tick_id, ts_us));",
         1,
     )
-    assert _norm(postgres_ddl(timescale=True)) == _norm(hyper)
+    hyper_trades = trades_v3.replace(
+        "trade_id    TEXT PRIMARY KEY,", "trade_id    TEXT NOT NULL,", 1
+    ).replace(
+        "run_id      TEXT NOT NULL\n);",
+        "run_id      TEXT NOT NULL,\n PRIMARY KEY (trade_id, ts_us));",
+        1,
+    )
+    assert _norm(postgres_ddl(timescale=True)) == _norm(hyper + hyper_trades + pg_only)
     assert tables.postgres_migrations() == {
         2: ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS instance TEXT",)
     }
@@ -324,7 +420,7 @@ def test_postgres_ddl_is_the_sqlite_schema_translated_as_before():
 
 @pytest.mark.parametrize("table", tables.TABLES, ids=lambda t: t.name)
 def test_the_polars_schema_matches_the_sqlite_columns(table):
-    conn = memory_db(DDL_BEFORE)
+    conn = memory_db(DDL_V3)
     declared = [(r[1], r[2]) for r in conn.execute(f"PRAGMA table_info({table.name})")]
     assert list(table.polars_schema) == [name for name, _ in declared]
     assert table.polars_schema == {name: DTYPE_OF_SQLITE[t] for name, t in declared}
@@ -357,7 +453,7 @@ def test_stored_rows_read_back_with_the_polars_schema(tmp_path):
 
 
 def test_verify_schema_reports_a_dropped_column_a_missing_table_and_a_wrong_type():
-    conn = memory_db(DDL_BEFORE)
+    conn = memory_db(DDL_V3)
     conn.execute("ALTER TABLE errors DROP COLUMN message")
     conn.execute("DROP TABLE gaps")
     conn.execute("DROP TABLE breaker_events")
