@@ -42,18 +42,23 @@ from robust_collector.runtime.store import (
 from robust_collector.runtime.streaming import StreamRunner
 from robust_collector.runtime.supervisor import Supervisor
 from robust_collector.secrets import redact, scrub
-from robust_collector.sources import Source, create_source, traits_of
+from robust_collector.sources import Source, create_source, kinds_for, traits_of
 from robust_collector.sources.stream import is_streaming
 from robust_collector.storage.backend import is_postgres_url, make_backend
-from robust_collector.storage.reader import read_ticks
+from robust_collector.storage.reader import read_ticks, read_trades
 from robust_collector.storage.writer import StorageWriter
-from robust_collector.validation import RULES, Validator
+from robust_collector.validation import RULES, TradeValidator, Validator
 
 __all__ = ["Collector", "CollectorStatus", "LatestQuote", "SymbolStatus"]
 
 log = logging.getLogger(__name__)
 
 _RULE_KEYS = frozenset(RULES)
+
+
+def kinds_by_symbol(source_config: Any, symbols: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """What each symbol collects (``source.data``, ``source.data_by_symbol``)."""
+    return {s: kinds_for(source_config, s) for s in symbols}
 
 
 def _system_component(snap: HealthSnapshot) -> ComponentHealth:
@@ -93,8 +98,19 @@ class Collector:
         rt = self.config.realtime_data
         self.validator = Validator(rt.validation)
         self.monitor = SystemHealthMonitor(rt.health_check)
+        self.kinds = kinds_by_symbol(self.config.source, self.symbols)
+        self.trade_validator = (
+            TradeValidator(rt.trade_validation)
+            if any("trades" in k for k in self.kinds.values())
+            else None
+        )
         self.pipeline = Pipeline(
-            self.run_id, self.symbols, self.validator, self.monitor, rt.buffer_size
+            self.run_id,
+            self.symbols,
+            self.validator,
+            self.monitor,
+            rt.buffer_size,
+            trade_validator=self.trade_validator,
         )
         self.guards = Guards(self.config, self.traits.name, self.pipeline)
         self.breakers: BreakerRegistry | None = self.guards.breakers
@@ -137,6 +153,7 @@ class Collector:
                 self.guards,
                 rt.collect_interval_seconds,
                 self.config.storage.flush_interval_seconds,
+                kinds=self.kinds,
             )
 
     def breaker(self, symbol: str) -> CircuitBreaker | None:
@@ -353,7 +370,10 @@ class Collector:
         writer = self.pipeline.writer
         ws = writer.stats() if writer is not None else None
         stored = ws.stored_by_symbol if ws is not None else {}
+        trades_stored = ws.trades_stored_by_symbol if ws is not None else {}
         vcounts = self.validator.counts
+        tv = self.pipeline.trade_validator
+        tcounts = tv.counts if tv is not None else {}
         symbols = {}
         for sym, c in self.pipeline.counters.items():
             b = self.guards.breaker(sym)
@@ -387,6 +407,19 @@ class Collector:
                 reanchors=vc.get("reanchored", 0),
                 lost=c.lost,
                 failed_attempts=c.failed_attempts,
+                trades=c.trades,
+                trades_accepted=c.trades_accepted,
+                trades_stored=trades_stored.get(sym, 0),
+                trade_rejects=c.trade_rejects,
+                trade_duplicates=c.trade_duplicates,
+                trades_lost=c.trades_lost,
+                last_trade_price=c.last_trade_price,
+                last_trade_us=c.last_trade_us,
+                trade_rejects_by_rule={
+                    k: v
+                    for k, v in tcounts.get(sym, {}).items()
+                    if v and k != "duplicate" and k not in ("accepted", "locked", "reanchored")
+                },
             )
         started = self._started_us
         uptime = 0.0 if started is None else (now_us() - started) / 1e6
@@ -516,3 +549,10 @@ class Collector:
         """The stored ticks (all runs, or only this run's) as a polars DataFrame, UTC times."""
         run = self.run_id if this_run else None
         return read_ticks(self.db_path, symbol=symbol, since=since, run_id=run)
+
+    def trades(
+        self, symbol: str | None = None, since: Any = None, *, this_run: bool = False
+    ) -> pl.DataFrame:
+        """The stored trades (all runs, or only this run's) as a polars DataFrame, UTC times."""
+        run = self.run_id if this_run else None
+        return read_trades(self.db_path, symbol=symbol, since=since, run_id=run)

@@ -54,6 +54,8 @@ class SymbolView:
     rejects: int
     errors: int
     data_age_seconds: float | None
+    trades_stored: int | None = None  # None: this symbol collects no trades
+    trade_rejects: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,8 @@ def view_from_collector(
                 data_age_seconds=None
                 if s.last_quote_us is None
                 else max(0.0, (now - s.last_quote_us) / 1e6),
+                trades_stored=s.trades_stored if s.trades else None,
+                trade_rejects=s.trade_rejects,
             )
         )
     backup_cfg = collector.config.realtime_data.backup

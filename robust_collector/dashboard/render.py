@@ -150,22 +150,22 @@ def _age_color(age: float | None, level: str | None) -> str:
 
 def render_symbols(view: DashboardView) -> str:
     """The per-symbol table: breaker state (coloured), time in state, last price, ticks
-    stored, rejects, errors, data age."""
-    head = "".join(
-        f'<th style="{_TH}">{h}</th>'
-        for h in (
-            "Symbol",
-            "Breaker",
-            "In state",
-            "Last price",
-            "Stored",
-            "Rejects",
-            "Errors",
-            "Data age",
-        )
-    )
+    stored, rejects, errors, data age; trades stored and rejected when any are collected."""
+    trades = any(s.trades_stored is not None for s in view.symbols)
+    heads = ["Symbol", "Breaker", "In state", "Last price", "Stored", "Rejects"]
+    if trades:
+        heads += ["Trades", "Trade rejects"]
+    heads += ["Errors", "Data age"]
+    head = "".join(f'<th style="{_TH}">{h}</th>' for h in heads)
     body = []
     for s in view.symbols:
+        trade_cells = ""
+        if trades:
+            shown = "-" if s.trades_stored is None else str(s.trades_stored)
+            trade_cells = (
+                f'<td style="{_NUM}" class="rc-symbol-trades">{shown}</td>'
+                f'<td style="{_NUM}">{s.trade_rejects}</td>'
+            )
         color = BREAKER_COLORS.get(s.breaker_state, BREAKER_COLORS["DISABLED"])
         title = f' title="{escape(s.breaker_reason)}"' if s.breaker_reason else ""
         dot = LEVEL_COLORS.get(s.level or "UNKNOWN", LEVEL_COLORS["UNKNOWN"])
@@ -179,12 +179,15 @@ def render_symbols(view: DashboardView) -> str:
             f'<td style="{_NUM}">{_fmt_price(s.last_price)}</td>'
             f'<td style="{_NUM}" class="rc-symbol-stored">{s.stored}</td>'
             f'<td style="{_NUM}">{s.rejects}</td>'
+            f"{trade_cells}"
             f'<td style="{_NUM}">{s.errors}</td>'
             f'<td style="{_NUM};color:{_age_color(s.data_age_seconds, s.level)}">'
             f"{fmt_duration(s.data_age_seconds)}</td></tr>"
         )
     if not body:
-        body.append(f'<tr><td style="{_TD};color:#999" colspan="8">no symbols yet</td></tr>')
+        body.append(
+            f'<tr><td style="{_TD};color:#999" colspan="{len(heads)}">no symbols yet</td></tr>'
+        )
     return (
         f'<table class="rc-symbols" style="{_TABLE}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from robust_collector.health import HealthChecker, SystemHealthMonitor
-from robust_collector.model import Quote, now_us
+from robust_collector.model import Quote, Trade, now_us
 from robust_collector.runtime.status import SymbolCounters
 from robust_collector.secrets import scrub
 from robust_collector.storage.tables import INSERT_ERROR
@@ -41,6 +41,7 @@ class Pipeline:
         validator: Validator,
         monitor: SystemHealthMonitor,
         buffer_size: int,
+        trade_validator: Any = None,
     ) -> None:
         self.run_id = run_id
         self.symbols = symbols
@@ -53,6 +54,14 @@ class Pipeline:
         # event rows may come from any thread (a breaker turns HALF_OPEN when read)
         self.events: deque[tuple[str, Row]] = deque()
         self.latest: dict[str, Quote] = {}
+        # trades (issue 19): their own validator, buffers and latest print
+        self.trade_validator = trade_validator
+        self.trades: list[Row] = []
+        self.trade_rejects: list[Row] = []
+        self.latest_trade: dict[str, Trade] = {}
+        tcfg = getattr(trade_validator, "config", None)
+        # the band rule needs every accepted quote; otherwise quotes never reach it
+        self._band_quotes = bool(tcfg and tcfg.enabled and tcfg.rules.outside_quote_band)
         self.writer: StorageWriter | None = None
         self.collector_health = monitor.checker(COLLECTOR_COMPONENT, "collector")
         self.source_health = monitor.checker("source", "source")
@@ -65,7 +74,10 @@ class Pipeline:
 
     def full(self) -> bool:
         """True when the buffers hold a batch's worth of rows."""
-        return len(self.ticks) + len(self.rejects) >= self.buffer_size
+        return (
+            len(self.ticks) + len(self.rejects) + len(self.trades) + len(self.trade_rejects)
+            >= self.buffer_size
+        )
 
     def judge(self, quote: Quote, c: SymbolCounters) -> bool:
         """Buffer ``quote`` by the validator's verdict; True when it was accepted."""
@@ -80,6 +92,8 @@ class Pipeline:
             self.ticks.append(quote.tick_row(self.run_id))
             if verdict.reason:  # a re-anchor: worth a line in the log
                 log.info("%s: %s", quote.symbol, verdict.reason)
+            if self._band_quotes:  # the prevailing quote for the trades' band rule
+                self.trade_validator.note_quote(quote.symbol, quote.bid, quote.ask, quote.ts_us)
             return True
         if verdict.status == "duplicate":
             c.duplicates += 1
@@ -90,11 +104,47 @@ class Pipeline:
             )
         return False
 
-    def receive(self, quote: Quote) -> None:
-        """Validate one polled quote and buffer it as a tick or a reject; health counts it."""
+    def judge_trade(self, trade: Trade, c: SymbolCounters) -> bool:
+        """Buffer ``trade`` by the trade validator's verdict; True when it was accepted."""
+        c.trades += 1
+        verdict = self.trade_validator.check(trade)
+        if verdict.status == "accepted":
+            c.trades_accepted += 1
+            c.last_trade_price = trade.price
+            c.last_trade_us = trade.recv_us
+            c.last_error = None
+            self.latest_trade[trade.symbol] = trade
+            self.trades.append(trade.trade_row(self.run_id))
+            if verdict.reason:  # a re-anchor: worth a line in the log
+                log.info("%s trades: %s", trade.symbol, verdict.reason)
+            return True
+        if verdict.status == "duplicate":
+            c.trade_duplicates += 1
+        else:
+            c.trade_rejects += 1
+            self.trade_rejects.append(
+                (*trade.as_row(), self.run_id, verdict.rule, verdict.reason, now_us())
+            )
+        return False
+
+    def receive(self, quote: Quote | Trade) -> None:
+        """Validate one polled quote or trade and buffer it (a row or a reject); health
+        counts it."""
         c = self.counters[quote.symbol]
+        if type(quote) is Trade:
+            try:
+                fresh = self.judge_trade(quote, c)
+            except Exception:  # a bug: the trade is counted lost, the supervisor restarts us
+                c.trades -= 1
+                c.trades_lost += 1
+                raise
+            self.symbol_health[quote.symbol].record_success(fresh=fresh)
+            self.collector_health.record_success(fresh=fresh)
+            if self.full():
+                self.flush()
+            return
         try:
-            fresh = self.judge(quote, c)
+            fresh = self.judge(quote, c)  # type: ignore[arg-type]
         except Exception:  # a bug: the quote is counted lost, the supervisor restarts us
             c.lost += 1
             raise
@@ -103,41 +153,50 @@ class Pipeline:
         if self.full():
             self.flush()
 
-    def receive_batch(self, symbol: str, quotes: list[Quote]) -> None:
-        """Validate a run of quotes from one call; health counts them once per batch.
+    def receive_batch(self, symbol: str, quotes: list[Quote | Trade]) -> None:
+        """Validate a run of quotes (and trades) from one call; health counts them once.
 
         What ``judge`` does per quote, with the accepted path inlined: the symbol's
         counters and latest quote are settled before each flush and at the end, so
         a reader never sees more rows handed to the writer than quotes accepted. A
         full buffer is flushed only while the writer has room: a self-paced source is
         paced by the database (its driver waits for room), never spilled to backup.
+        Trades (a replay of a trades file) take ``judge_trade``.
         """
         c = self.counters[symbol]
         check = self.validator.check
         run_id = self.run_id
         ticks = self.ticks
+        band = self._band_quotes
         room = self.buffer_size - len(ticks) - len(self.rejects)
+        room -= len(self.trades) + len(self.trade_rejects)
         fresh = False
         seen = accepted = 0
         last: Quote | None = None
-        q0 = c.quotes
+        i = 0
         try:
-            for q in quotes:
-                seen += 1
-                v = check(q)
-                if v is ACCEPTED or v.status == "accepted":
-                    ticks.append(q.tick_row(run_id))
+            for i, q in enumerate(quotes):  # noqa: B007 (i is read after a failure)
+                if type(q) is Trade:
+                    fresh = self.judge_trade(q, c) or fresh
                     room -= 1
-                    accepted += 1
-                    last = q
-                    if v.reason:  # a re-anchor: worth a line in the log
-                        log.info("%s: %s", q.symbol, v.reason)
-                elif v.status == "duplicate":
-                    c.duplicates += 1
                 else:
-                    c.rejects += 1
-                    self.rejects.append((*q.as_row(), run_id, v.rule, v.reason, now_us()))
-                    room -= 1
+                    seen += 1
+                    v = check(q)
+                    if v is ACCEPTED or v.status == "accepted":
+                        ticks.append(q.tick_row(run_id))
+                        room -= 1
+                        accepted += 1
+                        last = q
+                        if v.reason:  # a re-anchor: worth a line in the log
+                            log.info("%s: %s", q.symbol, v.reason)
+                        if band:
+                            self.trade_validator.note_quote(q.symbol, q.bid, q.ask, q.ts_us)
+                    elif v.status == "duplicate":
+                        c.duplicates += 1
+                    else:
+                        c.rejects += 1
+                        self.rejects.append((*q.as_row(), run_id, v.rule, v.reason, now_us()))
+                        room -= 1
                 if room <= 0:
                     c.quotes += seen
                     seen = 0
@@ -150,14 +209,24 @@ class Pipeline:
                         self.flush()
                         ticks = self.ticks
                         room = self.buffer_size - len(ticks) - len(self.rejects)
+                        room -= len(self.trades) + len(self.trade_rejects)
                     else:  # the writer is behind: buffer on, the driver waits for room
                         room = _RECHECK_ROWS
         except Exception:
-            # a bug met mid-batch: what was judged counts; the quote that raised and the
-            # rest of the batch are counted lost (the supervisor restarts the task)
-            c.quotes += seen - 1
+            # a bug met mid-batch: what was judged counts; the item that raised and the
+            # rest of the batch are counted lost, each by its kind (the supervisor
+            # restarts the task)
+            failed = quotes[i]
+            if type(failed) is Trade:
+                c.trades -= 1  # judge_trade counted it before it raised
+            else:
+                seen -= 1
+            c.quotes += seen
             c.accepted += accepted
-            c.lost += len(quotes) - (c.quotes - q0)
+            rest = quotes[i:]
+            lost_trades = sum(1 for x in rest if type(x) is Trade)
+            c.trades_lost += lost_trades
+            c.lost += len(rest) - lost_trades
             raise
         c.quotes += seen
         if last is not None:
@@ -207,13 +276,22 @@ class Pipeline:
 
     def take_batch(self) -> Batch | None:
         """Everything buffered as one batch (the buffers start empty again), or None."""
-        if not (self.ticks or self.rejects or self.events) or self.writer is None:
+        if self.writer is None or not (
+            self.ticks or self.rejects or self.events or self.trades or self.trade_rejects
+        ):
             return None
         events = []
         while self.events:
             events.append(self.events.popleft())
-        batch = Batch(self.ticks, self.rejects, events)
+        batch = Batch(
+            self.ticks,
+            self.rejects,
+            events,
+            trades=self.trades,
+            trade_rejects=self.trade_rejects,
+        )
         self.ticks, self.rejects = [], []
+        self.trades, self.trade_rejects = [], []
         return batch
 
     def flush(self) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from robust_collector.errors import CircuitOpenError, EndOfData
-from robust_collector.model import now_us
+from robust_collector.errors import CircuitOpenError, EndOfData, PermanentSourceError
+from robust_collector.model import Trade, now_us
 from robust_collector.resilience.retry import format_seconds
 from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
@@ -29,6 +29,7 @@ __all__ = ["REPLAY_BATCH", "Poller"]
 log = logging.getLogger("robust_collector.collector")
 
 REPLAY_BATCH = 256  # quotes a self-paced source may hand over per call
+_QUOTES = frozenset({"quotes"})
 
 
 @dataclass
@@ -51,9 +52,15 @@ class Poller:
         guards: Guards,
         interval: float,
         flush_every: float,
+        kinds: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.source = source
         self.traits = traits_of(source)
+        # what each symbol collects (quotes, trades or both); a trade poll asks fetch_trade
+        self.kinds = dict(kinds or {})
+        self._fetch_trade: Callable[[str], Awaitable[Trade]] | None = getattr(
+            source, "fetch_trade", None
+        )
         self.pipeline = pipeline
         self.guards = guards
         self.interval = interval
@@ -65,11 +72,15 @@ class Poller:
     def units(self) -> list[tuple[str, Callable[[], Any]]]:
         """One polling task per symbol still to poll, and the flusher, for the supervisor."""
         self._pause_cond = asyncio.Condition()
-        units: list[tuple[str, Callable[[], Any]]] = [
-            (f"poll-{sym}", functools.partial(self.poll, sym))
-            for sym in self.pipeline.symbols
-            if sym not in self.finished
-        ]
+        units: list[tuple[str, Callable[[], Any]]] = []
+        for sym in self.pipeline.symbols:
+            if sym in self.finished:
+                continue
+            kinds = self.kinds.get(sym, _QUOTES)
+            if self.traits.fetch_batch is not None or "quotes" in kinds:
+                units.append((f"poll-{sym}", functools.partial(self.poll, sym)))
+            if self.traits.fetch_batch is None and "trades" in kinds:
+                units.append((f"poll-{sym}-trades", functools.partial(self.poll, sym, "trades")))
         units.append(("flusher", self.flusher))
         return units
 
@@ -90,8 +101,9 @@ class Poller:
             return
         self.pipeline.flush()
 
-    async def poll(self, symbol: str) -> None:
-        """The symbol's task: fetch, judge, sleep to the next slot; a crash is supervised."""
+    async def poll(self, symbol: str, kind: str = "quotes") -> None:
+        """The symbol's task (one per kind it collects): fetch, judge, sleep to the next
+        slot; a crash is supervised. A replay's batches mix quotes and trades."""
         loop = asyncio.get_running_loop()
         p = self.pipeline
         c = p.counters[symbol]
@@ -111,13 +123,16 @@ class Poller:
                     if p.full():
                         p.flush()
                     continue
-                quote = await self._fetch(symbol)
+                quote = await self._fetch(symbol, kind=kind)
             except asyncio.CancelledError:
                 if probe:
                     await self._probe_done()
                 raise
             except EndOfData as exc:
-                self._symbol_finished(symbol, exc)
+                if kind == "quotes":
+                    self._symbol_finished(symbol, exc)
+                else:  # this kind has ended; the symbol's other task goes on
+                    log.info("%s %s: %s", symbol, kind, exc)
                 return
             except CircuitOpenError as exc:
                 # the symbol stays dark until its breaker lets a trial call through
@@ -156,20 +171,29 @@ class Poller:
 
     # -- one fetch ------------------------------------------------------------------------
 
-    async def _fetch(self, symbol: str, batch: bool = False) -> Any:
-        """One fetch through retry( breaker( source.fetch ) ), the resilience4j order."""
-        breaker = self.guards.breaker(symbol)
+    async def _fetch(self, symbol: str, batch: bool = False, kind: str = "quotes") -> Any:
+        """One fetch through retry( breaker( source.fetch ) ), the resilience4j order. A
+        symbol's trades have their own breaker (``SYM:trades``): one failing endpoint
+        does not darken the other."""
+        breaker = self.guards.breaker(symbol if kind == "quotes" else f"{symbol}:{kind}")
         retry = self.guards.retries[symbol]
         if breaker is not None:
-            return await retry.call_async(breaker.call_async, self._attempt, symbol, batch)
-        return await retry.call_async(self._attempt, symbol, batch)
+            return await retry.call_async(breaker.call_async, self._attempt, symbol, batch, kind)
+        return await retry.call_async(self._attempt, symbol, batch, kind)
 
-    async def _attempt(self, symbol: str, batch: bool = False) -> Any:
+    async def _attempt(self, symbol: str, batch: bool = False, kind: str = "quotes") -> Any:
         """One call to the source; every failed attempt is recorded here, exactly once."""
         try:
             if batch:
                 assert self.traits.fetch_batch is not None
                 quote = await self.traits.fetch_batch(symbol, REPLAY_BATCH)
+            elif kind == "trades":
+                if self._fetch_trade is None:
+                    raise PermanentSourceError(
+                        f"{self.traits.name}: this source serves no trades ({symbol})",
+                        symbol=symbol,
+                    )
+                quote = await self._fetch_trade(symbol)
             else:
                 quote = await self.source.fetch(symbol)
         except (asyncio.CancelledError, EndOfData):

@@ -41,6 +41,15 @@ class SymbolStatus:
     reanchors: int
     lost: int = 0  # quotes a crash of the pipeline dropped (counted, never silent)
     failed_attempts: int = 0  # requests that failed (errors counts failed polls)
+    trades: int = 0  # trades received (the counts below are the trades' own)
+    trades_accepted: int = 0
+    trades_stored: int = 0
+    trade_rejects: int = 0
+    trade_duplicates: int = 0
+    trades_lost: int = 0
+    last_trade_price: float | None = None
+    last_trade_us: int | None = None
+    trade_rejects_by_rule: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,14 @@ class CollectorStatus:
         return sum(s.rejects for s in self.symbols.values())
 
     @property
+    def trades_stored(self) -> int:
+        return sum(s.trades_stored for s in self.symbols.values())
+
+    @property
+    def trade_rejects(self) -> int:
+        return sum(s.trade_rejects for s in self.symbols.values())
+
+    @property
     def errors(self) -> int:
         return sum(s.errors for s in self.symbols.values())
 
@@ -81,6 +98,8 @@ class CollectorStatus:
             f"rejects {self.rejects}",
             f"errors {self.errors}",
         ]
+        if any(s.trades for s in self.symbols.values()):  # only when trades are collected
+            parts[1:1] = [f"trades {self.trades_stored}", f"trade rejects {self.trade_rejects}"]
         if self.storage is not None and self.storage.mode != "database":
             parts.append(f"storage {self.storage.mode.upper()}")
         syms = " | ".join(
@@ -111,16 +130,27 @@ class SymbolCounters:
         "last_error",
         "last_price",
         "last_quote_us",
+        "last_trade_price",
+        "last_trade_us",
         "lost",
         "overruns",
         "quotes",
         "rejects",
+        "trade_duplicates",
+        "trade_rejects",
+        "trades",
+        "trades_accepted",
+        "trades_lost",
     )
 
     def __init__(self) -> None:
         self.fetches = self.quotes = self.accepted = self.rejects = 0
         self.duplicates = self.errors = self.overruns = self.lost = 0
         self.failed_attempts = 0
+        self.trades = self.trades_accepted = self.trade_rejects = 0
+        self.trade_duplicates = self.trades_lost = 0
+        self.last_trade_price: float | None = None
+        self.last_trade_us: int | None = None
         self.last_attempt_error: BaseException | None = None
         self.last_price: float | None = None
         self.last_quote_us: int | None = None

@@ -1,0 +1,99 @@
+"""Trades through the real collector: polled beside quotes, validated, stored, counted.
+
+A scripted source answers each symbol's trade polls from a fixed list (two different
+trades in one microsecond, an exact repeat, a negative price), so every count is known
+in advance: emitted = stored + rejected + duplicates, per kind.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from helpers.waiting import wait_until
+
+from robust_collector import Collector
+from robust_collector.errors import EndOfData
+from robust_collector.model import Quote, Trade, make_tick_id, make_trade_id, now_us
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_767_000_000_000_000
+
+
+def script(symbol: str) -> list[tuple[int, float, float, str | None]]:
+    """(ts offset µs, price, size, venue) of each trade the source will emit."""
+    return [
+        (0, 100.0, 10, "N"),
+        (1, 100.0, 10, "N"),
+        (1, 100.0, 25, "P"),  # same microsecond, same price, another trade: kept
+        (1, 100.0, 25, "P"),  # an exact repeat: a duplicate
+        (2, -5.0, 10, "N"),  # a bad price: rejected
+        (3, 100.5, 5, "Q"),
+    ]
+
+
+class ScriptedSource:
+    """Quotes from a random-walk-free line; trades from ``script`` (then EndOfData)."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.run_id = "run"
+        self._qseq: dict[str, itertools.count[int]] = {}
+        self._trades: dict[str, list[Any]] = {}
+        self.trades_emitted = 0
+
+    async def start(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    async def fetch(self, symbol: str) -> Quote:
+        seq = next(self._qseq.setdefault(symbol, itertools.count(1)))
+        now = now_us()
+        return Quote(
+            make_tick_id(self.run_id, symbol, seq), symbol, seq, now, now,
+            99.9, 100.1, 100.0, 100.0, None, self.name,
+        )  # fmt: skip
+
+    async def fetch_trade(self, symbol: str) -> Trade:
+        left = self._trades.setdefault(symbol, list(enumerate(script(symbol), 1)))
+        if not left:
+            raise EndOfData(f"{symbol}: no more scripted trades", symbol=symbol)
+        seq, (dt, price, size, venue) = left.pop(0)
+        self.trades_emitted += 1
+        return Trade(
+            make_trade_id(self.run_id, symbol, seq), symbol, seq, T0 + dt, now_us(),
+            price, size, venue, "@", 0, None, None, self.name,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_trades_are_polled_beside_quotes_and_every_one_is_accounted_for(make_config):
+    cfg = make_config(
+        symbols=["SPY", "QQQ"],
+        source={"type": "simulated", "data": ["quotes", "trades"]},
+        realtime_data={"trade_validation": {"future_tolerance_seconds": 1e9}},
+    )
+    src = ScriptedSource()
+    with Collector(cfg, source=src) as c:
+        wait_until(lambda: c.status().symbols["SPY"].quotes >= 5, 10, "quotes polled")
+        wait_until(
+            lambda: all(s.trades_stored == 4 for s in c.status().symbols.values()),
+            10,
+            "every symbol's trades stored",
+        )
+        st = c.status()
+    for s in st.symbols.values():
+        assert (s.trades, s.trades_accepted, s.trade_rejects, s.trade_duplicates) == (6, 4, 1, 1)
+        assert s.trades == s.trades_stored + s.trade_rejects + s.trade_duplicates
+        assert s.stored >= 5  # the quotes went on beside the trades
+    stored = c.trades()
+    assert stored.height == 8 and set(stored["symbol"]) == {"SPY", "QQQ"}
+    spy = stored.filter(stored["symbol"] == "SPY").sort("seq")
+    assert spy["size"].to_list() == [10.0, 10.0, 25.0, 5.0]
+    assert spy["venue"].to_list() == ["N", "N", "P", "Q"]
+    assert "trades 8" in st.line()
+    assert not c.finished  # the scripted trades ended; the quotes did not
