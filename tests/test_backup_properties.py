@@ -28,9 +28,19 @@ PRICE = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 TEXT = st.text(max_size=12)
 ROW_TAIL = st.tuples(TEXT, INT64, INT64, INT64, PRICE, PRICE, PRICE, PRICE, PRICE, TEXT, TEXT)
 REJECT_TAIL = st.tuples(TEXT, TEXT, INT64)
+MAYBE_TEXT = st.none() | TEXT
+# a trade after its id: symbol, seq, ts, recv, price, size, venue, conditions, correction,
+# provider id, tape, source, run
+TRADE_TAIL = st.tuples(
+    TEXT, INT64, INT64, INT64, PRICE, PRICE, MAYBE_TEXT, MAYBE_TEXT, st.none() | INT64,
+    MAYBE_TEXT, MAYBE_TEXT, TEXT, TEXT,
+)  # fmt: skip
 BATCHES = st.lists(
     st.tuples(
-        st.lists(ROW_TAIL, max_size=8), st.lists(st.tuples(ROW_TAIL, REJECT_TAIL), max_size=3)
+        st.lists(ROW_TAIL, max_size=8),
+        st.lists(st.tuples(ROW_TAIL, REJECT_TAIL), max_size=3),
+        st.lists(TRADE_TAIL, max_size=6),
+        st.lists(st.tuples(TRADE_TAIL, REJECT_TAIL), max_size=2),
     ),
     min_size=1,
     max_size=8,
@@ -38,14 +48,16 @@ BATCHES = st.lists(
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def number(batches: list[Any]) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """Give every row a unique tick id, as the collector does."""
+def number(batches: list[Any]) -> list[tuple[list[tuple[Any, ...]], ...]]:
+    """Give every row a unique id (tick or trade), as the collector does."""
     ids = itertools.count()
     out = []
-    for ticks, rejects in batches:
+    for ticks, rejects, trades, trade_rejects in batches:
         t = [(f"id{next(ids)}", *row) for row in ticks]
         r = [(f"id{next(ids)}", *row, *extra) for row, extra in rejects]
-        out.append((t, r))
+        tr = [(f"id{next(ids)}", *row) for row in trades]
+        trr = [(f"id{next(ids)}", *row, *extra) for row, extra in trade_rejects]
+        out.append((t, r, tr, trr))
     return out
 
 
@@ -83,15 +95,15 @@ def test_complete_lines_survive_a_torn_tail_exactly_once(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "b"
         with BackupWriter(folder, "run", max_file_bytes=limit, fsync="never") as w:
-            for ticks, rejects in batches:
-                w.write_batch(ticks, rejects)
+            for ticks, rejects, trades, trade_rejects in batches:
+                w.write_batch(ticks, rejects, trades, trade_rejects)
         files = list_backup_files(folder)
-        # rows in the order a batch's lines are written (rejects placed among the ticks
-        # by symbol and seq: see encode_batch)
+        # rows in the order a batch's lines are written (rejects placed among the ticks,
+        # trade rejects among the trades, by symbol and seq: see encode_batch)
         written = [
             decode_line(line)[1]
-            for t, r in batches
-            for line in encode_batch(t, r).splitlines(keepends=True)
+            for rows in batches
+            for line in encode_batch(*rows).splitlines(keepends=True)
         ]
         if not files:
             assert written == []
@@ -107,9 +119,8 @@ def test_complete_lines_survive_a_torn_tail_exactly_once(
         for p in files:
             got.extend(record.row for record in iter_backup_file(p, problems=problems))
             whole = read_backup_file(p)  # the chunked reader agrees with the line reader
-            assert sorted(map(repr, whole.ticks + whole.rejects)) == sorted(
-                repr(r.row) for r in iter_backup_file(p)
-            )
+            rows = whole.ticks + whole.rejects + whole.trades + whole.trade_rejects
+            assert sorted(map(repr, rows)) == sorted(repr(r.row) for r in iter_backup_file(p))
         lines_before_last = sum(len(p.read_bytes().splitlines()) for p in files[:-1])
         expected = written[: lines_before_last + kept_in_last]
         assert got == expected  # every complete line, in order, nothing twice
@@ -125,7 +136,10 @@ def test_complete_lines_survive_a_torn_tail_exactly_once(
         assert report.inserted == len(ids)
         assert report.totals["torn"] == int(torn)
         with sqlite3.connect(db) as conn:
-            stored = conn.execute("SELECT tick_id FROM ticks UNION ALL SELECT tick_id FROM rejects")
+            stored = conn.execute(
+                "SELECT tick_id FROM ticks UNION ALL SELECT tick_id FROM rejects UNION ALL "
+                "SELECT trade_id FROM trades UNION ALL SELECT trade_id FROM trade_rejects"
+            )
             assert sorted(r[0] for r in stored) == sorted(ids)
         assert recover(db, copy).inserted == 0
 
@@ -138,6 +152,16 @@ def test_any_row_round_trips_exactly(row: tuple[Any, ...], extra: tuple[Any, ...
     t_line, r_line = encode_batch([tick], [rej]).splitlines(keepends=True)
     assert decode_line(t_line) == ("tick", tick)
     assert decode_line(r_line) == ("reject", rej)
+
+
+@given(row=TRADE_TAIL, extra=REJECT_TAIL)
+@settings(max_examples=200, deadline=None)
+def test_any_trade_row_round_trips_exactly(row: tuple[Any, ...], extra: tuple[Any, ...]) -> None:
+    trade = ("id", *row)
+    rej = (*trade, *extra)
+    t_line, r_line = encode_batch(trades=[trade], trade_rejects=[rej]).splitlines(keepends=True)
+    assert decode_line(t_line) == ("trade", trade)
+    assert decode_line(r_line) == ("trade_reject", rej)
 
 
 @given(
