@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
+from robust_collector.boundary import clean_text
 from robust_collector.config import config_from_dict
-from robust_collector.errors import ConfigError
-from robust_collector.sources import create_source, kinds_for, traits_of
+from robust_collector.errors import ConfigError, EndOfData
+from robust_collector.model import Quote, Trade
+from robust_collector.resilience import ManualClock
+from robust_collector.sources import (
+    ReplaySource,
+    ReplaySourceConfig,
+    create_source,
+    kinds_for,
+    traits_of,
+)
 
 
 def source_cfg(**section: Any) -> Any:
@@ -120,3 +133,345 @@ def test_replay_needs_only_the_files_its_kinds_read() -> None:
         data_by_symbol={"SPY": ["quotes", "trades"]},
     )
     assert kinds_for(both, "SPY") == {"quotes", "trades"} and kinds_for(both, "X") == {"quotes"}
+
+
+# -- replay: a trades file beside the quotes file --------------------------------------------------
+
+
+def manual_clock() -> ManualClock:
+    """The replay's monotonic clock: its sleeps advance it instead of waiting."""
+    return ManualClock(500.0)
+
+
+def secs(*offsets: float) -> list[int]:
+    base = 1_709_908_200_000_000  # 2024-03-08 14:30 UTC
+    return [base + int(o * 1_000_000) for o in offsets]
+
+
+def replay(
+    quotes: pl.DataFrame | None = None,
+    trades: pl.DataFrame | None = None,
+    ft: ManualClock | None = None,
+    **cfg: Any,
+) -> ReplaySource:
+    ft = ft or manual_clock()
+    data = [k for k, f in (("quotes", quotes), ("trades", trades)) if f is not None]
+    return ReplaySource(
+        ReplaySourceConfig(data=tuple(cfg.pop("data", data)), **cfg),
+        frame=quotes,
+        trades_frame=trades,
+        clock_us=lambda: 1_800_000_000_000_000,
+        monotonic=ft,
+        sleep=ft.async_sleep,
+    )
+
+
+def run(coro_fn: Any) -> Any:
+    return asyncio.run(coro_fn())
+
+
+def batches(src: ReplaySource, symbol: str, limit: int) -> list[Any]:
+    async def go() -> list[Any]:
+        await src.start("run1")
+        out: list[Any] = []
+        while True:
+            try:
+                got = await src.fetch_batch(symbol, limit)
+            except EndOfData as end:
+                out.append(end)
+                return out
+            assert 1 <= len(got) <= limit
+            out.extend(got)
+
+    return run(go)
+
+
+def one_by_one(src: ReplaySource, symbol: str) -> list[Any]:
+    async def go() -> list[Any]:
+        await src.start("run1")
+        out: list[Any] = []
+        while True:
+            try:
+                out.append(await src.fetch(symbol))
+            except EndOfData as end:
+                out.append(end)
+                return out
+
+    return run(go)
+
+
+def quotes_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {"symbol": ["A", "A", "B", "A"], "ts_us": secs(0, 2, 2, 4), "bid": [1.0, 2.0, 3.0, 4.0]}
+    ).with_columns(ask=pl.col("bid") + 0.01)
+
+
+def trades_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "symbol": ["A", "A", "A", "A", "C"],
+            "ts_us": secs(1, 2, 2, 5, 0),
+            "price": [10.0, 20.0, 20.0, 40.0, 5.0],
+            "size": [100.0, None, 100.0, 1.0, 7.0],
+            "venue": ["N", "P", "P", None, "Q"],
+            "conditions": ["@", "@ I", "@ I", "F", ""],
+            "correction": [0, 0, 0, 8, None],
+            "provider_id": ["x1", "x2", "x3", None, "c1"],
+            "tape": ["A", "A", "A", "A", None],
+        }
+    )
+
+
+def kinds_and_seq(items: list[Any]) -> list[tuple[str, int, int]]:
+    return [("q" if isinstance(x, Quote) else "t", x.seq, x.ts_us) for x in items]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 100])
+def test_replay_merges_quotes_and_trades_by_time_quotes_first_on_ties(limit: int) -> None:
+    src = replay(quotes_frame(), trades_frame(), speed=0)
+    assert src.symbols == ("A", "B", "C")
+    assert (src.rows("A"), src.rows("A", "quotes"), src.rows("A", "trades")) == (7, 3, 4)
+    got = batches(src, "A", limit)
+    *items, end = got
+    t = secs(0, 1, 2, 4, 5)
+    assert kinds_and_seq(items) == [
+        ("q", 1, t[0]),
+        ("t", 1, t[1]),
+        ("q", 2, t[2]),  # the quote first at t=2, then both trades of t=2
+        ("t", 2, t[2]),
+        ("t", 3, t[2]),
+        ("q", 3, t[3]),
+        ("t", 4, t[4]),
+    ]
+    assert isinstance(end, EndOfData) and end.served == 7
+    assert str(end) == (
+        "replay A: end of data after 3 quotes and 4 trades of the replayed frame and the "
+        "replayed trades frame"
+    )
+    # row by row gives the very same items
+    same = one_by_one(replay(quotes_frame(), trades_frame(), speed=0), "A")
+    assert [x.as_row() for x in same[:-1]] == [x.as_row() for x in items]
+    assert src.finished("A") and src.progress()["A"] == (7, 7)
+
+
+def test_replay_trades_carry_every_field_and_their_own_ids() -> None:
+    src = replay(None, trades_frame(), speed=0)
+    *items, _ = batches(src, "A", 100)
+    assert all(type(x) is Trade for x in items)
+    first, second, _, last = items
+    assert first == Trade(
+        trade_id="run1:A:t1",
+        symbol="A",
+        seq=1,
+        ts_us=secs(1)[0],
+        recv_us=1_800_000_000_000_000,
+        price=10.0,
+        size=100.0,
+        venue="N",
+        conditions="@",
+        correction=0,
+        provider_id="x1",
+        tape="A",
+        source="replay",
+    )
+    assert second.size is None and second.conditions == "@ I"  # null stays None
+    assert (last.venue, last.correction, last.provider_id) == (None, 8, None)
+    assert type(last.correction) is int
+
+
+def test_replay_serves_each_symbol_only_the_kinds_it_collects() -> None:
+    src = replay(
+        quotes_frame(),
+        trades_frame(),
+        speed=0,
+        data=("quotes",),
+        data_by_symbol={"A": ("trades",), "C": ("quotes", "trades")},
+    )
+    assert src.symbols == ("B", "A", "C")  # A's quotes are not replayed: it collects trades
+    assert src.rows("A") == src.rows("A", "trades") == 4
+    *items, _ = batches(src, "A", 100)
+    assert all(isinstance(x, Trade) for x in items)
+    *b, _ = batches(src, "B", 100)
+    assert [type(x) for x in b] == [Quote]
+
+
+def test_replay_paces_trades_and_quotes_on_one_timeline() -> None:
+    ft = manual_clock()
+    src = replay(quotes_frame(), trades_frame(), ft, speed=1.0)
+
+    async def go() -> list[list[Any]]:
+        await src.start("run1")
+        return [await src.fetch_batch("A", 100) for _ in range(4)]
+
+    b1, b2, b3, b4 = run(go)
+    # the origin is the earliest time of both files (C's trade and A's quote at t=0)
+    assert src.t0_us == secs(0)[0]
+    assert kinds_and_seq(b1) == [("q", 1, secs(0)[0])]
+    assert [k for k, _, _ in kinds_and_seq(b2)] == ["t"]  # due at t=1
+    assert [k for k, _, _ in kinds_and_seq(b3)] == ["q", "t", "t"]  # the three at t=2
+    assert [k for k, _, _ in kinds_and_seq(b4)] == ["q"]  # t=4; the trade at t=5 waits
+    assert [round(s, 6) for s in ft.sleeps] == [1.0, 1.0, 2.0]
+
+
+def test_a_trades_only_replay_has_no_quotes_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    trades_frame().write_csv(path)
+    cfg = source_cfg(type="replay", data=["trades"], trades_path=str(path), speed=0)
+    src = create_source(cfg)
+    assert isinstance(src, ReplaySource) and src.label == "t.csv"
+    assert src.symbols == ("A", "C") and src.rows("A") == 4
+    *items, end = batches(src, "C", 10)
+    assert [x.trade_id for x in items] == ["run1:C:t1"]
+    assert str(end) == "replay C: end of data after 0 quotes and 1 trades of t.csv"
+
+
+TAQ_TRADES = "sampleTDataRaw.parquet"
+
+
+def test_the_taq_trade_sample_replays_every_trade_in_order(taq_dir: Path) -> None:
+    """77,263 trades out, none lost, in the file's (time) order, each field as the file has
+    it: COND as given, CORR an int, EX the venue, DT naive UTC to the microsecond."""
+    path = taq_dir / TAQ_TRADES
+    df = pl.read_parquet(path)
+    cfg = source_cfg(
+        type="replay", data=["trades"], trades_path=str(path), columns_preset="taq", speed=0
+    )
+    src = create_source(cfg)
+    assert isinstance(src, ReplaySource) and src.symbols == ("XXX",)
+    *items, end = batches(src, "XXX", 2048)
+    assert isinstance(end, EndOfData) and end.served == 77_263 == len(items) == df.height
+    assert all(type(x) is Trade for x in items)
+    assert [x.seq for x in items] == list(range(1, 77_264))
+    ts = [x.ts_us for x in items]
+    assert ts == sorted(ts)
+    want_ts = df.get_column("DT").dt.replace_time_zone("UTC").dt.epoch("us").to_list()
+    assert ts == want_ts
+    assert [x.price for x in items] == df.get_column("PRICE").to_list()
+    assert [x.size for x in items] == [float(v) for v in df.get_column("SIZE").to_list()]
+    assert [x.venue for x in items] == df.get_column("EX").to_list()
+    assert [x.conditions for x in items] == df.get_column("COND").to_list()  # "7 B" kept
+    corr = [x.correction for x in items]
+    assert corr == df.get_column("CORR").to_list() and {type(c) for c in corr} == {int}
+    assert sum(1 for c in corr if c != 0) == 2
+    first = items[0]
+    assert (first.ts_us, first.venue, first.conditions, first.size, first.price) == (
+        1_514_887_281_479_000,  # 2018-01-02 10:01:21.479 UTC
+        "P",
+        "FTI",
+        2.0,
+        157.8,
+    )
+    assert first.provider_id is None and first.tape is None and first.source == "replay"
+
+
+def test_the_taq_samples_replay_together_merged(taq_dir: Path) -> None:
+    cfg = source_cfg(
+        type="replay",
+        data=["quotes", "trades"],
+        path=str(taq_dir / "sampleQDataRaw.parquet"),
+        trades_path=str(taq_dir / TAQ_TRADES),
+        columns_preset="taq",
+        speed=0,
+    )
+    src = create_source(cfg)
+    *items, end = batches(src, "XXX", 4096)
+    assert isinstance(end, EndOfData) and end.served == 131_401 + 77_263 == len(items)
+    assert sum(isinstance(x, Trade) for x in items) == 77_263
+    keys = [(x.ts_us, 0 if isinstance(x, Quote) else 1) for x in items]
+    assert keys == sorted(keys)  # by time, quotes first on ties (both files are in time order)
+
+
+def test_the_cleaned_taq_sample_without_cond_and_corr_replays(taq_dir: Path) -> None:
+    path = taq_dir / "sampleTData.parquet"
+    cfg = source_cfg(
+        type="replay", data=["trades"], trades_path=str(path), columns_preset="taq", speed=0
+    )
+    *items, _ = batches(create_source(cfg), "XXX", 4096)
+    assert len(items) == 7_168
+    assert items[0].venue == "N" and items[0].conditions is None and items[0].correction is None
+
+
+# -- replay: hostile trades files -----------------------------------------------------------------
+
+
+def test_trade_text_is_bounded_and_clean_and_lists_are_joined(tmp_path: Path) -> None:
+    rows = [
+        {"venue": "N\x1b[2J", "conditions": ["@", "I"], "provider_id": 12345},
+        {"venue": "x" * 5000, "conditions": [], "provider_id": 6},
+        {"venue": "\x00\x7f", "conditions": None, "provider_id": None},
+    ]
+    lines = [
+        json.dumps({"symbol": "A", "ts_us": t, "price": 1.0, "size": 1, **row})
+        for t, row in zip(secs(0, 1, 2), rows, strict=True)
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    src = create_source(source_cfg(type="replay", data=["trades"], trades_path=str(path), speed=0))
+    *items, _ = batches(src, "A", 10)
+    for x in items:
+        for text in (x.venue, x.conditions, x.provider_id):
+            assert text is None or (clean_text(text) == text and len(text) <= 128), text
+    assert items[0].venue != "N\x1b[2J" and "\x1b" not in (items[0].venue or "")
+    assert len(items[1].venue) == 64
+    assert [x.conditions for x in items] == ["@ I", "", None]
+    assert [x.provider_id for x in items] == ["12345", "6", None]
+
+
+@pytest.mark.parametrize(
+    ("body", "settings", "message"),
+    [
+        (
+            "symbol,ts_us,price\nA,1709908200000000,abc\n",
+            {},
+            "source.trade_columns.price: column 'price' of t.csv is not numeric, first at row 1",
+        ),
+        (
+            "symbol,ts_us,price,correction\nA,1709908200000000,1.0,0\nA,1709908200000001,1.0,1.5\n",
+            {},
+            "source.trade_columns.correction: column 'correction' of t.csv is not integers, "
+            "first at row 2 (value 1.5)",
+        ),
+        (
+            "symbol,ts_us,price\nA,not a time,1.0\n",
+            {},
+            "source.trade_columns.ts_us: 1 rows of t.csv have no time, first at row 1",
+        ),
+        (
+            "symbol,ts_us\nA,1709908200000000\n",
+            {},
+            "source.trade_columns: the trades file has no price",
+        ),
+        (
+            "symbol,ts_us,price\nA,1709908200000000,1.0\n",
+            {"trade_columns": {"venue": "EX"}},
+            "source.trade_columns: ['EX'] not in the trades file",
+        ),
+        (
+            "ts_us,price\n1709908200000000,1.0\n",
+            {},
+            "source.symbol: the trades file has no symbol column",
+        ),
+        ("DT,PRICE\n2018-01-02T10:00:00,1.0\n", {"columns_preset": "taq", "symbol": "X"}, None),
+    ],
+)
+def test_bad_trades_files_are_one_line_config_errors(
+    tmp_path: Path, body: str, settings: dict[str, Any], message: str | None
+) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(body)
+    section = {"type": "replay", "data": ["trades"], "trades_path": str(path), **settings}
+    if message is None:
+        *items, _ = batches(create_source(source_cfg(**section)), "X", 10)
+        assert [(x.symbol, x.price, x.venue) for x in items] == [("X", 1.0, None)]
+        return
+    with pytest.raises(ConfigError) as err:
+        create_source(source_cfg(**section))
+    text = str(err.value)
+    assert text.startswith(message), text
+    assert "\n" not in text and clean_text(text) == text
+
+
+def test_a_missing_trades_file_names_its_key(tmp_path: Path) -> None:
+    section = {"type": "replay", "data": ["trades"], "trades_path": str(tmp_path / "no.csv")}
+    with pytest.raises(ConfigError, match=r"^source\.trades_path: file not found: "):
+        create_source(source_cfg(**section))
