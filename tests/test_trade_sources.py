@@ -4,20 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from helpers.http_server import (
+    KEY,
+    NOW_US,
+    SECRET,
+    T0_US,
+    TRADE_PATHS,
+    Provider,
+    QuoteServer,
+    Reply,
+    assert_clean,
+    fetch_trades,
+    make_source,
+    set_path,
+    trade_body,
+)
 
 from robust_collector.boundary import clean_text
 from robust_collector.config import config_from_dict
-from robust_collector.errors import ConfigError, EndOfData
+from robust_collector.errors import (
+    ConfigError,
+    EndOfData,
+    RateLimitError,
+    SourceError,
+    TransientSourceError,
+)
 from robust_collector.model import Quote, Trade
 from robust_collector.resilience import ManualClock
 from robust_collector.sources import (
+    AuthenticationError,
+    BadRequestError,
+    MalformedResponseError,
     ReplaySource,
     ReplaySourceConfig,
+    UnknownSymbolError,
     create_source,
     kinds_for,
     traits_of,
@@ -475,3 +501,186 @@ def test_a_missing_trades_file_names_its_key(tmp_path: Path) -> None:
     section = {"type": "replay", "data": ["trades"], "trades_path": str(tmp_path / "no.csv")}
     with pytest.raises(ConfigError, match=r"^source\.trades_path: file not found: "):
         create_source(source_cfg(**section))
+
+
+# -- HTTP: the latest trade over REST, against a real server ---------------------------------------
+
+TRADE_PRESETS = ["alpaca", "polygon"]
+
+
+@pytest.fixture
+def provider_server() -> Iterator[Callable[[str], tuple[Provider, QuoteServer]]]:
+    """``start(preset)`` -> (provider, running server on 127.0.0.1); servers stop at the end."""
+    servers: list[QuoteServer] = []
+
+    def start(preset: str) -> tuple[Provider, QuoteServer]:
+        prov = Provider(preset)
+        srv = QuoteServer(prov).__enter__()
+        servers.append(srv)
+        return prov, srv
+
+    yield start
+    for s in servers:
+        s.__exit__()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", TRADE_PRESETS)
+def test_latest_trades_in_each_providers_shape(provider_server, preset: str) -> None:
+    _, srv = provider_server(preset)
+    src = make_source(preset, srv.url)
+    assert src.serves_trades and traits_of(src).fetch_trade is not None
+
+    async def go() -> list[Any]:
+        await src.start("run1")
+        try:
+            return [
+                await src.fetch_trade("SPY"),
+                await src.fetch("SPY"),
+                await src.fetch_trade("SPY"),
+                await src.fetch_trade("QQQ"),
+            ]
+        finally:
+            await src.aclose()
+
+    t1, q1, t2, t3 = run(go)
+    assert type(t1) is Trade and type(q1) is Quote and type(t2) is Trade
+    # trades are numbered apart from quotes, per symbol
+    assert (t1.trade_id, t1.seq, q1.seq, t2.trade_id, t3.trade_id) == (
+        "run1:SPY:t1",
+        1,
+        1,
+        "run1:SPY:t2",
+        "run1:QQQ:t1",
+    )
+    assert (t1.symbol, t1.recv_us, t1.source) == ("SPY", NOW_US, preset)
+    assert (t1.price, t1.size) == (100.01, 200.0)
+    assert t1.ts_us == T0_US + 1000  # the provider's time, ns truncated to µs
+    if preset == "alpaca":
+        assert (t1.venue, t1.conditions, t1.provider_id, t1.tape) == ("V", "@ I", "1001", "B")
+        assert t1.correction is None
+        paths = ["/v2/stocks/SPY/trades/latest", "/v2/stocks/SPY/quotes/latest"]
+        assert [r.headers["APCA-API-KEY-ID"] for r in srv.requests] == [KEY] * 4
+        assert all(r.headers["APCA-API-SECRET-KEY"] == SECRET for r in srv.requests)
+    else:
+        assert (t1.venue, t1.conditions, t1.provider_id, t1.tape) == ("4", "37 14", "1001", "B")
+        paths = ["/v2/last/trade/SPY", "/v2/last/nbbo/SPY"]
+        assert all(r.headers["Authorization"] == f"Bearer {KEY}" for r in srv.requests)
+    assert [r.path for r in srv.requests[:2]] == paths
+
+
+@pytest.mark.integration
+def test_polygon_trade_correction_fractional_size_and_query_key(provider_server) -> None:
+    prov, srv = provider_server("polygon")
+    body = trade_body("polygon", "SPY")
+    body["results"].update(e=12, z=3)
+    del body["results"]["s"]
+    body["results"]["ds"] = "0.5"
+    prov.trade_faults["SPY"] = lambda n: Reply(200, body)
+    (t,) = fetch_trades(make_source("polygon", srv.url, auth="query"), "SPY")
+    assert isinstance(t, Trade) and (t.correction, t.size, t.tape) == (12, 0.5, "C")
+    assert srv.requests[0].query == {"apiKey": KEY}
+
+
+@pytest.mark.integration
+def test_alpaca_trade_feed_parameter(provider_server) -> None:
+    _, srv = provider_server("alpaca")
+    fetch_trades(make_source("alpaca", srv.url, feed="sip"), "SPY")
+    assert srv.requests[0].query == {"feed": "sip"}
+
+
+def _reply(status: int, body: Any = None, **headers: str) -> Callable[[int], Reply]:
+    return lambda n: Reply(status, body, dict(headers))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", TRADE_PRESETS)
+def test_trade_failures_are_the_same_typed_errors_as_quotes(provider_server, preset: str) -> None:
+    prov, srv = provider_server(preset)
+    echo = {"message": f"bad key {KEY} \x1b[2J"}
+    prov.trade_faults.update(
+        {
+            "RL": _reply(429, {"message": "slow down"}, **{"Retry-After": "7"}),
+            "AUTH": _reply(401, echo),
+            "GONE": _reply(404, {"message": "not found"}),
+            "BOOM": _reply(503, {"message": "down"}),
+            "HTML": lambda n: Reply(200, raw=b"<html>maintenance</html>"),
+            "BADP": lambda n: Reply(200, set_path(trade_body(preset, "BADP"), TRADE_PATHS[preset]["price"], "abc")),
+            "BADC": lambda n: Reply(200, set_path(trade_body(preset, "BADC"), TRADE_PATHS[preset]["c"], [{"x": 1}])),
+            "MANYC": lambda n: Reply(200, set_path(trade_body(preset, "MANYC"), TRADE_PATHS[preset]["c"], ["@"] * 33)),
+            "NOTIME": lambda n: Reply(200, set_path(trade_body(preset, "NOTIME"), TRADE_PATHS[preset]["t"], "soon")),
+        }
+    )  # fmt: skip
+    names = ["RL", "AUTH", "GONE", "BOOM", "HTML", "BADP", "BADC", "MANYC", "NOTIME"]
+    got = dict(zip(names, fetch_trades(make_source(preset, srv.url), *names), strict=True))
+    assert isinstance(got["RL"], RateLimitError) and got["RL"].retry_after == 7.0
+    assert isinstance(got["AUTH"], AuthenticationError) and got["AUTH"].permanent
+    assert isinstance(got["GONE"], UnknownSymbolError)
+    assert type(got["BOOM"]) is TransientSourceError
+    assert type(got["HTML"]) is TransientSourceError and "is not JSON" in str(got["HTML"])
+    prefix = "trade" if preset == "alpaca" else "results"
+    for name, field in (
+        ("BADP", f"{prefix}.p"),
+        ("BADC", f"{prefix}.c[0]"),
+        ("MANYC", f"{prefix}.c"),
+    ):
+        err = got[name]
+        assert isinstance(err, MalformedResponseError) and err.field == field, (name, err)
+    assert isinstance(got["NOTIME"], MalformedResponseError)
+    for name, err in got.items():
+        assert isinstance(err, SourceError), name
+        assert str(err).startswith(f"{preset} {name}: ")
+        assert clean_text(str(err)) == str(err) and "\x1b" not in str(err)
+        assert_clean(err)  # no credential, nothing chained
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("preset", "answer"),
+    [
+        ("alpaca", {"symbol": "SPY", "trade": {"t": "0001-01-01T00:00:00Z", "x": "", "p": 0, "s": 0, "c": None, "i": 0, "z": ""}}),
+        ("alpaca", {"symbol": "SPY", "trade": None}),
+        ("polygon", {"status": "NOT_FOUND", "request_id": "x", "message": "Data not found."}),
+        ("polygon", {"status": "OK", "request_id": "x", "results": {}}),
+    ],
+)  # fmt: skip
+def test_no_trade_for_a_symbol_is_unknown_symbol(provider_server, preset: str, answer: Any) -> None:
+    prov, srv = provider_server(preset)
+    prov.trade_faults["SPY"] = _reply(200, answer)
+    (err,) = fetch_trades(make_source(preset, srv.url), "SPY")
+    assert isinstance(err, UnknownSymbolError) and "unknown symbol" in str(err)
+
+
+@pytest.mark.integration
+def test_trades_and_quotes_draw_on_one_rate_limit_budget(provider_server) -> None:
+    """X-RateLimit-Remaining: 0 on a trade answer: the next quote waits for the reset too."""
+    prov, srv = provider_server("alpaca")
+    reset_s = NOW_US // 1_000_000 + 10
+    prov.rate_headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset_s)}
+    src = make_source("alpaca", srv.url)
+
+    async def go() -> list[Any]:
+        await src.start("r")
+        out: list[Any] = []
+        for call in (src.fetch_trade, src.fetch, src.fetch_trade):
+            try:
+                out.append(await call("SPY"))
+            except SourceError as exc:
+                out.append(exc)
+        await src.aclose()
+        return out
+
+    trade, quote, again = run(go)
+    assert isinstance(trade, Trade)
+    assert isinstance(quote, RateLimitError) and isinstance(again, RateLimitError)
+    assert len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("preset", ["finnhub", "custom"])
+def test_presets_without_a_latest_trade_refuse_without_asking(preset: str) -> None:
+    src = make_source(preset, "http://127.0.0.1:9")  # nothing listens: no request is made
+    assert not src.serves_trades
+    (err,) = fetch_trades(src, "SPY")
+    assert isinstance(err, BadRequestError) and err.permanent
+    assert str(err) == f"{preset} SPY: the {preset} API serves no latest trade over REST"
+    assert src.requests == 0

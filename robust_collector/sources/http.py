@@ -1,4 +1,10 @@
-"""Latest quotes from REST APIs over httpx: alpaca, polygon, finnhub, or a custom JSON API.
+"""Latest quotes (and trades) from REST APIs over httpx: alpaca, polygon, finnhub, or custom.
+
+``fetch(symbol)`` asks the preset's latest-quote endpoint; ``fetch_trade(symbol)``
+its latest-trade endpoint (alpaca ``/v2/stocks/{symbol}/trades/latest``, polygon
+``/v2/last/trade/{symbol}``; finnhub and custom serve none). Both go through the
+same pool, rate-limit budget, errors and redaction below; trades are numbered per
+symbol apart from quotes (``run:symbol:t<seq>``).
 
 ``HttpSource`` keeps one pooled ``httpx.AsyncClient`` for the run and turns every
 way a request can go wrong into a typed ``SourceError`` whose message starts
@@ -62,7 +68,7 @@ from robust_collector.errors import (
     SourceError,
     TransientSourceError,
 )
-from robust_collector.model import Quote, make_tick_id, now_us
+from robust_collector.model import Quote, Trade, make_tick_id, make_trade_id, now_us
 from robust_collector.resilience.retry import format_seconds
 from robust_collector.secrets import redact, register_secret
 from robust_collector.sources.base import register_source
@@ -71,6 +77,7 @@ from robust_collector.sources.presets import (
     Credentials,
     NoQuote,
     ParsedQuote,
+    ParsedTrade,
     RequestSpec,
     ShapeProblem,
     decode_json,
@@ -116,7 +123,7 @@ class ProxyError(TransientSourceError):
 
 
 class UnknownSymbolError(PermanentSourceError):
-    """The API has no quote for this symbol (404, empty body or empty results)."""
+    """The API has no quote (or trade) for this symbol (404, empty body or empty results)."""
 
 
 class BadRequestError(PermanentSourceError):
@@ -344,6 +351,7 @@ class HttpSource:
         self._pool_size = config.max_connections or 10
         self._run_id = "http"
         self._seq: dict[str, int] = {}
+        self._trade_seq: dict[str, int] = {}
         self._blocked_until_us = 0
         # the client-side rate-limit budget: requests left in the window (None: unknown)
         self._budget: int | None = None
@@ -458,8 +466,11 @@ class HttpSource:
         """A message for an exception: redacted, then cleaned (``text`` holds API words)."""
         return clean_text(redact(f"{self.name} {symbol}: {text}"))
 
-    def _request(self, symbol: str) -> RequestSpec:
-        spec = self.preset.request(self.base_url, symbol, self._creds)
+    def _request(self, symbol: str, trade: bool = False) -> RequestSpec:
+        if trade:
+            spec = self.preset.trade_request(self.base_url, symbol, self._creds)
+        else:
+            spec = self.preset.request(self.base_url, symbol, self._creds)
         cfg = self.config
         if cfg.params or cfg.headers:
             values = {
@@ -544,8 +555,29 @@ class HttpSource:
 
     async def fetch(self, symbol: str) -> Quote:
         """The latest quote of ``symbol``; a typed ``SourceError`` on any failure."""
+        response = await self._get(symbol, False)
+        return self._quote(symbol, response)
+
+    @property
+    def serves_trades(self) -> bool:
+        """True when the preset's API serves a latest trade (alpaca, polygon)."""
+        return self.preset.serves_trades
+
+    async def fetch_trade(self, symbol: str) -> Trade:
+        """The latest trade of ``symbol``; a typed ``SourceError`` on any failure (the same
+        errors, rate-limit budget and redaction as ``fetch``)."""
+        if not self.preset.serves_trades:
+            raise BadRequestError(
+                self._msg(symbol, f"the {self.preset.name} API serves no latest trade over REST"),
+                symbol=symbol,
+            )
+        response = await self._get(symbol, True)
+        return self._trade(symbol, response)
+
+    async def _get(self, symbol: str, trade: bool) -> httpx.Response:
+        """One GET of the latest quote (or trade) of ``symbol``: the answer, any status."""
         self._budget_left(symbol, self._clock_us())
-        spec = self._request(symbol)
+        spec = self._request(symbol, trade)
         client = self._client or self._open()
         await self._slot(symbol)
         failure: SourceError | None = None
@@ -580,7 +612,7 @@ class HttpSource:
         if failure is not None:
             raise failure
         assert response is not None
-        return self._quote(symbol, response)
+        return response
 
     def _timeout_error(self, symbol: str, exc: BaseException) -> SourceError:
         kind = type(exc).__name__
@@ -615,16 +647,19 @@ class HttpSource:
             symbol=symbol,
         )
 
-    def _quote(self, symbol: str, response: httpx.Response) -> Quote:
+    def _parsed(
+        self, symbol: str, response: httpx.Response, parse: Callable[[Any, str], Any]
+    ) -> tuple[Any, int]:
+        """The parsed answer and our receive time; every failure a typed ``SourceError``."""
         recv = self._clock_us()
         self._note_rate_limit(response.headers, recv)
         if not 200 <= response.status_code < 300:
             raise self._status_error(symbol, response, recv)
         body = self._decode(symbol, response)
-        parsed: ParsedQuote | None = None
+        parsed: Any = None
         failure: SourceError | None = None
         try:
-            parsed = self.preset.parse(body, symbol)
+            parsed = parse(body, symbol)
         except ShapeProblem as exc:
             failure = MalformedResponseError(
                 self._msg(symbol, f"{exc.field}: {exc.problem}"), symbol=symbol, field=exc.field
@@ -645,6 +680,11 @@ class HttpSource:
         if failure is not None:  # raised outside the handlers: nothing of the body is chained
             raise failure
         assert parsed is not None
+        return parsed, recv
+
+    def _quote(self, symbol: str, response: httpx.Response) -> Quote:
+        parsed: ParsedQuote
+        parsed, recv = self._parsed(symbol, response, self.preset.parse)
         seq = self._seq.get(symbol, 0) + 1
         self._seq[symbol] = seq
         return Quote(
@@ -658,6 +698,27 @@ class HttpSource:
             bid_size=parsed.bid_size,
             ask_size=parsed.ask_size,
             last=parsed.last,
+            source=self.name,
+        )
+
+    def _trade(self, symbol: str, response: httpx.Response) -> Trade:
+        parsed: ParsedTrade
+        parsed, recv = self._parsed(symbol, response, self.preset.parse_trade)
+        seq = self._trade_seq.get(symbol, 0) + 1
+        self._trade_seq[symbol] = seq
+        return Trade(
+            trade_id=make_trade_id(self._run_id, symbol, seq),
+            symbol=symbol,
+            seq=seq,
+            ts_us=clamp_int64(parsed.ts_us),
+            recv_us=recv,
+            price=parsed.price,
+            size=parsed.size,
+            venue=parsed.venue,
+            conditions=parsed.conditions,
+            correction=parsed.correction,
+            provider_id=parsed.provider_id,
+            tape=parsed.tape,
             source=self.name,
         )
 

@@ -1,7 +1,9 @@
 """What each REST API looks like: how to ask for a symbol's latest quote and read the answer.
 
 A preset builds the request (``request``) and turns the decoded JSON body into
-quote fields (``parse``). Parsing never crashes on a bad body: a field of the
+quote fields (``parse``); the presets whose provider serves a latest trade
+(``serves_trades``: alpaca, polygon) do the same for it (``trade_request``,
+``parse_trade``). Parsing never crashes on a bad body: a field of the
 wrong shape raises ``ShapeProblem`` naming the field (``results.P: expected a
 number, got 'abc'``), and an answer that means "no such symbol" raises
 ``NoQuote``; ``HttpSource`` turns both into typed source errors.
@@ -18,6 +20,13 @@ Value rules, the same for every preset:
 - timestamps are clamped into int64 (``boundary.clamp_int64``): a time in the
   wrong unit (ms where s belong, ns where ms belong) gives a quote whose time
   the validator rejects (``bad_timestamp``), never an overflow in storage.
+- a trade's venue, id and tape are text (an integer id or exchange number is
+  written out: polygon's ``x: 4`` is venue ``"4"``; its tape ``z: 1..3`` is
+  ``"A".."C"`` as its docs define), bounded by ``base.trade_text``; its sale
+  conditions, a list of codes, are joined with single spaces (alpaca ``["@",
+  "I"]`` is ``"@ I"``, polygon ``[14, 41]`` is ``"14 41"``; TAQ writes
+  ``COND`` as a padded string, so rules compare with white space removed or
+  split on it).
 
 Bodies are decoded by ``decode_json`` within the boundary's size and depth
 bounds (``boundary.loads_bounded``), so a hostile body is one typed error, never
@@ -45,6 +54,7 @@ from robust_collector.boundary import (
     json_depth_ok,
     loads_bounded,
 )
+from robust_collector.sources.base import trade_text
 from robust_collector.sources.settings import FieldMapConfig, HttpSourceConfig
 
 __all__ = [
@@ -55,6 +65,7 @@ __all__ = [
     "FinnhubPreset",
     "NoQuote",
     "ParsedQuote",
+    "ParsedTrade",
     "PolygonPreset",
     "Preset",
     "RequestSpec",
@@ -64,6 +75,8 @@ __all__ = [
     "parse_rfc3339_us",
     "parse_timestamp_us",
     "to_number",
+    "trade_code",
+    "trade_conditions",
 ]
 
 
@@ -77,7 +90,7 @@ class ShapeProblem(Exception):
 
 
 class NoQuote(Exception):
-    """The API answered, but has no quote for the symbol (unknown or never quoted)."""
+    """The API answered, but has no quote (or trade) for the symbol (unknown or never quoted)."""
 
 
 class ApiErrorAnswer(Exception):
@@ -118,6 +131,20 @@ class ParsedQuote:
     bid_size: float | None = None
     ask_size: float | None = None
     last: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTrade:
+    """The trade fields read from a body or a stream message (text already bounded)."""
+
+    ts_us: int
+    price: float | None
+    size: float | None = None
+    venue: str | None = None
+    conditions: str | None = None
+    correction: int | None = None
+    provider_id: str | None = None
+    tape: str | None = None
 
 
 # -- value parsing --------------------------------------------------------------------
@@ -207,6 +234,56 @@ def _to_int(value: Any, field: str, what: str) -> int:
         if len(text) <= _MAX_DIGITS and _INT_RE.fullmatch(text):
             return int(text)
     raise ShapeProblem(field, f"expected {what}, got {_kind(value)}")
+
+
+MAX_CONDITIONS = 32  # condition codes of one trade; more is not a trade message
+_CODE_BOUND = 10**9  # an integer code (exchange, condition) larger than this is no code
+TAPES = {1: "A", 2: "B", 3: "C"}  # polygon's integer tapes (its docs: 1 = A, 2 = B, 3 = C)
+
+
+def trade_code(value: Any, field: str, limit: int = 64) -> str | None:
+    """A venue, trade id or tape: text (bounded) or an integer written out; ``None`` for
+    null or an empty string; anything else is a ``ShapeProblem``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return trade_text(value, limit)
+    if isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX:
+        return str(value)
+    raise ShapeProblem(field, f"expected a code or an id, got {_kind(value)}")
+
+
+def trade_conditions(value: Any, field: str) -> str | None:
+    """Sale-condition codes (a list of strings or small integers) joined with single
+    spaces; a string is kept as given (bounded); ``None`` for null."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return trade_text(value, 128)
+    if not isinstance(value, list):
+        raise ShapeProblem(field, f"expected a list of condition codes, got {_kind(value)}")
+    if len(value) > MAX_CONDITIONS:
+        raise ShapeProblem(
+            field, f"expected at most {MAX_CONDITIONS} condition codes, got {len(value)}"
+        )
+    codes = []
+    for i, code in enumerate(value):
+        if isinstance(code, str):
+            codes.append(code)
+        elif isinstance(code, int) and not isinstance(code, bool) and abs(code) < _CODE_BOUND:
+            codes.append(str(code))
+        else:
+            raise ShapeProblem(f"{field}[{i}]", f"expected a condition code, got {_kind(code)}")
+    return trade_text(" ".join(codes), 128)
+
+
+def trade_correction(value: Any, field: str) -> int | None:
+    """A correction indicator: an integer inside int64, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX:
+        return value
+    raise ShapeProblem(field, f"expected an integer correction indicator, got {_kind(value)}")
 
 
 def parse_rfc3339_us(value: Any, field: str) -> int:
@@ -333,6 +410,16 @@ class Preset:
         """Quote fields from the decoded body; ``ShapeProblem`` or ``NoQuote`` otherwise."""
         raise NotImplementedError
 
+    serves_trades: ClassVar[bool] = False
+
+    def trade_request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        """The request for ``symbol``'s latest trade (``serves_trades`` presets only)."""
+        raise NotImplementedError(f"the {self.name} preset serves no trades")
+
+    def parse_trade(self, body: Any, symbol: str) -> ParsedTrade:
+        """Trade fields from the decoded body; ``ShapeProblem`` or ``NoQuote`` otherwise."""
+        raise NotImplementedError(f"the {self.name} preset serves no trades")
+
 
 class AlpacaPreset(Preset):
     """Alpaca market data v2: ``GET /v2/stocks/{symbol}/quotes/latest``.
@@ -354,35 +441,66 @@ class AlpacaPreset(Preset):
         "ask_size": "as",
     }
 
-    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+    serves_trades = True
+
+    def _spec(self, base_url: str, symbol: str, creds: Credentials, what: str) -> RequestSpec:
         params = {"feed": self.config.feed} if self.config.feed else {}
         headers = {}
         if creds.api_key is not None:
             headers["APCA-API-KEY-ID"] = creds.api_key
         if creds.api_secret is not None:
             headers["APCA-API-SECRET-KEY"] = creds.api_secret
-        url = f"{base_url}/v2/stocks/{_path_symbol(symbol)}/quotes/latest"
+        url = f"{base_url}/v2/stocks/{_path_symbol(symbol)}/{what}/latest"
         return RequestSpec(url, params, headers)
 
-    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        return self._spec(base_url, symbol, creds, "quotes")
+
+    def trade_request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        """``GET /v2/stocks/{symbol}/trades/latest`` (same headers and feed as quotes)."""
+        return self._spec(base_url, symbol, creds, "trades")
+
+    @staticmethod
+    def _item(body: Any, symbol: str, key: str) -> tuple[Mapping[str, Any], int]:
+        """The ``quote``/``trade`` object of a latest answer and its time; ``NoQuote`` for
+        an empty one or Alpaca's zero time."""
         obj = _object(body, "(body)")
         _check_symbol(obj.get("symbol"), symbol, "symbol")
-        if "quote" not in obj:
+        if key not in obj:
             message = _error_message(obj)
             if message is not None:
                 raise ApiErrorAnswer(message)
-            raise ShapeProblem("quote", "missing")
-        q = obj["quote"]
-        if q is None or q == {}:
-            raise NoQuote("the answer has no quote")
-        q = _object(q, "quote")
-        if "t" not in q:
-            raise ShapeProblem("quote.t", "missing")
-        ts = parse_rfc3339_us(q["t"], "quote.t")
+            raise ShapeProblem(key, "missing")
+        item = obj[key]
+        if item is None or item == {}:
+            raise NoQuote(f"the answer has no {key}")
+        item = _object(item, key)
+        if "t" not in item:
+            raise ShapeProblem(f"{key}.t", "missing")
+        ts = parse_rfc3339_us(item["t"], f"{key}.t")
         if ts <= 0:
-            raise NoQuote(f"the quote has no time ({q['t']!r})")
+            raise NoQuote(f"the {key} has no time ({item['t']!r})")
+        return item, ts
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        q, ts = self._item(body, symbol, "quote")
         values = _numbers(q, "quote.", self.KEYS, ("ask", "bid"))
         return ParsedQuote(ts_us=ts, **values)
+
+    def parse_trade(self, body: Any, symbol: str) -> ParsedTrade:
+        """``{"symbol", "trade": {"t", "x", "p", "s", "c": [...], "i", "z"}}``."""
+        t, ts = self._item(body, symbol, "trade")
+        if "p" not in t:
+            raise ShapeProblem("trade.p", "missing")
+        return ParsedTrade(
+            ts_us=ts,
+            price=to_number(t["p"], "trade.p"),
+            size=to_number(t.get("s"), "trade.s"),
+            venue=trade_code(t.get("x"), "trade.x"),
+            conditions=trade_conditions(t.get("c"), "trade.c"),
+            provider_id=trade_code(t.get("i"), "trade.i"),
+            tape=trade_code(t.get("z"), "trade.z"),
+        )
 
 
 class PolygonPreset(Preset):
@@ -400,7 +518,9 @@ class PolygonPreset(Preset):
     KEYS: ClassVar[dict[str, str]] = {"bid": "p", "ask": "P", "bid_size": "s", "ask_size": "S"}
     OK_STATUS: ClassVar[frozenset[str]] = frozenset({"OK", "DELAYED", "success"})
 
-    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+    serves_trades = True
+
+    def _spec(self, url: str, creds: Credentials) -> RequestSpec:
         params: dict[str, str] = {}
         headers: dict[str, str] = {}
         if creds.api_key is not None:
@@ -408,9 +528,18 @@ class PolygonPreset(Preset):
                 params["apiKey"] = creds.api_key
             else:
                 headers["Authorization"] = f"Bearer {creds.api_key}"
-        return RequestSpec(f"{base_url}/v2/last/nbbo/{_path_symbol(symbol)}", params, headers)
+        return RequestSpec(url, params, headers)
 
-    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        return self._spec(f"{base_url}/v2/last/nbbo/{_path_symbol(symbol)}", creds)
+
+    def trade_request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        """``GET /v2/last/trade/{symbol}`` (same key as quotes)."""
+        return self._spec(f"{base_url}/v2/last/trade/{_path_symbol(symbol)}", creds)
+
+    def _results(self, body: Any, symbol: str) -> tuple[Mapping[str, Any], int]:
+        """The ``results`` object and its SIP time in µs; ``NoQuote`` for NOT_FOUND or
+        empty results, ``ApiErrorAnswer`` for an error status."""
         obj = _object(body, "(body)")
         status = obj.get("status")
         results = obj.get("results")
@@ -432,8 +561,32 @@ class PolygonPreset(Preset):
             raise ShapeProblem(
                 "results.t", f"expected a SIP timestamp in nanoseconds, got {_show(t_ns)}"
             )
+        return r, clamp_int64(t_ns // 1000)
+
+    def parse(self, body: Any, symbol: str) -> ParsedQuote:
+        r, ts = self._results(body, symbol)
         values = _numbers(r, "results.", self.KEYS, ("ask", "bid"))
-        return ParsedQuote(ts_us=clamp_int64(t_ns // 1000), **values)
+        return ParsedQuote(ts_us=ts, **values)
+
+    def parse_trade(self, body: Any, symbol: str) -> ParsedTrade:
+        """``results: {"T", "t" (SIP ns), "y", "p", "s" (or "ds"), "x", "c": [...], "e",
+        "i", "z", ...}``; ``t`` is the time, as for quotes (the same clock as the NBBO)."""
+        r, ts = self._results(body, symbol)
+        if "p" not in r:
+            raise ShapeProblem("results.p", "missing")
+        size_key = "s" if "s" in r or "ds" not in r else "ds"
+        z = r.get("z")
+        tape = TAPES.get(z) if type(z) is int else None
+        return ParsedTrade(
+            ts_us=ts,
+            price=to_number(r["p"], "results.p"),
+            size=to_number(r.get(size_key), f"results.{size_key}"),
+            venue=trade_code(r.get("x"), "results.x"),
+            conditions=trade_conditions(r.get("c"), "results.c"),
+            correction=trade_correction(r.get("e"), "results.e"),
+            provider_id=trade_code(r.get("i"), "results.i"),
+            tape=tape if tape is not None else trade_code(z, "results.z"),
+        )
 
 
 class FinnhubPreset(Preset):

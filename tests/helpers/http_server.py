@@ -1,10 +1,11 @@
 """A real HTTP server on 127.0.0.1 that answers like each quote provider.
 
 ``QuoteServer`` is a small threaded ``http.server`` on a free port; ``Provider``
-answers each preset's latest-quote endpoint in that provider's documented shape,
-with per-symbol faults (slow, 5xx, 429, 401, 404, not JSON, wrong shape, odd
-values). Shared by the HTTP source tests, the end-to-end collector tests, the
-chaos tests and the secrets-leak tests.
+answers each preset's latest-quote endpoint (and alpaca's and polygon's
+latest-trade endpoints) in that provider's documented shape, with per-symbol
+faults (slow, 5xx, 429, 401, 404, not JSON, wrong shape, odd values). Shared by
+the HTTP source tests, the end-to-end collector tests, the chaos tests and the
+secrets-leak tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from robust_collector.config import config_from_dict
 from robust_collector.errors import (
     SourceError,
 )
-from robust_collector.model import Quote
+from robust_collector.model import Quote, Trade
 from robust_collector.sources import (
     HttpSource,
 )
@@ -154,6 +155,13 @@ FIELD_PATHS = {
 }
 
 
+# the provider's JSON path of each trade field (alpaca and polygon serve a latest trade)
+TRADE_PATHS = {
+    "alpaca": {"price": "trade.p", "size": "trade.s", "t": "trade.t", "c": "trade.c"},
+    "polygon": {"price": "results.p", "size": "results.s", "t": "results.t", "c": "results.c"},
+}
+
+
 def symbol_of(req: Request) -> str | None:
     """The symbol a request asks for, whatever the provider's URL shape."""
     if "symbol" in req.query:
@@ -161,9 +169,14 @@ def symbol_of(req: Request) -> str | None:
     p = req.path.split("/")
     if req.path.startswith("/v2/stocks/"):
         return p[3]
-    if req.path.startswith(("/v2/last/nbbo/", "/v1/quote/")):
+    if req.path.startswith(("/v2/last/nbbo/", "/v2/last/trade/", "/v1/quote/")):
         return p[-1]
     return None
+
+
+def is_trade_request(req: Request) -> bool:
+    """True for alpaca's ``/v2/stocks/{sym}/trades/latest`` and polygon's ``/v2/last/trade/``."""
+    return req.path.endswith("/trades/latest") or req.path.startswith("/v2/last/trade/")
 
 
 def rfc3339(us: int) -> str:
@@ -239,6 +252,51 @@ def quote_body(
     }
 
 
+def trade_body(
+    preset: str,
+    symbol: str,
+    price: Any = 100.01,
+    size: Any = 100,
+    ts_us: int = T0_US,
+    *,
+    trade_id: int = 52983525029461,
+) -> Any:
+    """A latest-trade answer in the provider's documented shape (alpaca, polygon)."""
+    if preset == "alpaca":
+        return {
+            "symbol": symbol,
+            "trade": {
+                "t": rfc3339(ts_us),
+                "x": "V",
+                "p": price,
+                "s": size,
+                "c": ["@", "I"],
+                "i": trade_id,
+                "z": "B",
+            },
+        }
+    if preset == "polygon":
+        return {
+            "status": "OK",
+            "request_id": "f05562305bd26ced64b98ed68b3c5d96",
+            "results": {
+                "T": symbol,
+                "c": [37, 14],
+                "f": ts_us * 1000 + 400,
+                "i": str(trade_id),
+                "p": price,
+                "q": 3_135_876 + ts_us % 1000,
+                "r": 202,
+                "s": size,
+                "t": ts_us * 1000 + 123,
+                "x": 4,
+                "y": ts_us * 1000 - 2000,
+                "z": 2,
+            },
+        }
+    raise ValueError(f"{preset} serves no latest trade")
+
+
 def set_path(body: Any, path: str, value: Any) -> Any:
     node = body
     *parents, last = path.split(".")
@@ -251,13 +309,17 @@ def set_path(body: Any, path: str, value: Any) -> Any:
 class Provider:
     """Answers one preset's endpoint; ``faults[symbol](n) -> Reply | None`` overrides (n = 1, 2, ...).
 
-    Without a fault, each request gets a fresh quote: price and time move on.
+    Without a fault, each request gets a fresh quote: price and time move on. Requests
+    to the latest-trade endpoint are counted apart (``trade_n``), get a fresh trade,
+    and take their faults from ``trade_faults``.
     """
 
     def __init__(self, preset: str) -> None:
         self.preset = preset
         self.faults: dict[str, Callable[[int], Reply | None]] = {}
+        self.trade_faults: dict[str, Callable[[int], Reply | None]] = {}
         self.n: dict[str, int] = {}
+        self.trade_n: dict[str, int] = {}
         self._lock = threading.Lock()
         self.rate_headers: dict[str, str] = {}
 
@@ -269,10 +331,25 @@ class Provider:
         )  # fmt: skip
         return Reply(200, body, dict(self.rate_headers))
 
+    def fresh_trade(self, symbol: str, n: int) -> Reply:
+        body = trade_body(
+            self.preset, symbol, price=round(100.0 + 0.01 * (n % 5), 2), size=100 * (n % 3 + 1),
+            ts_us=T0_US + n * 1000, trade_id=1000 + n,
+        )  # fmt: skip
+        return Reply(200, body, dict(self.rate_headers))
+
     def __call__(self, req: Request) -> Reply:
         sym = symbol_of(req)
         if sym is None:
             return Reply(404, {"message": "no such route"})
+        if is_trade_request(req):
+            if self.preset not in TRADE_PATHS:
+                return Reply(404, {"message": "no such route"})
+            with self._lock:
+                n = self.trade_n[sym] = self.trade_n.get(sym, 0) + 1
+            fault = self.trade_faults.get(sym)
+            reply = fault(n) if fault is not None else None
+            return reply if reply is not None else self.fresh_trade(sym, n)
         with self._lock:
             n = self.n[sym] = self.n.get(sym, 0) + 1
         fault = self.faults.get(sym)
@@ -320,6 +397,25 @@ def fetch(src: HttpSource, *symbols: str) -> list[Quote | SourceError]:
 
 def one(src: HttpSource, symbol: str = "SPY") -> Quote | SourceError:
     return fetch(src, symbol)[0]
+
+
+def fetch_trades(src: HttpSource, *symbols: str) -> list[Trade | SourceError]:
+    """Fetch each symbol's latest trade in turn (one event loop); errors are returned."""
+
+    async def go() -> list[Trade | SourceError]:
+        await src.start("run1")
+        out: list[Trade | SourceError] = []
+        try:
+            for s in symbols:
+                try:
+                    out.append(await src.fetch_trade(s))
+                except SourceError as exc:
+                    out.append(exc)
+        finally:
+            await src.aclose()
+        return out
+
+    return asyncio.run(go())
 
 
 def assert_clean(exc: BaseException) -> None:
