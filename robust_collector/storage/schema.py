@@ -1,10 +1,11 @@
 """How to open a SQLite database: create, migrate and verify its schema.
 
 The tables are defined in ``storage.tables``; this module creates them from there,
-migrates an older database (with sqlite-utils: the columns later versions added)
-and checks an existing one (``verify_schema``). Ticks are unique on ``tick_id`` and
-written with ``INSERT OR IGNORE``, so replaying a backup file twice stores nothing
-twice. Every connection uses WAL mode (readers never block the writer) and a busy
+migrates an older database (with sqlite-utils: the columns later versions added; the
+tables they added, like version 3's trades, are created whole by the DDL) and checks
+an existing one (``verify_schema``). Ticks are unique on ``tick_id`` and trades on
+``trade_id``, written with ``INSERT OR IGNORE``, so replaying a backup file twice
+stores nothing twice. Every connection uses WAL mode (readers never block the writer) and a busy
 timeout.
 """
 
