@@ -171,6 +171,12 @@ def _print_summary(summary: Any, elapsed: float) -> None:
     _say(f"\ndata went to {clean_text(summary.database)} ({summary.stored} ticks this run)")
     rejects = sum(s.rejects for s in summary.symbols.values())
     _say(f"{accepted} quotes accepted, {rejects} rejected")
+    if any(s.trades for s in summary.symbols.values()):
+        dup = sum(s.trade_duplicates for s in summary.symbols.values())
+        _say(
+            f"{summary.trades_stored} trades stored, {summary.trade_rejects} rejected, "
+            f"{dup} exact repeats dropped"
+        )
     if st is not None and (st.ticks_to_backup or st.rejects_to_backup):
         _say(
             f"{st.ticks_to_backup} ticks went to backup files; "
