@@ -4,9 +4,20 @@
 microseconds per quote); ``validate_frame`` applies the same rules to a polars
 DataFrame (files, notebooks) and makes exactly the same decisions. Rule ids,
 order and reasons come from ``rules.py``; thresholds from ``ValidationConfig``.
+
+Trades have their own pair, built the same way: ``TradeValidator`` and
+``validate_trade_frame`` (rules in ``trade_rules.py``, thresholds from
+``TradeValidationConfig``), plus ``aggregate_same_timestamp`` for analysis.
 """
 
-from robust_collector.validation.config import PriceRange, RuleSwitches, ValidationConfig
+from robust_collector.validation.config import (
+    PriceRange,
+    RuleSwitches,
+    TradeRuleSwitches,
+    TradeValidationConfig,
+    TradingHours,
+    ValidationConfig,
+)
 from robust_collector.validation.frame import (
     DEFAULT_COLUMNS,
     FIELDS,
@@ -25,6 +36,17 @@ from robust_collector.validation.streaming import (
     Validator,
     Verdict,
 )
+from robust_collector.validation.trade_frame import (
+    TRADE_FRAME_FIELDS,
+    TRADE_SCHEMA,
+    TRADE_TAQ_COLUMNS,
+    TradeFrameResult,
+    aggregate_same_timestamp,
+    trades_frame,
+    validate_trade_frame,
+)
+from robust_collector.validation.trade_rules import TRADE_RULE_INFO, TRADE_RULES
+from robust_collector.validation.trade_streaming import TRADE_COUNTER_KEYS, TradeValidator
 
 __all__ = [
     "ACCEPTED",
@@ -37,13 +59,27 @@ __all__ = [
     "RULES",
     "RULE_INFO",
     "TAQ_COLUMNS",
+    "TRADE_COUNTER_KEYS",
+    "TRADE_FRAME_FIELDS",
+    "TRADE_RULES",
+    "TRADE_RULE_INFO",
+    "TRADE_SCHEMA",
+    "TRADE_TAQ_COLUMNS",
     "FrameResult",
     "PriceRange",
     "RuleInfo",
     "RuleSwitches",
+    "TradeFrameResult",
+    "TradeRuleSwitches",
+    "TradeValidationConfig",
+    "TradeValidator",
+    "TradingHours",
     "ValidationConfig",
     "Validator",
     "Verdict",
+    "aggregate_same_timestamp",
     "quotes_frame",
+    "trades_frame",
     "validate_frame",
+    "validate_trade_frame",
 ]
