@@ -36,13 +36,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from robust_collector.boundary import clean_text
 from robust_collector.config import Config
 from robust_collector.errors import CircuitOpenError, PermanentSourceError
 from robust_collector.health.facts import SilenceFacts, StreamFacts
-from robust_collector.model import make_tick_id, new_quote, now_us
+from robust_collector.model import Trade, make_tick_id, make_trade_id, new_quote, now_us
 from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.secrets import redact
@@ -68,6 +68,15 @@ log = logging.getLogger("robust_collector.stream")
 _DEFAULTS = WebSocketSourceConfig(preset="alpaca")
 _SLICE_SECONDS = 0.005  # work done on the loop before yielding to the reader and keepalive
 _LOG_EVERY = 1000  # after the first 10 malformed items, one log line per this many
+
+
+class _SpillRows(NamedTuple):
+    """The rows a spill validated, in ``BackupWriter.write_batch`` order."""
+
+    ticks: list[tuple[Any, ...]]
+    rejects: list[tuple[Any, ...]]
+    trades: list[tuple[Any, ...]]
+    trade_rejects: list[tuple[Any, ...]]
 
 
 def _setting(source: Any, name: str) -> Any:
@@ -116,6 +125,7 @@ class StreamRunner:
         self._fatal: PermanentSourceError | None = None
         self._down: tuple[float, str] | None = None
         self._seq: dict[str, int] = {}
+        self._tseq: dict[str, int] = {}  # trades are numbered apart from quotes
         self._spill_writer: BackupWriter | None = None
         self._refresh_source: Any = None
         self._last_frame = 0.0
@@ -131,6 +141,7 @@ class StreamRunner:
         self.subscribed: tuple[str, ...] = ()
         self.frames = 0
         self.quotes = 0
+        self.trades = 0
         self.malformed = 0
         self.ignored = 0
         self.spills = 0
@@ -494,8 +505,38 @@ class StreamRunner:
             ended = self.detector.arrived(sym, at)
             if ended is not None:
                 self._silence_ended(ended)
-        if parsed.quotes:
-            p.collector_health.record_success(fresh=fresh_any, count=len(parsed.quotes))
+        for sym, ts, price, size, venue, conds, provider_id, tape in parsed.trades:
+            counter = counters.get(sym)
+            if counter is None:
+                self._malformed(f"trade for {sym!r}, a symbol we did not subscribe to")
+                continue
+            tseq = self._tseq[sym] = self._tseq.get(sym, 0) + 1
+            t = Trade(
+                make_trade_id(run_id, sym, tseq),
+                sym,
+                tseq,
+                ts if ts is not None else recv,
+                recv,
+                price,
+                size,
+                venue,
+                conds,
+                None,
+                provider_id,
+                tape,
+                name,
+            )
+            self.trades += 1
+            self._conn_quotes += 1
+            fresh = p.judge_trade(t, counter)
+            fresh_any = fresh or fresh_any
+            health[sym].record_success(fresh=fresh)
+            ended = self.detector.arrived(sym, at)
+            if ended is not None:
+                self._silence_ended(ended)
+        n = len(parsed.quotes) + len(parsed.trades)
+        if n:
+            p.collector_health.record_success(fresh=fresh_any, count=n)
         self.ignored += parsed.ignored
         for problem in parsed.problems:
             self._malformed(problem)
@@ -535,12 +576,11 @@ class StreamRunner:
         self.queue.clear()
         self.spills += 1
         self.spilled_frames += len(frames)
-        ticks: list[tuple[Any, ...]] = []
-        rejects: list[tuple[Any, ...]] = []
+        rows = _SpillRows([], [], [], [])
         self._spilling = True
         try:
             while frames:
-                self._spill_slice(frames, ticks, rejects)
+                self._spill_slice(frames, rows)
                 if frames:
                     await asyncio.sleep(0)
         finally:
@@ -548,19 +588,14 @@ class StreamRunner:
             if frames:
                 self.spilled_frames -= len(frames)
                 self.queue.extendleft(reversed(frames))
-            self._store_spill(ticks, rejects)
+            self._store_spill(rows)
 
-    def _spill_slice(
-        self,
-        frames: deque[tuple[int, str | bytes]],
-        ticks: list[tuple[Any, ...]],
-        rejects: list[tuple[Any, ...]],
-    ) -> None:
-        """Validate spilled frames for one time slice into ``ticks``/``rejects`` (the
-        collector's buffers are swapped out only within the slice: no yield in between)."""
+    def _spill_slice(self, frames: deque[tuple[int, str | bytes]], rows: _SpillRows) -> None:
+        """Validate spilled frames for one time slice into ``rows`` (the pipeline's buffers
+        are swapped out only within the slice: no yield in between)."""
         p = self.p
-        kept_t, kept_r = p.ticks, p.rejects
-        p.ticks, p.rejects = ticks, rejects
+        kept = (p.ticks, p.rejects, p.trades, p.trade_rejects)
+        p.ticks, p.rejects, p.trades, p.trade_rejects = rows
         deadline = time.perf_counter() + _SLICE_SECONDS
         try:
             while frames:
@@ -568,9 +603,9 @@ class StreamRunner:
                 if time.perf_counter() >= deadline:
                     break
         finally:
-            p.ticks, p.rejects = kept_t, kept_r
+            p.ticks, p.rejects, p.trades, p.trade_rejects = kept
 
-    def _store_spill(self, ticks: list[tuple[Any, ...]], rejects: list[tuple[Any, ...]]) -> None:
+    def _store_spill(self, rows: _SpillRows) -> None:
         if self.spills == 1 or self.spills % 100 == 0:
             log.warning(
                 "%s: stream queue full (%d messages): validated at once and spilled to "
@@ -579,17 +614,20 @@ class StreamRunner:
                 self.max_queue,
                 self.spills,
             )
-        if not (ticks or rejects):
+        if not any(rows):
             return
         writer = self._backup()
         if writer is not None:
             try:
-                self.spilled_rows += writer.write_batch(ticks, rejects)
+                self.spilled_rows += writer.write_batch(*rows)
                 return
             except OSError as exc:
                 self._error(exc, component="backup")
-        self.p.ticks.extend(ticks)  # no backup files: keep them buffered for the writer
-        self.p.rejects.extend(rejects)
+        p = self.p  # no backup files: keep them buffered for the writer
+        p.ticks.extend(rows.ticks)
+        p.rejects.extend(rows.rejects)
+        p.trades.extend(rows.trades)
+        p.trade_rejects.extend(rows.trade_rejects)
 
     def _backup(self) -> BackupWriter | None:
         if self._spill_writer is None:
@@ -771,6 +809,7 @@ class StreamRunner:
             "subscribed": self.subscribed,
             "frames": self.frames,
             "quotes": self.quotes,
+            "trades": self.trades,
             "malformed": self.malformed,
             "ignored": self.ignored,
             "queue_depth": len(self.queue),
