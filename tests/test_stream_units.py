@@ -121,7 +121,7 @@ def test_alpaca_parser_keeps_valid_items_of_a_half_valid_frame() -> None:
             {"T": "q", "S": "SPY", "bp": 1.5, "ap": 1.6, "bs": 1, "as": 2,
              "t": "2026-03-02T14:30:00.123456789Z"},
             {"T": "q", "S": "QQQ", "bp": "abc", "ap": 1.0, "t": "2026-03-02T14:30:00Z"},
-            {"T": "t", "S": "SPY", "p": 1.5},
+            {"T": "b", "S": "SPY", "o": 1.5},
             {"T": "error", "code": 402, "msg": "auth failed"},
             {"T": "error", "code": 406, "msg": "connection limit exceeded"},
             {"T": "subscription", "quotes": ["SPY", "QQQ"]},
@@ -134,7 +134,8 @@ def test_alpaca_parser_keeps_valid_items_of_a_half_valid_frame() -> None:
         "item 1 (QQQ): bp: expected a number, got 'abc'",
         "item 6: expected a JSON object, got int",
     ]
-    assert p.ignored == 1
+    assert p.ignored == 1  # a bar: a kind we do not collect
+    assert p.trades == []
     kinds = [(c.kind, c.code, c.permanent) for c in p.controls]
     assert kinds == [("error", 402, True), ("error", 406, False), ("subscribed", "full", False)]
     assert p.controls[2].symbols == ("SPY", "QQQ")

@@ -25,8 +25,11 @@ from helpers.http_server import (
     set_path,
     trade_body,
 )
+from helpers.ws_feed import KEY as WS_KEY
+from helpers.ws_feed import SECRET as WS_SECRET
+from helpers.ws_feed import FakeFeed
 
-from robust_collector.boundary import clean_text
+from robust_collector.boundary import clean_text, ts_in_window
 from robust_collector.config import config_from_dict
 from robust_collector.errors import (
     ConfigError,
@@ -43,11 +46,14 @@ from robust_collector.sources import (
     MalformedResponseError,
     ReplaySource,
     ReplaySourceConfig,
+    SimulatedSource,
     UnknownSymbolError,
+    WebSocketSource,
     create_source,
     kinds_for,
     traits_of,
 )
+from robust_collector.sources.websocket_presets import AlpacaStream, PolygonStream
 
 
 def source_cfg(**section: Any) -> Any:
@@ -684,3 +690,223 @@ def test_presets_without_a_latest_trade_refuse_without_asking(preset: str) -> No
     assert isinstance(err, BadRequestError) and err.permanent
     assert str(err) == f"{preset} SPY: the {preset} API serves no latest trade over REST"
     assert src.requests == 0
+
+
+# -- WebSocket: the trade channels ----------------------------------------------------------------
+
+
+def test_alpaca_stream_trades_and_a_half_valid_frame() -> None:
+    frame = json.dumps(
+        [
+            {"T": "t", "i": 96921, "S": "AAPL", "x": "D", "p": 126.55, "s": 1,
+             "t": "2021-02-22T15:51:44.208123456Z", "c": ["@", "I"], "z": "C"},
+            {"T": "t", "S": "SPY", "p": "abc", "t": "2021-02-22T15:51:44Z"},
+            {"T": "t", "S": "SPY", "p": 1.0, "t": "2021-02-22T15:51:44Z", "c": [{"x": 1}]},
+            {"T": "t", "S": "SPY", "t": "2021-02-22T15:51:44Z"},
+            {"T": "q", "S": "SPY", "bp": 1.5, "ap": 1.6, "t": "2021-02-22T15:51:44Z"},
+            {"T": "t", "S": "QQQ", "p": 2.0, "t": "2021-02-22T15:51:45Z"},
+        ]
+    )  # fmt: skip
+    p = AlpacaStream().parse(frame)
+    assert p.trades == [
+        ("AAPL", 1614009104208123, 126.55, 1.0, "D", "@ I", "96921", "C"),
+        ("QQQ", 1614009105000000, 2.0, None, None, None, None, None),
+    ]
+    assert len(p.quotes) == 1
+    assert p.problems == [
+        "item 1 (SPY): p: expected a number, got 'abc'",
+        "item 2 (SPY): c[0]: expected a condition code, got an object",
+        "item 3 (SPY): p: missing",
+    ]
+
+
+def test_polygon_stream_trades_with_integer_exchange_tape_and_conditions() -> None:
+    frame = json.dumps(
+        [
+            {"ev": "T", "sym": "MSFT", "x": 4, "i": "12345", "z": 3, "p": 114.125, "s": 100,
+             "c": [0, 12], "t": 1536036818784, "q": 3681328},
+            {"ev": "T", "sym": "MSFT", "x": 4, "p": 114.0, "t": "soon"},
+            {"ev": "T", "sym": "MSFT", "x": {"id": 4}, "p": 114.0, "t": 1536036818785},
+        ]
+    )  # fmt: skip
+    p = PolygonStream().parse(frame)
+    assert p.trades == [("MSFT", 1536036818784000, 114.125, 100.0, "4", "0 12", "12345", "C")]
+    assert p.problems == [
+        "item 1 (MSFT): t: expected a unix time in ms, got 'soon'",
+        "item 2 (MSFT): x: expected a code or an id, got an object",
+    ]
+
+
+def test_subscriptions_ask_each_symbols_channels_and_acks_name_them() -> None:
+    assert AlpacaStream().subscribe_message(["SPY"]) == '{"action":"subscribe","quotes":["SPY"]}'
+    assert AlpacaStream().subscribe_message(["SPY"], ["SPY", "IWM"]) == (
+        '{"action":"subscribe","quotes":["SPY"],"trades":["SPY","IWM"]}'
+    )
+    assert AlpacaStream().subscribe_message([], ["IWM"]) == (
+        '{"action":"subscribe","trades":["IWM"]}'
+    )
+    assert PolygonStream().subscribe_message(["SPY"], ["SPY", "IWM"]) == (
+        '{"action":"subscribe","params":"Q.SPY,T.SPY,T.IWM"}'
+    )
+    ack = AlpacaStream().parse(
+        json.dumps([{"T": "subscription", "trades": ["SPY", "IWM"], "quotes": ["SPY"]}])
+    )
+    (c,) = ack.controls
+    assert (c.kind, c.code, c.symbols) == ("subscribed", "full", ("SPY", "IWM"))
+    assert c.channels == (("quotes", ("SPY",)), ("trades", ("SPY", "IWM")))
+    assert c.message == "quotes: SPY; trades: SPY, IWM"
+    acks = PolygonStream().parse(
+        json.dumps(
+            [
+                {"ev": "status", "status": "success", "message": "subscribed to: T.IWM"},
+                {"ev": "status", "status": "success", "message": "subscribed to: Q.SPY,T.SPY"},
+            ]
+        )
+    )
+    assert [(c.symbols, c.channels) for c in acks.controls] == [
+        (("IWM",), (("trades", ("IWM",)),)),
+        (("SPY",), (("quotes", ("SPY",)), ("trades", ("SPY",)))),
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_a_stream_subscribes_trades_only_where_asked_and_delivers_them(preset: str) -> None:
+    feed = FakeFeed(preset)
+    try:
+        cfg = source_cfg(
+            type="websocket",
+            preset=preset,
+            base_url=feed.url,
+            data=["quotes"],
+            data_by_symbol={"SPY": ["quotes", "trades"], "IWM": ["trades"]},
+        )
+        env = {"APCA_API_KEY_ID": WS_KEY, "APCA_API_SECRET_KEY": WS_SECRET}
+        src = WebSocketSource(cfg, environ={**env, "POLYGON_API_KEY": WS_KEY})
+        assert src.channels(["SPY", "QQQ", "IWM"]) == (["SPY", "QQQ"], ["SPY", "IWM"])
+
+        async def go() -> tuple[list[Any], list[Any], list[Any]]:
+            await src.start("run1")
+            conn = await src.connect(["SPY", "QQQ", "IWM"])
+            quotes: list[Any] = []
+            trades: list[Any] = []
+            controls: list[Any] = []
+            try:
+                async for frame in conn:
+                    parsed = src.parse(frame)
+                    assert parsed.problems == []
+                    quotes += parsed.quotes
+                    trades += parsed.trades
+                    controls += parsed.controls
+                    if len(trades) >= 6 and len(quotes) >= 6:
+                        break
+            finally:
+                await conn.close()
+            return quotes, trades, controls
+
+        quotes, trades, controls = run(go)
+        assert feed.subscribes == [["SPY", "QQQ"]] and feed.trade_subscribes == [["SPY", "IWM"]]
+        assert {t[0] for t in trades} == {"SPY", "IWM"}
+        assert {q[0] for q in quotes} == {"SPY", "QQQ"}  # IWM collects trades only
+        for _sym, ts, price, size, venue, conds, provider_id, tape in trades:
+            assert ts_in_window(ts) and price is not None and 100.0 <= price < 101.0
+            assert size == 100.0 and venue in ("V", "4") and tape == "B"
+            assert conds in ("@", "37") and provider_id is not None
+        acked = {s for c in controls if c.kind == "subscribed" for s in c.symbols}
+        assert acked == {"SPY", "QQQ", "IWM"}
+    finally:
+        feed.close()
+
+
+# -- the simulated source: trades offline ----------------------------------------------------------
+
+
+def sim(**section: Any) -> SimulatedSource:
+    ticks = iter(range(10**9))
+    cfg = source_cfg(type="simulated", **section)
+    return SimulatedSource(cfg, clock_us=lambda: 1_800_000_000_000_000 + next(ticks))
+
+
+def calls(src: SimulatedSource, plan: list[tuple[str, str]]) -> list[Any]:
+    """Run ``(kind, symbol)`` fetches in order; errors are returned, not raised."""
+
+    async def go() -> list[Any]:
+        await src.start("run1")
+        out: list[Any] = []
+        for kind, sym in plan:
+            try:
+                out.append(await (src.fetch_trade(sym) if kind == "t" else src.fetch(sym)))
+            except SourceError as exc:
+                out.append(exc)
+        return out
+
+    return run(go)
+
+
+def test_simulated_trades_are_deterministic_and_leave_the_quotes_alone() -> None:
+    plan = [("q", "SPY"), ("t", "SPY"), ("t", "SPY"), ("q", "SPY"), ("t", "QQQ")] * 20
+    a = calls(sim(data=["quotes", "trades"], seed=7), plan)
+    b = calls(sim(data=["quotes", "trades"], seed=7), plan)
+    assert [x.as_row() for x in a] == [x.as_row() for x in b]
+    other = calls(sim(data=["quotes", "trades"], seed=8), plan)
+    assert [x.as_row() for x in a] != [x.as_row() for x in other]
+    # asking for trades never changes the quotes: the same quotes without the trades
+    quotes_only = calls(sim(data=["quotes", "trades"], seed=7), [p for p in plan if p[0] == "q"])
+    assert [q.bid for q in a if isinstance(q, Quote)] == [q.bid for q in quotes_only]
+    trades = [x for x in a if isinstance(x, Trade)]
+    assert [t.trade_id for t in trades[:3]] == ["run1:SPY:t1", "run1:SPY:t2", "run1:QQQ:t1"]
+    assert {t.tape for t in trades} == {"B", "C"} and {t.correction for t in trades} == {0}
+    assert all(t.conditions in ("@", "@ I") and t.venue and t.provider_id for t in trades)
+    assert all(t.size is not None and t.size > 0 for t in trades)
+
+
+def test_simulated_trades_print_between_the_bid_and_the_ask() -> None:
+    out = calls(sim(), [("q", "SPY"), ("t", "SPY")] * 300)
+    for quote, trade in zip(out[::2], out[1::2], strict=True):
+        assert quote.bid <= trade.price <= quote.ask, (quote, trade)
+    assert len({t.price for t in out[1::2]}) > 10
+
+
+def test_a_trades_only_symbol_walks_its_own_mid() -> None:
+    src = sim(data=["trades"], volatility_bps=20.0)
+    prices = [t.price for t in calls(src, [("t", "IWM")] * 200)]
+    assert len(set(prices)) > 20 and abs(prices[-1] - 210.0) < 21.0
+    assert src.emitted_trades == {"IWM": 200}
+
+
+def test_the_fault_knobs_apply_to_trades() -> None:
+    src = sim(data=["trades"], faults={"failing_symbols": ["IWM"]})
+    (err,) = calls(src, [("t", "IWM")])
+    assert isinstance(err, TransientSourceError) and "connection refused" in str(err)
+    src = sim(data=["trades"], faults={"rate_limit_rate": 1.0})
+    (err,) = calls(src, [("t", "SPY")])
+    assert isinstance(err, RateLimitError) and err.retry_after == 1.0
+    src = sim(data=["trades"])
+    src.fail_next("SPY", 1)
+    first, second = calls(src, [("t", "SPY"), ("t", "SPY")])
+    assert isinstance(first, TransientSourceError) and isinstance(second, Trade)
+    assert second.seq == 1  # a failed fetch hands out no number
+    # a duplicate repeats the print, provider id and all (a duplicate by identity)
+    src = sim(data=["trades"], faults={"duplicate_rate": 1.0})
+    one, dup = calls(src, [("t", "SPY"), ("t", "SPY")])
+    assert (dup.seq, dup.trade_id) == (2, "run1:SPY:t2") and dup.provider_id == one.provider_id
+    assert (dup.price, dup.size, dup.venue) == (one.price, one.size, one.venue)
+    src = sim(data=["trades"], faults={"bad_tick_rate": 1.0})
+    bad = calls(src, [("t", "SPY")] * 40)
+    kinds = src.bad_trades("SPY")
+    assert len(kinds) == 40 and set(kinds.values()) == {"spike", "zero", "nan", "zero_size"}
+    for t in bad:
+        kind = kinds[t.seq]
+        if kind == "zero":
+            assert t.price == 0.0
+        elif kind == "nan":
+            assert t.price != t.price
+        elif kind == "zero_size":
+            assert t.size == 0.0
+
+
+def test_a_simulated_config_collecting_trades_offers_fetch_trade() -> None:
+    src = create_source(source_cfg(type="simulated", data_by_symbol={"SPY": ["trades"]}))
+    traits = traits_of(src)
+    assert traits.fetch_trade is not None and traits.kinds("SPY") == {"trades"}
+    assert traits.kinds("QQQ") == {"quotes"}

@@ -3,10 +3,10 @@
 A polling source answers ``fetch(symbol)``; a streaming source opens ONE
 connection for many symbols (``connect(symbols)``, which authenticates and
 subscribes) and hands back a ``StreamConnection``: an async iterator of raw
-frames. ``parse(frame)`` turns a frame into quote fields, problems (malformed
-items) and control messages. Reading and parsing are separate so the collector's
-reader only reads (it never waits on validation or storage) and a benchmark can
-time a bare parse of the same frames.
+frames. ``parse(frame)`` turns a frame into quote fields, trade fields, problems
+(malformed items) and control messages. Reading and parsing are separate so the
+collector's reader only reads (it never waits on validation or storage) and a
+benchmark can time a bare parse of the same frames.
 
 ``ReconnectBackoff`` spaces reconnect attempts (exponential, equal jitter) and
 ``SilenceDetector`` learns each symbol's normal gap between quotes and says
@@ -39,12 +39,19 @@ __all__ = [
     "StreamConnection",
     "StreamRefused",
     "StreamSource",
+    "TradeFields",
     "is_streaming",
     "iter_quotes",
 ]
 
 QuoteFields = tuple[str, int | None, float | None, float | None, float | None, float | None]
 """One parsed quote: (symbol, ts_us or None, bid, ask, bid_size, ask_size)."""
+
+TradeFields = tuple[
+    str, int, float | None, float | None, str | None, str | None, str | None, str | None
+]
+"""One parsed trade: (symbol, ts_us, price, size, venue, conditions, provider_id, tape);
+conditions are the codes joined with single spaces, every text bounded and clean."""
 
 
 class StreamClosed(TransientSourceError):
@@ -65,23 +72,31 @@ class StreamAuthError(PermanentSourceError):
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """A non-quote message: ``kind`` is subscribed, error or status."""
+    """A non-data message: ``kind`` is subscribed, error or status.
+
+    A ``subscribed`` control lists the symbols acknowledged on any channel in
+    ``symbols`` and per channel in ``channels``, e.g. ``(("quotes", ("SPY",)),
+    ("trades", ("SPY", "IWM")))``.
+    """
 
     kind: str
     message: str
     code: int | str | None = None
     permanent: bool = False
     symbols: tuple[str, ...] = ()
+    channels: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(slots=True)
 class ParsedFrame:
-    """What one frame held: quotes, problems (one line per malformed item) and controls."""
+    """What one frame held: quotes, trades, problems (one line per malformed item) and
+    controls; ``ignored`` counts well-formed messages of kinds not collected (bars...)."""
 
     quotes: list[QuoteFields] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
     ignored: int = 0
+    trades: list[TradeFields] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -105,11 +120,12 @@ class StreamSource(Protocol):
         """Prepare (nothing is opened yet); ``run_id`` goes into every tick id."""
 
     async def connect(self, symbols: Sequence[str]) -> StreamConnection:
-        """Open, authenticate and subscribe; ``StreamAuthError`` when that cannot work."""
+        """Open, authenticate and subscribe each symbol to the channels of its kinds
+        (quotes, trades); ``StreamAuthError`` when that cannot work."""
         ...
 
     def parse(self, frame: str | bytes) -> ParsedFrame:
-        """Quote fields, problems and controls from one frame; never raises."""
+        """Quote and trade fields, problems and controls from one frame; never raises."""
         ...
 
     async def aclose(self) -> None:

@@ -2,8 +2,10 @@
 
 ``connect(symbols)`` opens the connection (with our own ping/pong keepalive: no
 pong within ``ping_timeout_seconds`` while no frame arrives either closes the
-connection as dead, "ping timeout"; a pong late behind a burst does not), waits for the server's greeting, authenticates, and subscribes to every symbol's
-quotes. What can go wrong there becomes a typed error:
+connection as dead, "ping timeout"; a pong late behind a burst does not), waits
+for the server's greeting, authenticates, and subscribes each symbol to the
+channels of its kinds (``source.data``, ``source.data_by_symbol``): quotes,
+trades or both. What can go wrong there becomes a typed error:
 
 - credentials refused (alpaca 402, polygon ``auth_failed``), symbol limits,
   an HTTP 401/403 at the upgrade: ``StreamAuthError`` (permanent: the collector
@@ -32,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from robust_collector.boundary import clean_text
 from robust_collector.errors import ConfigError
 from robust_collector.secrets import redact, register_secret
-from robust_collector.sources.base import register_source
+from robust_collector.sources.base import kinds_for, register_source
 from robust_collector.sources.settings import WebSocketSourceConfig
 from robust_collector.sources.stream import (
     ParsedFrame,
@@ -298,10 +300,19 @@ class WebSocketSource:
             parsed, frame = await self._answer(ws, "authentication")
             if self.preset.auth_ok(parsed.controls):
                 break
-            if parsed.quotes or parsed.problems:
+            if parsed.quotes or parsed.trades or parsed.problems:
                 pending.append(frame)
-        await ws.send(self.preset.subscribe_message(symbols))
+        quotes, trades = self.channels(symbols)
+        await ws.send(self.preset.subscribe_message(quotes, trades))
         return pending
+
+    def channels(self, symbols: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The symbols whose quotes and whose trades are subscribed (each symbol's kinds)."""
+        kinds = {s: kinds_for(self.config, s) for s in symbols}
+        return (
+            [s for s in symbols if "quotes" in kinds[s]],
+            [s for s in symbols if "trades" in kinds[s]],
+        )
 
 
 def _build(config: WebSocketSourceConfig, **kwargs: Any) -> WebSocketSource:

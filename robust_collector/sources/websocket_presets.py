@@ -2,9 +2,17 @@
 
 Each preset says where to connect, what to send to authenticate and subscribe,
 how to read the server's answers to those, and how to turn a frame into quote
-fields (``parse``). Parsing never raises: a frame that is not JSON, or an item
-of the wrong shape, becomes one line in ``ParsedFrame.problems`` and every
-valid item of the same frame is still kept ("half-valid" messages).
+and trade fields (``parse``). Parsing never raises: a frame that is not JSON, or
+an item of the wrong shape, becomes one line in ``ParsedFrame.problems`` and
+every valid item of the same frame is still kept ("half-valid" messages).
+
+Trades (``ParsedFrame.trades``, tuples ``(symbol, ts_us, price, size, venue,
+conditions, provider_id, tape)``): alpaca ``{"T": "t", "S", "i", "x", "p", "s",
+"c": [...], "t": RFC 3339, "z"}`` on the ``trades`` channel; polygon ``{"ev":
+"T", "sym", "x", "i", "z", "p", "s", "c": [...], "t": SIP ms}`` on the ``T.``
+channel. Conditions are the codes joined with single spaces; polygon's integer
+exchange and tape are written out (``x: 4`` -> ``"4"``, ``z: 1..3`` -> ``"A".."C"``).
+A subscription asks each symbol's channels: quotes, trades or both.
 
 Everything in a ``ParsedFrame`` is bounded: frames are decoded within the
 boundary's size and depth bounds (a 10,000-deep frame is one problem, not a
@@ -31,13 +39,16 @@ import orjson
 
 from robust_collector.boundary import INT64_MAX, INT64_MIN, BoundaryError, clamp_int64, clean_text
 from robust_collector.sources.presets import (
+    TAPES,
     ShapeProblem,
     _show,
     decode_json,
     parse_rfc3339_us,
     to_number,
+    trade_code,
+    trade_conditions,
 )
-from robust_collector.sources.stream import Control, ParsedFrame
+from robust_collector.sources.stream import Control, ParsedFrame, TradeFields
 
 __all__ = ["STREAM_PRESETS", "AlpacaStream", "PolygonStream", "StreamPreset", "decode_frame"]
 
@@ -107,21 +118,38 @@ def _items(frame: str | bytes, out: ParsedFrame) -> list[Any]:
     return []
 
 
-def _add_quote(
+def _add_item(
     out: ParsedFrame,
+    into: list[Any],
     i: int,
     item: Mapping[str, Any],
     parse: Callable[[Mapping[str, Any]], tuple[Any, ...]],
     symbol_key: str,
 ) -> None:
-    """Parse quote item ``i`` into ``out.quotes``, or say what is wrong with it (and for
-    which symbol) in ``out.problems``: a half-valid frame keeps its good items."""
+    """Parse item ``i`` into ``into`` (the quotes or the trades), or say what is wrong with
+    it (and for which symbol) in ``out.problems``: a half-valid frame keeps its good items."""
     try:
-        out.quotes.append(parse(item))
+        into.append(parse(item))
     except ShapeProblem as exc:
         sym = item.get(symbol_key)
         shown = f" ({clean_text(sym, MAX_SYMBOL)})" if isinstance(sym, str) else ""
         out.problems.append(f"item {i}{shown}: {exc}")
+
+
+def _clean_symbols(value: Any) -> tuple[str, ...]:
+    """The clean symbols of an acknowledged list (anything else is left out)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(s for s in value if isinstance(s, str) and s and clean_text(s, MAX_SYMBOL) == s)
+
+
+def _channels(
+    pairs: Sequence[tuple[str, tuple[str, ...]]],
+) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The union of the channels' symbols (in order) and the non-empty channels."""
+    kept = tuple((name, syms) for name, syms in pairs if syms)
+    union = tuple(dict.fromkeys(s for _, syms in kept for s in syms))
+    return union, kept
 
 
 class StreamPreset:
@@ -141,12 +169,12 @@ class StreamPreset:
         """The authentication message (holds the secrets: never logged)."""
         raise NotImplementedError
 
-    def subscribe_message(self, symbols: Sequence[str]) -> str:
-        """The subscription to every symbol's quotes."""
+    def subscribe_message(self, symbols: Sequence[str], trades: Sequence[str] = ()) -> str:
+        """The subscription to the quotes of ``symbols`` and the trades of ``trades``."""
         raise NotImplementedError
 
     def parse(self, frame: str | bytes) -> ParsedFrame:
-        """Quote fields, problems and controls of one frame (never raises)."""
+        """Quote and trade fields, problems and controls of one frame (never raises)."""
         raise NotImplementedError
 
     def greeting_ok(self, controls: Sequence[Control]) -> bool:
@@ -159,7 +187,8 @@ class StreamPreset:
 
 
 class AlpacaStream(StreamPreset):
-    """Alpaca market data v2 stream: ``{base_url}/v2/{feed}``, quotes as ``T: q``."""
+    """Alpaca market data v2 stream: ``{base_url}/v2/{feed}``, quotes as ``T: q``, trades
+    as ``T: t``."""
 
     name = "alpaca"
     default_base_url = "wss://stream.data.alpaca.markets"
@@ -174,8 +203,13 @@ class AlpacaStream(StreamPreset):
     def auth_message(self, key: str | None, secret: str | None) -> str:
         return orjson.dumps({"action": "auth", "key": key or "", "secret": secret or ""}).decode()
 
-    def subscribe_message(self, symbols: Sequence[str]) -> str:
-        return orjson.dumps({"action": "subscribe", "quotes": list(symbols)}).decode()
+    def subscribe_message(self, symbols: Sequence[str], trades: Sequence[str] = ()) -> str:
+        message: dict[str, Any] = {"action": "subscribe"}
+        if symbols or not trades:
+            message["quotes"] = list(symbols)
+        if trades:
+            message["trades"] = list(trades)
+        return orjson.dumps(message).decode()
 
     def parse(self, frame: str | bytes) -> ParsedFrame:
         out = ParsedFrame()
@@ -185,7 +219,9 @@ class AlpacaStream(StreamPreset):
                 continue
             kind = item.get("T")
             if kind == "q":
-                _add_quote(out, i, item, self._quote, "S")
+                _add_item(out, out.quotes, i, item, self._quote, "S")
+            elif kind == "t":
+                _add_item(out, out.trades, i, item, self._trade, "S")
             elif kind == "error":
                 code = _code(item.get("code"))
                 msg = _text(item.get("msg", ""))
@@ -196,22 +232,16 @@ class AlpacaStream(StreamPreset):
                 msg_value = item.get("msg")
                 out.controls.append(Control("status", _text(msg_value), _code(msg_value)))
             elif kind == "subscription":
-                quotes = item.get("quotes")
-                syms = (
-                    tuple(
-                        s
-                        for s in quotes
-                        if isinstance(s, str) and s and clean_text(s, MAX_SYMBOL) == s
-                    )
-                    if isinstance(quotes, list)
-                    else ()
-                )
+                quotes = _clean_symbols(item.get("quotes"))
+                trades = _clean_symbols(item.get("trades"))
+                syms, channels = _channels((("quotes", quotes), ("trades", trades)))
+                message = f"quotes: {', '.join(quotes)}"
+                if trades:
+                    message += f"; trades: {', '.join(trades)}"
                 # alpaca acknowledges with the whole current subscription ("full")
-                out.controls.append(
-                    Control("subscribed", f"quotes: {', '.join(syms)}", "full", False, syms)
-                )
+                out.controls.append(Control("subscribed", message, "full", False, syms, channels))
             elif isinstance(kind, str):
-                out.ignored += 1  # trades, bars, statuses we do not collect
+                out.ignored += 1  # bars, corrections, statuses we do not collect
             else:
                 out.problems.append(f"item {i}: no message type 'T'")
         return _clean(out)
@@ -232,9 +262,28 @@ class AlpacaStream(StreamPreset):
             to_number(item.get("as"), "as"),
         )
 
+    @staticmethod
+    def _trade(item: Mapping[str, Any]) -> TradeFields:
+        sym = _symbol(item.get("S"), "S")
+        if "t" not in item:
+            raise ShapeProblem("t", "missing")
+        if "p" not in item:
+            raise ShapeProblem("p", "missing")
+        return (
+            sym,
+            parse_rfc3339_us(item["t"], "t"),
+            to_number(item["p"], "p"),
+            to_number(item.get("s"), "s"),
+            trade_code(item.get("x"), "x"),
+            trade_conditions(item.get("c"), "c"),
+            trade_code(item.get("i"), "i"),
+            trade_code(item.get("z"), "z"),
+        )
+
 
 class PolygonStream(StreamPreset):
-    """Polygon stocks stream: ``{base_url}/{feed}``, quotes as ``ev: Q`` (``t`` in ms)."""
+    """Polygon stocks stream: ``{base_url}/{feed}``, quotes as ``ev: Q`` and trades as
+    ``ev: T`` (``t`` in ms)."""
 
     name = "polygon"
     default_base_url = "wss://socket.polygon.io"
@@ -249,9 +298,26 @@ class PolygonStream(StreamPreset):
     def auth_message(self, key: str | None, secret: str | None) -> str:
         return orjson.dumps({"action": "auth", "params": key or ""}).decode()
 
-    def subscribe_message(self, symbols: Sequence[str]) -> str:
-        params = ",".join(f"Q.{s}" for s in symbols)
+    CHANNELS: ClassVar[dict[str, str]] = {"Q.": "quotes", "T.": "trades"}
+
+    def subscribe_message(self, symbols: Sequence[str], trades: Sequence[str] = ()) -> str:
+        params = ",".join([*(f"Q.{s}" for s in symbols), *(f"T.{s}" for s in trades)])
         return orjson.dumps({"action": "subscribe", "params": params}).decode()
+
+    def _acknowledged(self, message: str) -> Control:
+        """``subscribed to: Q.SPY`` (or ``T.SPY``, or several, comma-separated)."""
+        by_channel: dict[str, list[str]] = {}
+        for part in message.split(":", 1)[1].split(","):
+            name = part.strip()
+            if not name or len(name) > MAX_SYMBOL + 2:
+                continue
+            channel = self.CHANNELS.get(name[:2])
+            if channel is not None:
+                name = name[2:]
+            if name:
+                by_channel.setdefault(channel or "other", []).append(name)
+        syms, channels = _channels([(k, tuple(v)) for k, v in by_channel.items()])
+        return Control("subscribed", message, "success", False, syms, channels)
 
     def parse(self, frame: str | bytes) -> ParsedFrame:
         out = ParsedFrame()
@@ -261,21 +327,17 @@ class PolygonStream(StreamPreset):
                 continue
             kind = item.get("ev")
             if kind == "Q":
-                _add_quote(out, i, item, self._quote, "sym")
+                _add_item(out, out.quotes, i, item, self._quote, "sym")
+            elif kind == "T":
+                _add_item(out, out.trades, i, item, self._trade, "sym")
             elif kind == "status":
                 raw_status = item.get("status", "")
                 status = clean_text(raw_status, 200) if isinstance(raw_status, str) else ""
                 message = _text(item.get("message", ""))
                 if status in self.OK:
                     code = "authenticated" if status == "auth_success" else status
-                    syms: tuple[str, ...] = ()
                     if status == "success" and message.startswith("subscribed to:"):
-                        syms = tuple(
-                            s.strip().removeprefix("Q.")
-                            for s in message.split(":", 1)[1].split(",")
-                            if s.strip() and len(s.strip()) <= MAX_SYMBOL + 2
-                        )
-                        out.controls.append(Control("subscribed", message, status, False, syms))
+                        out.controls.append(self._acknowledged(message))
                     else:
                         out.controls.append(Control("status", message, code))
                 else:
@@ -304,6 +366,27 @@ class PolygonStream(StreamPreset):
             to_number(item.get("ap"), "ap"),
             to_number(item.get("bs"), "bs"),
             to_number(item.get("as"), "as"),
+        )
+
+    @staticmethod
+    def _trade(item: Mapping[str, Any]) -> TradeFields:
+        sym = _symbol(item.get("sym"), "sym")
+        t = item.get("t")
+        if isinstance(t, bool) or not isinstance(t, int) or t <= 0:
+            raise ShapeProblem("t", f"expected a unix time in ms, got {_show(t)}")
+        if "p" not in item:
+            raise ShapeProblem("p", "missing")
+        z = item.get("z")
+        tape = TAPES.get(z) if type(z) is int else None
+        return (
+            sym,
+            clamp_int64(t * 1000),
+            to_number(item["p"], "p"),
+            to_number(item.get("s"), "s"),
+            trade_code(item.get("x"), "x"),
+            trade_conditions(item.get("c"), "c"),
+            trade_code(item.get("i"), "i"),
+            tape if tape is not None else trade_code(z, "z"),
         )
 
 

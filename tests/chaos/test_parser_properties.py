@@ -1,8 +1,9 @@
-"""Properties of every source parser: whatever arrives, a bounded quote or a typed error.
+"""Properties of every source parser: whatever arrives, a bounded quote (or trade) or a typed error.
 
-Each HTTP preset's response parser (``Preset.parse`` on a decoded body, and the whole
-``HttpSource`` answer path on raw bytes and any status) and each WebSocket preset's
-frame parser is given arbitrary bytes, arbitrary JSON (nested lists and objects of
+Each HTTP preset's response parser (``Preset.parse`` and, for alpaca and polygon,
+``Preset.parse_trade`` on a decoded body, and the whole ``HttpSource`` answer path of
+``fetch`` and ``fetch_trade`` on raw bytes and any status) and each WebSocket preset's
+frame parser (quote and trade messages) is given arbitrary bytes, arbitrary JSON (nested lists and objects of
 integers up to and past 2**64, floats including NaN, infinities and 1e308, text with
 lone surrogates, NUL and terminal escapes) and payloads of the right shape with
 hostile field values. Each must return a bounded result (every integer inside int64,
@@ -26,12 +27,13 @@ from hypothesis import strategies as st
 from robust_collector.boundary import INT64_MAX, INT64_MIN, BoundaryError, clean_text
 from robust_collector.config import config_from_dict
 from robust_collector.errors import SourceError
-from robust_collector.model import Quote
+from robust_collector.model import Quote, Trade
 from robust_collector.sources.http import HttpSource
 from robust_collector.sources.presets import (
     ApiErrorAnswer,
     NoQuote,
     ParsedQuote,
+    ParsedTrade,
     ShapeProblem,
     decode_json,
     make_preset,
@@ -63,7 +65,9 @@ JSON = st.recursive(
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            HOSTILE_TEXT | st.sampled_from(["T", "S", "t", "ev", "sym"]), children, max_size=4
+            HOSTILE_TEXT | st.sampled_from(["T", "S", "t", "ev", "sym", "p", "c", "trade"]),
+            children,
+            max_size=4,
         )
     ),
     max_leaves=16,
@@ -111,17 +115,35 @@ def is_float_or_none(value: Any) -> bool:
     return value is None or type(value) is float
 
 
+def is_text_or_none(value: Any, limit: int = 128) -> bool:
+    return value is None or (is_clean(value) and len(value) <= limit)
+
+
+def assert_bounded_trade_fields(
+    ts: Any, price: Any, size: Any, venue: Any, conds: Any, provider_id: Any, tape: Any
+) -> None:
+    assert in_int64(ts), ts
+    assert is_float_or_none(price) and is_float_or_none(size), (price, size)
+    assert all(is_text_or_none(v, 64) for v in (venue, provider_id, tape)), (venue, tape)
+    assert is_text_or_none(conds), conds
+
+
 def assert_bounded_frame(out: Any) -> None:
     assert isinstance(out, ParsedFrame)
     for sym, ts, bid, ask, bsz, asz in out.quotes:
         assert is_clean(sym) and sym, sym
         assert ts is None or in_int64(ts), ts
         assert all(is_float_or_none(v) for v in (bid, ask, bsz, asz)), (bid, ask, bsz, asz)
+    for sym, *fields in out.trades:
+        assert is_clean(sym) and sym, sym
+        assert_bounded_trade_fields(*fields)
     assert all(is_clean(p) for p in out.problems), out.problems
     for c in out.controls:
         assert is_clean(c.message) and is_clean(c.kind), c
         assert c.code is None or in_int64(c.code) or is_clean(c.code), c
         assert all(is_clean(s) for s in c.symbols), c
+        for channel, syms in c.channels:
+            assert is_clean(channel) and all(is_clean(s) and s in c.symbols for s in syms), c
     assert in_int64(out.ignored)
 
 
@@ -155,14 +177,27 @@ def test_stream_parsers_on_arbitrary_json(parser: Any, value: Any, as_bytes: boo
     parse_frame(parser, frame_bytes(value) if as_bytes else dumps(value))
 
 
+# condition lists as providers send them, and hostile ones (huge, nested, too many)
+CONDITIONS = (
+    st.lists(st.sampled_from(["@", "I", "F", "T", " ", "\x1b[2J", "x" * 300]) | INTS, max_size=40)
+    | LEAVES
+    | JSON
+)
+CODES = LEAVES | st.sampled_from(["V", "D", "", "x" * 5000, "\x00\ud83d"]) | JSON
 ALPACA_ITEMS = st.one_of(
     st.fixed_dictionaries(
         {"T": st.just("q"), "S": HOSTILE_TEXT | LEAVES, "t": TIMES},
         optional={"bp": LEAVES, "ap": LEAVES, "bs": LEAVES, "as": LEAVES},
     ),
+    st.fixed_dictionaries(
+        {"T": st.just("t"), "S": st.just("SPY") | HOSTILE_TEXT | LEAVES, "t": TIMES},
+        optional={"p": LEAVES, "s": LEAVES, "x": CODES, "c": CONDITIONS, "i": CODES, "z": CODES},
+    ),
     st.fixed_dictionaries({"T": st.just("error"), "code": LEAVES, "msg": JSON}),
     st.fixed_dictionaries({"T": st.just("success"), "msg": JSON}),
-    st.fixed_dictionaries({"T": st.just("subscription"), "quotes": JSON}),
+    st.fixed_dictionaries(
+        {"T": st.just("subscription"), "quotes": JSON}, optional={"trades": JSON}
+    ),
 )
 POLYGON_ITEMS = st.one_of(
     st.fixed_dictionaries(
@@ -170,10 +205,21 @@ POLYGON_ITEMS = st.one_of(
         optional={"bp": LEAVES, "ap": LEAVES, "bs": LEAVES, "as": LEAVES},
     ),
     st.fixed_dictionaries(
+        {"ev": st.just("T"), "sym": st.just("SPY") | HOSTILE_TEXT | LEAVES, "t": TIMES},
+        optional={"p": LEAVES, "s": LEAVES, "x": CODES, "c": CONDITIONS, "i": CODES, "z": CODES},
+    ),
+    st.fixed_dictionaries(
         {
             "ev": st.just("status"),
             "status": st.sampled_from(["success", "auth_failed", "connected"]) | LEAVES,
-            "message": st.just("subscribed to: Q.SPY,Q.\ud83d") | JSON,
+            "message": st.sampled_from(
+                [
+                    "subscribed to: Q.SPY,Q.\ud83d",
+                    "subscribed to: T.SPY,Q.,T.,X.Y",
+                    "subscribed to:",
+                ]
+            )
+            | JSON,
         }
     ),
 )
@@ -241,6 +287,28 @@ def test_http_preset_parsers_on_arbitrary_json(preset: str, body: Any) -> None:
     check_preset(preset, body)
 
 
+TRADE_PRESETS = ["alpaca", "polygon"]
+
+
+def check_trade_preset(preset: str, body: Any) -> None:
+    try:
+        out = PRESET_PARSERS[preset].parse_trade(body, "SPY")
+    except (ShapeProblem, NoQuote, ApiErrorAnswer):
+        return
+    assert isinstance(out, ParsedTrade)
+    assert_bounded_trade_fields(
+        out.ts_us, out.price, out.size, out.venue, out.conditions, out.provider_id, out.tape
+    )
+    assert out.correction is None or in_int64(out.correction)
+
+
+@pytest.mark.parametrize("preset", TRADE_PRESETS)
+@SETTINGS
+@given(body=JSON)
+def test_http_trade_parsers_on_arbitrary_json(preset: str, body: Any) -> None:
+    check_trade_preset(preset, body)
+
+
 NUMBERS = LEAVES | st.sampled_from(["101.25", " 1e2 ", "NaN", "-inf", "1e400", "0x10"])
 PLAUSIBLE_BODIES = {
     "alpaca": st.fixed_dictionaries(
@@ -290,6 +358,57 @@ def test_http_preset_parsers_on_plausible_bodies_with_hostile_values(
     check_preset(preset, data.draw(PLAUSIBLE_BODIES[preset]))
 
 
+PLAUSIBLE_TRADE_BODIES = {
+    "alpaca": st.fixed_dictionaries(
+        {"symbol": st.just("SPY") | LEAVES},
+        optional={
+            "trade": st.fixed_dictionaries(
+                {"t": TIMES},
+                optional={
+                    "p": NUMBERS,
+                    "s": NUMBERS,
+                    "x": CODES,
+                    "c": CONDITIONS,
+                    "i": CODES,
+                    "z": CODES,
+                },
+            )
+            | LEAVES,
+            "message": HOSTILE_TEXT,
+        },
+    ),
+    "polygon": st.fixed_dictionaries(
+        {"status": st.sampled_from(["OK", "NOT_FOUND", "ERROR", "DELAYED"]) | LEAVES},
+        optional={
+            "results": st.fixed_dictionaries(
+                {"T": st.just("SPY") | LEAVES, "t": TIMES},
+                optional={
+                    "p": NUMBERS,
+                    "s": NUMBERS,
+                    "ds": NUMBERS,
+                    "x": CODES,
+                    "c": CONDITIONS,
+                    "e": LEAVES,
+                    "i": CODES,
+                    "z": CODES | INTS,
+                },
+            )
+            | LEAVES,
+            "error": HOSTILE_TEXT,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("preset", TRADE_PRESETS)
+@SETTINGS
+@given(data=st.data())
+def test_http_trade_parsers_on_plausible_bodies_with_hostile_values(
+    preset: str, data: st.DataObject
+) -> None:
+    check_trade_preset(preset, data.draw(PLAUSIBLE_TRADE_BODIES[preset]))
+
+
 @pytest.mark.parametrize("fmt", ["unix_s", "unix_us", "unix_ns", "rfc3339"])
 @SETTINGS
 @given(raw=TIMES)
@@ -306,7 +425,9 @@ def test_custom_timestamp_formats_stay_in_int64(fmt: str, raw: Any) -> None:
 # -- the whole HTTP answer path: raw bytes and any status ----------------------------------
 
 
-def fetch_answer(preset: str, status: int, content: bytes, headers: dict[str, str]) -> Any:
+def fetch_answer(
+    preset: str, status: int, content: bytes, headers: dict[str, str], trade: bool = False
+) -> Any:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=content, headers=headers)
 
@@ -315,13 +436,25 @@ def fetch_answer(preset: str, status: int, content: bytes, headers: dict[str, st
     async def go() -> Any:
         await src.start("run1")
         try:
-            return await src.fetch("SPY")
+            return await (src.fetch_trade("SPY") if trade else src.fetch("SPY"))
         except SourceError as exc:
             return exc
         finally:
             await src.aclose()
 
     return asyncio.run(go())
+
+
+def assert_trade_or_typed_error(out: Any) -> None:
+    if isinstance(out, SourceError):
+        assert is_clean(str(out)), str(out)
+        return
+    assert isinstance(out, Trade), out
+    assert out.symbol == "SPY" and is_clean(out.source) and out.trade_id == "run1:SPY:t1"
+    assert in_int64(out.recv_us) and in_int64(out.seq)
+    assert_bounded_trade_fields(
+        out.ts_us, out.price, out.size, out.venue, out.conditions, out.provider_id, out.tape
+    )
 
 
 def assert_quote_or_typed_error(out: Any, preset: str) -> None:
@@ -368,6 +501,30 @@ def test_http_source_on_plausible_bodies_with_hostile_values(
     body = data.draw(PLAUSIBLE_BODIES[preset])
     out = fetch_answer(preset, 200, frame_bytes(body), {})
     assert_quote_or_typed_error(out, preset)
+
+
+@pytest.mark.parametrize("preset", TRADE_PRESETS)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    status=STATUSES,
+    content=st.binary(max_size=200) | JSON.map(frame_bytes) | DEEP.map(str.encode),
+    retry_after=HEADER_VALUES,
+)
+def test_http_trade_answers_are_trades_or_typed_errors(
+    preset: str, status: int, content: bytes, retry_after: str
+) -> None:
+    out = fetch_answer(preset, status, content, {"Retry-After": retry_after}, trade=True)
+    assert_trade_or_typed_error(out)
+
+
+@pytest.mark.parametrize("preset", TRADE_PRESETS)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_http_trade_source_on_plausible_bodies_with_hostile_values(
+    preset: str, data: st.DataObject
+) -> None:
+    body = data.draw(PLAUSIBLE_TRADE_BODIES[preset])
+    assert_trade_or_typed_error(fetch_answer(preset, 200, frame_bytes(body), {}, trade=True))
 
 
 # -- the shared decoder ------------------------------------------------------------------------

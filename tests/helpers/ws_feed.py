@@ -1,6 +1,7 @@
 """A real ``websockets`` server on 127.0.0.1 speaking the alpaca or polygon protocol, with faults.
 
-``FakeFeed`` streams quotes for ``SYMBOLS`` and can drop, go silent, refuse
+``FakeFeed`` streams quotes for ``SYMBOLS`` (and trades for the symbols subscribed
+to trades: alpaca ``T: t``, polygon ``ev: T``) and can drop, go silent, refuse
 credentials or subscriptions; the functions below build a streaming config against
 it and read back what a ``Collector`` stored. Shared by the streaming tests.
 """
@@ -45,8 +46,12 @@ class FakeFeed:
         self.connections = 0
         self.idle_checks = 0  # loop turns that sent nothing (flow stopped)
         self.connect_times: list[float] = []
-        self.subscribes: list[list[str]] = []
-        self.sent: dict[str, int] = {}
+        self.subscribes: list[list[str]] = []  # the quote symbols of each subscription
+        self.trade_subscribes: list[list[str]] = []  # the trade symbols of each subscription
+        self.trading: set[str] = set()  # symbols whose trades the live connection gets
+        self.trades_only: set[str] = set()  # subscribed to trades, not quotes: no quotes
+        self.sent: dict[str, int] = {}  # quotes sent per symbol
+        self.sent_trades: dict[str, int] = {}  # trades sent per symbol
         self.live: ServerConnection | None = None
         self.all: list[ServerConnection] = []
         self._n = 0
@@ -108,6 +113,24 @@ class FakeFeed:
         q.update(over)
         return q
 
+    def trade(self, sym: str, **over: Any) -> dict[str, Any]:
+        """A trade message in the preset's shape (price near the quotes, a fresh id)."""
+        self._n += 1
+        price = 100.0 + (self._n % 50) * 0.01
+        ns = time.time_ns()
+        if self.preset == "alpaca":
+            t = {"T": "t", "S": sym, "i": self._n, "x": "V", "p": price, "s": 100}
+            t.update({"c": ["@"], "t": rfc3339(ns), "z": "B"})
+        else:
+            t = {"ev": "T", "sym": sym, "x": 4, "i": str(self._n), "z": 2, "p": price}
+            t.update({"s": 100, "c": [37], "t": ns // 1_000_000, "q": self._n})
+        t.update(over)
+        return t
+
+    @staticmethod
+    def is_trade(item: dict[str, Any]) -> bool:
+        return item.get("T") == "t" or item.get("ev") == "T"
+
     async def send(self, items: list[dict[str, Any]], *, count: bool = True) -> None:
         ws = self.live
         assert ws is not None
@@ -115,7 +138,8 @@ class FakeFeed:
         if count:
             for it in items:
                 sym = it.get("S") or it.get("sym")
-                self.sent[sym] = self.sent.get(sym, 0) + 1
+                sent = self.sent_trades if self.is_trade(it) else self.sent
+                sent[sym] = sent.get(sym, 0) + 1
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections += 1
@@ -132,7 +156,9 @@ class FakeFeed:
             self.live = ws
             while True:
                 if self.flowing and self.active:
-                    await self.send([self.quote(s) for s in sorted(self.active)])
+                    items = [self.quote(s) for s in sorted(self.active - self.trades_only)]
+                    items += [self.trade(s) for s in sorted(self.active & self.trading)]
+                    await self.send(items)
                 else:
                     self.idle_checks += 1
                 try:  # the pause between quotes, ending at once when the connection closes
@@ -157,11 +183,19 @@ class FakeFeed:
             return False
         await ws.send(json.dumps([{"T": "success", "msg": "authenticated"}]))
         sub = json.loads(await ws.recv())
-        self.subscribes.append(sub["quotes"])
-        granted = [q for q in sub["quotes"] if q not in self.refuse]
-        ack = {"T": "subscription", "trades": [], "quotes": granted, "bars": []}
+        quotes, trades = sub.get("quotes", []), sub.get("trades", [])
+        self._subscribed(quotes, trades)
+        granted = [q for q in quotes if q not in self.refuse]
+        granted_trades = [t for t in trades if t not in self.refuse]
+        ack = {"T": "subscription", "trades": granted_trades, "quotes": granted, "bars": []}
         await ws.send(json.dumps([ack]))
         return True
+
+    def _subscribed(self, quotes: list[str], trades: list[str]) -> None:
+        self.subscribes.append(quotes)
+        self.trade_subscribes.append(trades)
+        self.trading = set(trades) - self.refuse
+        self.trades_only = set(trades) - set(quotes)
 
     async def _polygon(self, ws: ServerConnection, n: int) -> bool:
         def status(st: str, msg: str) -> str:
@@ -179,11 +213,14 @@ class FakeFeed:
             return False
         await ws.send(status("auth_success", "authenticated"))
         sub = json.loads(await ws.recv())
-        syms = [p.removeprefix("Q.") for p in sub["params"].split(",")]
-        self.subscribes.append(syms)
-        for s in syms:
-            if s not in self.refuse:
-                await ws.send(status("success", f"subscribed to: Q.{s}"))
+        params = [p for p in sub["params"].split(",") if p]
+        syms = [p.removeprefix("Q.") for p in params if not p.startswith("T.")]
+        trades = [p.removeprefix("T.") for p in params if p.startswith("T.")]
+        self._subscribed(syms, trades)
+        for prefix, names in (("Q.", syms), ("T.", trades)):
+            for s in names:
+                if s not in self.refuse:
+                    await ws.send(status("success", f"subscribed to: {prefix}{s}"))
         return True
 
 
