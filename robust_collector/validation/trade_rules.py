@@ -163,11 +163,11 @@ class SessionClock:
 
     def reason(self, ts_us: int) -> str:
         try:
-            when = self.local(ts_us).strftime("%H:%M:%S.%f %Z")
+            when = self.local(ts_us).isoformat(timespec="microseconds")
         except (OverflowError, OSError, ValueError):
-            when = "out of range"
+            when = f"{ts_us} us"
         return (
-            f"exchange time {fmt_us(ts_us)} ({when}) is outside the session "
+            f"exchange time {when} is outside the session "
             f"{self.open_text}-{self.close_text} {self.tz.key}"
         )
 
