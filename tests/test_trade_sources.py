@@ -423,6 +423,11 @@ def test_the_cleaned_taq_sample_without_cond_and_corr_replays(taq_dir: Path) -> 
     assert items[0].venue == "N" and items[0].conditions is None and items[0].correction is None
 
 
+def test_a_trades_frame_no_symbol_collects_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match=r"^source\.trades_path: set, but no symbol's data"):
+        ReplaySource(ReplaySourceConfig(speed=0), trades_frame=trades_frame())
+
+
 # -- replay: hostile trades files -----------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ numbered apart: quotes seq 1, 2, 3, ... and trades seq 1, 2, 3, ...
 
 - at ``speed > 0`` it first waits until the row's replay time: the row with
   time ``t`` is due ``(t - t0) / speed`` seconds after ``start``, where ``t0`` is
-  the earliest time in the file (one timeline for every symbol);
+  the earliest time in the files (one timeline for every symbol and both kinds);
 - at ``speed == 0`` it returns at once (the source is ``self_paced``: the
   collector should poll it without its interval);
 - after a symbol's last quote and trade it raises ``EndOfData`` (every later fetch too);
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 from time import time_ns
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -54,7 +55,11 @@ from robust_collector.boundary import INT64_MAX, INT64_MIN, clean_text, ts_in_wi
 from robust_collector.errors import ConfigError, EndOfData, PermanentSourceError
 from robust_collector.model import Quote, Trade, make_tick_id, make_trade_id, new_quote, now_us
 from robust_collector.sources.base import kinds_for, register_source, trade_text
-from robust_collector.sources.settings import TRADE_COLUMN_FIELDS, ReplaySourceConfig
+from robust_collector.sources.settings import (
+    TRADE_COLUMN_FIELDS,
+    ReplaySourceConfig,
+    wanted_kinds,
+)
 from robust_collector.validation.frame import DEFAULT_COLUMNS, TAQ_COLUMNS
 
 __all__ = [
@@ -69,15 +74,17 @@ __all__ = [
 _VALUE_FIELDS = ("bid", "ask", "bid_size", "ask_size", "last")
 _TRADE_VALUES = ("price", "size")
 _TRADE_TEXT = {"venue": 64, "conditions": 128, "provider_id": 64, "tape": 64}  # field: bound
-TAQ_TRADE_COLUMNS: Mapping[str, str] = {
-    "symbol": "SYMBOL",
-    "ts_us": "DT",
-    "price": "PRICE",
-    "size": "SIZE",
-    "venue": "EX",
-    "conditions": "COND",
-    "correction": "CORR",
-}
+TAQ_TRADE_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {
+        "symbol": "SYMBOL",
+        "ts_us": "DT",
+        "price": "PRICE",
+        "size": "SIZE",
+        "venue": "EX",
+        "conditions": "COND",
+        "correction": "CORR",
+    }
+)
 """The TAQ trades file's columns (``DT, EX, SYMBOL, COND, SIZE, PRICE, CORR``)."""
 _UNIT_TO_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _EXTENSIONS = {
@@ -311,6 +318,16 @@ class ReplaySource:
         no_file = config.path is None and config.trades_path is None
         if frame is None and trades_frame is None and no_file:
             raise ConfigError("source.path: required key is missing", path="source.path")
+        wanted = wanted_kinds(config)
+        for kind, key, given in (
+            ("quotes", "path", frame is not None or config.path is not None),
+            ("trades", "trades_path", trades_frame is not None or config.trades_path is not None),
+        ):
+            if given and kind not in wanted:  # a file nothing reads is a forgotten data key
+                raise ConfigError(
+                    f"source.{key}: set, but no symbol's data includes {kind} (add {kind} to data)",
+                    path=f"source.{key}",
+                )
         labels: list[str] = []
         self.columns: dict[str, str] = {}
         self.trade_columns: dict[str, str] = {}
