@@ -74,7 +74,7 @@ KINDS = (
     "jump",
     "out_of_range",
 )
-CONDITIONS = (None, "", " ", "@", "F I", "@\tF I", "I", "T", "FTI", "4 B", "Z", "@ E")
+CONDITIONS = (None, "", " ", "@", "F I", "@\tF I", "F\x0bI\r\n", "I", "T", "FTI", "4 B", "Z", "@ E")
 
 
 @st.composite

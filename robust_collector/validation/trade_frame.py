@@ -24,6 +24,7 @@ from robust_collector.validation.config import TradeValidationConfig
 from robust_collector.validation.frame import OUTPUT_COLUMNS, FrameResult, _time_us
 from robust_collector.validation.streaming import ACCEPTED
 from robust_collector.validation.trade_rules import (
+    ASCII_SPACE,
     TRADE_RULES,
     TradeParams,
     trade_stateless_failure,
@@ -63,7 +64,7 @@ TRADE_TAQ_COLUMNS: Final[Mapping[str, str]] = MappingProxyType(
 QUOTE_BAND_FIELDS: Final[tuple[str, ...]] = ("symbol", "ts_us", "bid", "ask")
 """The quote fields the band rule reads (a quote mapping such as ``TAQ_COLUMNS`` may name more)."""
 
-_SPACE_CLASS: Final[str] = r"[ \t\n\r\f\v]"
+_SPACE_CLASS: Final[str] = "[" + "".join(f"\\x{ord(c):02x}" for c in ASCII_SPACE) + "]"
 """``trade_rules.ASCII_SPACE`` as a regex class (the white space conditions lose)."""
 
 TRADE_SCHEMA: Final[Mapping[str, Any]] = MappingProxyType(TRADES.polars_subset(TRADE_FIELDS))

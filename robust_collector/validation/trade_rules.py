@@ -177,7 +177,6 @@ class TradeParams:
 
     __slots__ = (
         "agree_lim",
-        "allow_no_conditions",
         "band_k",
         "change_lim",
         "config",
@@ -212,7 +211,6 @@ class TradeParams:
         else:
             conds.discard("")
         self.valid_conditions = frozenset(conds)
-        self.allow_no_conditions = config.allow_no_conditions
         s = config.session
         self.session = SessionClock(s.timezone, s.open, s.close)
         self.optional = (
