@@ -690,7 +690,7 @@ def test_trades_and_quotes_draw_on_one_rate_limit_budget(provider_server) -> Non
 @pytest.mark.parametrize("preset", ["finnhub", "custom"])
 def test_presets_without_a_latest_trade_refuse_without_asking(preset: str) -> None:
     src = make_source(preset, "http://127.0.0.1:9")  # nothing listens: no request is made
-    assert not src.serves_trades
+    assert not src.serves_trades and traits_of(src).fetch_trade is None
     (err,) = fetch_trades(src, "SPY")
     assert isinstance(err, BadRequestError) and err.permanent
     assert str(err) == f"{preset} SPY: the {preset} API serves no latest trade over REST"

@@ -95,6 +95,8 @@ def traits_of(source: Any) -> SourceTraits:
     config = getattr(source, "config", None)
     retry = getattr(config, "auth_retry_seconds", 60.0)
     trade = getattr(source, "fetch_trade", None)
+    if not getattr(source, "serves_trades", True):  # an http preset without a latest trade
+        trade = None
     return SourceTraits(
         name=str(getattr(source, "name", "source")),
         symbols=frozenset(symbols) if isinstance(symbols, (list, tuple, set, frozenset)) else None,
