@@ -97,3 +97,31 @@ def test_trades_are_polled_beside_quotes_and_every_one_is_accounted_for(make_con
     assert spy["venue"].to_list() == ["N", "N", "P", "Q"]
     assert "trades 8" in st.line()
     assert not c.finished  # the scripted trades ended; the quotes did not
+
+
+@pytest.mark.parametrize("preset", ["alpaca", "polygon"])
+def test_a_streams_trades_are_stored_beside_its_quotes_and_none_is_lost(
+    make_config, feed_factory, stream_keys, preset
+):
+    from helpers.ws_feed import st, stream_config
+
+    feed = feed_factory(preset)
+    cfg = stream_config(
+        make_config,
+        feed,
+        source={"data": ["quotes"], "data_by_symbol": {"SPY": ["quotes", "trades"]}},
+        realtime_data={"trade_validation": {"future_tolerance_seconds": 1e9}},
+    )
+    with Collector(cfg) as c:
+        wait_until(lambda: st(c)["trades"] >= 20, 10, "streamed trades")
+        feed.flowing = False
+        sent = dict(feed.sent_trades)
+        wait_until(lambda: st(c)["trades"] == sum(feed.sent_trades.values()), 10, "all in")
+        sent = dict(feed.sent_trades)
+    s = c.status().symbols
+    assert set(sent) == {"SPY"}  # only SPY asked for trades
+    spy = s["SPY"]
+    assert spy.trades == sent["SPY"]
+    assert spy.trades == spy.trades_stored + spy.trade_rejects + spy.trade_duplicates
+    assert c.trades("SPY").height == spy.trades_stored > 0
+    assert s["QQQ"].trades == 0 and s["QQQ"].stored > 0
