@@ -73,5 +73,5 @@ def test_same_timestamp_trades_become_one_with_median_price_and_summed_size():
             ("XXX", T0 + 1, 99.0, 4),
         ]
     )
-    agg = aggregate_same_timestamp(df)
+    agg = aggregate_same_timestamp(df).select("symbol", "ts_us", "price", "size", "trades")
     assert agg.rows() == [("XXX", T0, 101.0, 6.0, 3), ("XXX", T0 + 1, 99.0, 4.0, 1)]

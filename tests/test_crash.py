@@ -5,9 +5,10 @@ batches to the backup files, is killed with SIGKILL 20 times, each at a
 different moment: half while the database is being written, half while backup
 files are being written. After each kill the next run starts on the same files
 (the restart) and ``recover`` replays what the killed run left. Then: the
-database passes ``PRAGMA integrity_check``, no tick id is stored twice, and for
-each run and symbol the stored and rejected sequence numbers are one contiguous
-run from 1 (only the unflushed tail may be missing).
+database passes ``PRAGMA integrity_check``, no tick or trade id is stored twice,
+and for each run and symbol the stored and rejected sequence numbers are one
+contiguous run from 1 (only the unflushed tail may be missing), for quotes and for
+the trades half the symbols collect.
 """
 
 from __future__ import annotations
@@ -54,23 +55,33 @@ def backup_bytes(folder: Path) -> int:
 
 
 def check_database(db: Path) -> dict[str, int]:
+    """Integrity, no id twice, contiguous seqs per run and symbol (quotes and trades);
+    returns the rows per run (trades counted under ``<run>/trades``)."""
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    both = conn.execute(
-        "SELECT count(*) FROM ticks t JOIN rejects r ON t.tick_id = r.tick_id"
-    ).fetchone()[0]
-    assert both == 0, "a tick id is in both ticks and rejects"
-    rows = conn.execute(
-        "SELECT run_id, symbol, seq FROM ticks UNION ALL SELECT run_id, symbol, seq FROM rejects"
-    ).fetchall()
-    seqs: dict[tuple[str, str], list[int]] = {}
-    for run_id, symbol, seq in rows:
-        seqs.setdefault((run_id, symbol), []).append(seq)
     per_run: dict[str, int] = {}
-    for (run_id, symbol), got in seqs.items():
-        got.sort()
-        assert got == list(range(1, len(got) + 1)), f"{run_id} {symbol}: hole or duplicate"
-        per_run[run_id] = per_run.get(run_id, 0) + len(got)
+    for rows_table, rejects_table, key, suffix in (
+        ("ticks", "rejects", "tick_id", ""),
+        ("trades", "trade_rejects", "trade_id", "/trades"),
+    ):
+        both = conn.execute(
+            f"SELECT count(*) FROM {rows_table} t JOIN {rejects_table} r ON t.{key} = r.{key}"
+        ).fetchone()[0]
+        assert both == 0, f"a {key} is in both {rows_table} and {rejects_table}"
+        rows = conn.execute(
+            f"SELECT run_id, symbol, seq FROM {rows_table} "
+            f"UNION ALL SELECT run_id, symbol, seq FROM {rejects_table}"
+        ).fetchall()
+        seqs: dict[tuple[str, str], list[int]] = {}
+        for run_id, symbol, seq in rows:
+            seqs.setdefault((run_id, symbol), []).append(seq)
+        for (run_id, symbol), got in seqs.items():
+            got.sort()
+            assert got == list(range(1, len(got) + 1)), (
+                f"{run_id} {symbol} {rows_table}: hole or duplicate"
+            )
+            per_run[run_id + suffix] = per_run.get(run_id + suffix, 0) + len(got)
+    conn.close()
     return per_run
 
 
@@ -127,6 +138,7 @@ def test_sigkill_at_random_moments_leaves_nothing_corrupt(tmp_path):
     per_run = check_database(db)
     # every killed run kept data, and the second recovery pass finds nothing new
     assert set(runs) <= set(per_run) and all(per_run[r] > 0 for r in runs)
+    assert sum(per_run.get(f"{r}/trades", 0) for r in runs) > 0  # trades went through too
     again = recover(db, backups)
     assert again.inserted == 0
     assert replayed > 0  # the kills did leave backup files for recovery to replay

@@ -1,5 +1,5 @@
-"""Trades for research: loaders, same-timestamp aggregation, minute bars, VWAP and
-realized variance, all as polars frames.
+"""Trades for research: loaders, minute bars, VWAP and realized variance, all as polars
+frames (and the validation package's same-timestamp aggregation, re-exported).
 
 Realized variance is the sum of squared log returns of the last price in each
 sampling interval (calendar-time sampling, e.g. 5 minutes), per symbol and day;
@@ -16,6 +16,7 @@ from robust_collector.analysis.loaders import sql_where
 from robust_collector.analysis.paths import Pathish
 from robust_collector.storage.reader import query_frame, with_datetimes
 from robust_collector.storage.tables import TRADE_REJECTS, TRADES
+from robust_collector.validation.trade_frame import aggregate_same_timestamp
 
 __all__ = [
     "aggregate_same_timestamp",
@@ -69,18 +70,6 @@ def _with_ts(trades: pl.DataFrame) -> pl.DataFrame:
     if "ts" in trades.columns:
         return trades
     return with_datetimes(trades, {"ts_us": "ts"})
-
-
-def aggregate_same_timestamp(trades: pl.DataFrame) -> pl.DataFrame:
-    """One row per symbol and timestamp: the median price and the summed size (the last
-    step of highfrequency's tradesCleanup); an analysis step, never a storage rule."""
-    if trades.is_empty():
-        return trades.select("symbol", "ts_us", "price", "size")
-    return (
-        trades.group_by("symbol", "ts_us", maintain_order=True)
-        .agg(pl.col("price").median(), pl.col("size").sum(), pl.len().alias("trades"))
-        .sort("symbol", "ts_us")
-    )
 
 
 def trade_bars(trades: pl.DataFrame, every: str = "1m") -> pl.DataFrame:

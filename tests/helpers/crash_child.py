@@ -1,7 +1,7 @@
 """A collector under heavy simulated load with database outages, to be killed with SIGKILL.
 
 Usage: python crash_child.py WORKDIR
-Ten symbols polled every 2 ms; a thread takes an exclusive lock on the database
+Ten symbols polled every 2 ms, the first five also for trades; a thread takes an exclusive lock on the database
 for 150 ms every 300 ms, so batches go to the JSONL backup files and are
 replayed, over and over. The parent kills this process at a random moment.
 """
@@ -24,7 +24,10 @@ def config(workdir: Path):
     return config_from_dict(
         {
             "symbols": SYMBOLS,
-            "source": {"faults": {"bad_tick_rate": 0.02}},
+            "source": {
+                "faults": {"bad_tick_rate": 0.02},
+                "data_by_symbol": {s: ["quotes", "trades"] for s in SYMBOLS[:5]},
+            },
             "storage": {
                 "database": "ticks.db",
                 "write_timeout_seconds": 0.05,
