@@ -496,8 +496,14 @@ def test_non_finite_floats_become_null_as_documented() -> None:
 def test_the_example_lines_in_the_docs_are_valid() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "backup_and_recovery.md").read_text()
     block = doc.split("```json\n", 1)[1].split("```", 1)[0]
-    kinds = [decode_line(line.encode())[0] for line in block.splitlines()]
-    assert kinds == ["tick", "reject"]
+    decoded = [decode_line(line.encode()) for line in block.splitlines()]
+    assert [kind for kind, _ in decoded] == ["tick", "reject", "trade", "trade_reject"]
+    # and each is byte for byte what the writer writes for its row
+    by_kind = {kind: row for kind, row in decoded}
+    lines = encode_batch(
+        [by_kind["tick"]], [by_kind["reject"]], [by_kind["trade"]], [by_kind["trade_reject"]]
+    )
+    assert sorted(lines.decode().splitlines()) == sorted(block.splitlines())
 
 
 def test_a_batch_torn_anywhere_leaves_each_symbol_a_prefix_of_its_series(tmp_path: Path) -> None:
