@@ -34,7 +34,7 @@ from robust_collector.health import (
 )
 from robust_collector.health.fleet import InstanceStatus, fleet_status
 from robust_collector.health.store import health_history, latest_snapshot, recent_errors
-from robust_collector.model import Quote
+from robust_collector.model import Quote, Trade
 from robust_collector.resilience import (
     BreakerRegistry,
     BreakerState,
@@ -69,12 +69,13 @@ from robust_collector.sources import (
 )
 from robust_collector.storage.backend import Backend, SQLiteBackend, make_backend
 from robust_collector.storage.postgres import PostgresBackend
-from robust_collector.storage.reader import read_ticks
+from robust_collector.storage.reader import read_ticks, read_trade_rejects, read_trades
 from robust_collector.storage.writer import StorageWriter
 from robust_collector.validation import (
     RULES,
     TAQ_COLUMNS,
     FrameResult,
+    TradeValidator,
     ValidationConfig,
     Validator,
     Verdict,
@@ -137,6 +138,8 @@ __all__ = [
     "Supervisor",
     "SymbolStatus",
     "SystemHealthMonitor",
+    "Trade",
+    "TradeValidator",
     "TransientSourceError",
     "UnitStatus",
     "UnknownSymbolError",
@@ -154,6 +157,8 @@ __all__ = [
     "load_config",
     "make_backend",
     "read_ticks",
+    "read_trade_rejects",
+    "read_trades",
     "recent_errors",
     "redact",
     "register_secret",

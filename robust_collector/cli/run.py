@@ -177,9 +177,10 @@ def _print_summary(summary: Any, elapsed: float) -> None:
             f"{summary.trades_stored} trades stored, {summary.trade_rejects} rejected, "
             f"{dup} exact repeats dropped"
         )
-    if st is not None and (st.ticks_to_backup or st.rejects_to_backup):
+    if st is not None and (st.ticks_to_backup or st.rejects_to_backup or st.trades_to_backup):
+        trades = f" and {st.trades_to_backup} trades" if st.trades_to_backup else ""
         _say(
-            f"{st.ticks_to_backup} ticks went to backup files; "
+            f"{st.ticks_to_backup} ticks{trades} went to backup files; "
             "replay them with: robust-collector recover"
         )
     if st is not None and st.lost_rows:
