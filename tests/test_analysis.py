@@ -289,6 +289,30 @@ def test_scan_backups_reports_files_records_problems_and_what_is_in_the_db(
     assert again.totals["not_in_db"] == 0
 
 
+def test_scan_backups_counts_trade_lines_and_finds_them_in_the_trades_table(
+    db: DB, tmp_path: Path
+) -> None:
+    from robust_collector.model import Trade
+    from robust_collector.storage.tables import INSERT_TRADES
+
+    def trade(i: int) -> tuple[Any, ...]:
+        t = Trade(f"{RUN}:SPY:t{i}", "SPY", i, T0 + i * S, T0 + i * S, 100.0, 10.0, "N")
+        return t.trade_row(RUN)
+
+    db.run(symbols=("SPY",))
+    db.conn.executemany(INSERT_TRADES, [trade(1)])
+    w = BackupWriter(tmp_path / "backups", RUN)
+    w.write_batch([], [], [trade(1), trade(2)], [(*trade(3)[:-1], RUN, "bad_price", "x", T0)])
+    w.close()
+    scan = A.scan_backups(tmp_path / "backups", db.path)
+    f = scan.files.row(0, named=True)
+    assert (f["ticks"], f["trades"], f["trade_rejects"]) == (0, 2, 1)
+    assert (f["in_db"], f["not_in_db"]) == (1, 2)  # trade 1 is already in the trades table
+    assert scan.pending().select("kind", "records").rows() == [("trade", 1), ("trade_reject", 1)]
+    assert set(scan.records["run_id"]) == {RUN}
+    assert scan.totals["trades"] == 2
+
+
 def test_scan_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
     scan = A.scan_backups(tmp_path / "nothing")
     assert scan.files.height == 0 and scan.records.height == 0 and scan.totals["files"] == 0

@@ -12,7 +12,11 @@ import polars as pl
 from robust_collector.analysis.paths import Pathish
 from robust_collector.storage.backend import is_postgres_url
 from robust_collector.storage.backup import RECOVERED_DIR, list_backup_files, read_backup_file
-from robust_collector.storage.reader import open_reader, with_datetimes
+from robust_collector.storage.reader import missing_table, open_reader, with_datetimes
+from robust_collector.storage.tables import TICK_COLUMNS, TRADE_COLUMNS
+
+TICK_RUN_ID = TICK_COLUMNS.index("run_id")  # where a tick (or reject) row holds its run
+TRADE_RUN_ID = TRADE_COLUMNS.index("run_id")
 
 _SCAN_FILE_SCHEMA: dict[str, Any] = {
     "file": pl.String,
@@ -21,6 +25,8 @@ _SCAN_FILE_SCHEMA: dict[str, Any] = {
     "lines": pl.Int64,
     "ticks": pl.Int64,
     "rejects": pl.Int64,
+    "trades": pl.Int64,
+    "trade_rejects": pl.Int64,
     "symbols": pl.List(pl.String),
     "first_us": pl.Int64,
     "last_us": pl.Int64,
@@ -52,9 +58,11 @@ class BackupScan:
     """What ``scan_backups`` found: one row per file, per record and per bad line.
 
     ``files``: file, folder (``waiting`` or ``recovered``), bytes, lines, ticks,
-    rejects, symbols, first/last (record times), torn, corrupt, in_db, not_in_db.
-    ``records``: file, kind (tick/reject), tick_id, symbol, seq, ts, run_id, in_db
-    (null without a database). ``problems``: file, line, kind (torn/corrupt), detail.
+    rejects, trades, trade_rejects, symbols, first/last (record times), torn, corrupt,
+    in_db, not_in_db. ``records``: file, kind (tick/reject/trade/trade_reject),
+    tick_id (the record's id: a trade's is its trade id), symbol, seq, ts, run_id,
+    in_db (null without a database). ``problems``: file, line, kind (torn/corrupt),
+    detail.
     """
 
     path: Path
@@ -72,7 +80,8 @@ class BackupScan:
         """Files, lines, ticks, rejects, torn, corrupt, in_db and not_in_db, summed."""
         f = self.files
         out = {"files": f.height}
-        for col in ("lines", "ticks", "rejects", "torn", "corrupt", "in_db", "not_in_db"):
+        cols = ("lines", "ticks", "rejects", "trades", "trade_rejects", "torn", "corrupt")
+        for col in (*cols, "in_db", "not_in_db"):
             out[col] = int(f[col].sum()) if f.height else 0
         return out
 
@@ -89,14 +98,19 @@ class BackupScan:
         )
 
 
-def _present(conn: Any, table: str, ids: list[str]) -> set[str]:
+def _present(conn: Any, table: str, ids: list[str], key: str = "tick_id") -> set[str]:
     if conn is None or not ids:
         return set()
     found: set[str] = set()
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        cur = conn.execute(f"SELECT tick_id FROM {table} WHERE tick_id IN ({marks})", chunk)
+        try:
+            cur = conn.execute(f"SELECT {key} FROM {table} WHERE {key} IN ({marks})", chunk)
+        except Exception as exc:  # a database from before trades has no such table
+            if missing_table(exc):
+                return set()
+            raise
         found.update(r[0] for r in cur)
     return found
 
@@ -128,13 +142,19 @@ def scan_backups(
             reject_ids = [r[0] for r in contents.rejects]
             have_t = _present(conn, "ticks", tick_ids)
             have_r = _present(conn, "rejects", reject_ids)
+            trade_ids = [r[0] for r in contents.trades]
+            trade_reject_ids = [r[0] for r in contents.trade_rejects]
+            have_tr = _present(conn, "trades", trade_ids, "trade_id")
+            have_trr = _present(conn, "trade_rejects", trade_reject_ids, "trade_id")
             known = conn is not None
             times: list[int] = []
             syms: set[str] = set()
             n_in = 0
-            for kind, rows, have in (
-                ("tick", contents.ticks, have_t),
-                ("reject", contents.rejects, have_r),
+            for kind, rows, have, run_at in (
+                ("tick", contents.ticks, have_t, TICK_RUN_ID),
+                ("reject", contents.rejects, have_r, TICK_RUN_ID),
+                ("trade", contents.trades, have_tr, TRADE_RUN_ID),
+                ("trade_reject", contents.trade_rejects, have_trr, TRADE_RUN_ID),
             ):
                 for r in rows:
                     inside = r[0] in have
@@ -142,10 +162,11 @@ def scan_backups(
                     times.append(r[3])
                     syms.add(r[1])
                     records.append(
-                        (p.name, kind, r[0], r[1], r[2], r[3], r[11], inside if known else None)
+                        (p.name, kind, r[0], r[1], r[2], r[3], r[run_at], inside if known else None)
                     )
             problems.extend((p.name, pr.line, pr.kind, pr.detail) for pr in contents.problems)
             n = len(contents.ticks) + len(contents.rejects)
+            n += len(contents.trades) + len(contents.trade_rejects)
             file_rows.append(
                 {
                     "file": p.name,
@@ -154,6 +175,8 @@ def scan_backups(
                     "lines": contents.lines,
                     "ticks": len(contents.ticks),
                     "rejects": len(contents.rejects),
+                    "trades": len(contents.trades),
+                    "trade_rejects": len(contents.trade_rejects),
                     "symbols": sorted(syms),
                     "first_us": min(times) if times else None,
                     "last_us": max(times) if times else None,

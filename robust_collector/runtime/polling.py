@@ -58,9 +58,7 @@ class Poller:
         self.traits = traits_of(source)
         # what each symbol collects (quotes, trades or both); a trade poll asks fetch_trade
         self.kinds = dict(kinds or {})
-        self._fetch_trade: Callable[[str], Awaitable[Trade]] | None = getattr(
-            source, "fetch_trade", None
-        )
+        self._fetch_trade: Callable[[str], Awaitable[Trade]] | None = self.traits.fetch_trade
         self.pipeline = pipeline
         self.guards = guards
         self.interval = interval

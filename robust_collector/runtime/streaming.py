@@ -46,6 +46,7 @@ from robust_collector.model import Trade, make_tick_id, make_trade_id, new_quote
 from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.secrets import redact
+from robust_collector.sources.base import kinds_for
 from robust_collector.sources.settings import WebSocketSourceConfig
 from robust_collector.sources.stream import (
     ReconnectBackoff,
@@ -101,6 +102,9 @@ class StreamRunner:
         self.source: Any = source
         self.name: str = getattr(self.source, "name", "stream")
         self.symbols: tuple[str, ...] = pipeline.symbols
+        kinds = {s: kinds_for(source, s) for s in self.symbols}
+        self.quote_symbols = tuple(s for s in self.symbols if "quotes" in kinds[s])
+        self.trade_symbols = frozenset(s for s in self.symbols if "trades" in kinds[s])
         s = self.source
         self.max_queue = int(_setting(s, "queue_max_messages"))
         self.check_interval = float(_setting(s, "silence_check_interval_seconds"))
@@ -507,8 +511,8 @@ class StreamRunner:
                 self._silence_ended(ended)
         for sym, ts, price, size, venue, conds, provider_id, tape in parsed.trades:
             counter = counters.get(sym)
-            if counter is None:
-                self._malformed(f"trade for {sym!r}, a symbol we did not subscribe to")
+            if counter is None or sym not in self.trade_symbols:
+                self._malformed(f"trade for {sym!r}, a symbol we did not subscribe to trades of")
                 continue
             tseq = self._tseq[sym] = self._tseq.get(sym, 0) + 1
             t = Trade(
@@ -739,7 +743,7 @@ class StreamRunner:
                 self._refresh_source = HttpSource(http_cfg)
             await self._refresh_source.start(f"{p.run_id}-refresh-{self.connects}")
             run_id = getattr(self.source, "run_id", p.run_id)
-            for sym in self.symbols:
+            for sym in self.quote_symbols:  # a trades-only symbol has no quote to refresh
                 try:
                     q = await self._refresh_source.fetch(sym)
                 except Exception as exc:  # the cache stays as it was; the stream goes on
