@@ -125,3 +125,20 @@ def test_a_streams_trades_are_stored_beside_its_quotes_and_none_is_lost(
     assert spy.trades == spy.trades_stored + spy.trade_rejects + spy.trade_duplicates
     assert c.trades("SPY").height == spy.trades_stored > 0
     assert s["QQQ"].trades == 0 and s["QQQ"].stored > 0
+
+
+def test_trades_from_a_source_nobody_asked_for_trades_are_judged_not_a_crash(make_config):
+    class TradesInFetch(ScriptedSource):
+        async def fetch(self, symbol: str) -> Trade:  # type: ignore[override]
+            return await self.fetch_trade(symbol)
+
+    cfg = make_config(
+        symbols=["SPY"],
+        realtime_data={"trade_validation": {"future_tolerance_seconds": 1e9}},
+    )
+    with Collector(cfg, source=TradesInFetch()) as c:
+        wait_until(lambda: c.status().symbols["SPY"].trades_stored == 4, 10, "trades stored")
+        st = c.status()
+    spy = st.symbols["SPY"]
+    assert (spy.trades, spy.trade_rejects, spy.trade_duplicates, spy.trades_lost) == (6, 1, 1, 0)
+    assert not st.units or all(u.restarts == 0 for u in st.units.values())

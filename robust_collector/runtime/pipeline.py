@@ -18,7 +18,7 @@ from robust_collector.runtime.status import SymbolCounters
 from robust_collector.secrets import scrub
 from robust_collector.storage.tables import INSERT_ERROR
 from robust_collector.storage.writer import Batch, StorageWriter
-from robust_collector.validation import Validator
+from robust_collector.validation import TradeValidator, Validator
 from robust_collector.validation.streaming import ACCEPTED
 
 __all__ = ["COLLECTOR_COMPONENT", "Pipeline"]
@@ -107,6 +107,8 @@ class Pipeline:
     def judge_trade(self, trade: Trade, c: SymbolCounters) -> bool:
         """Buffer ``trade`` by the trade validator's verdict; True when it was accepted."""
         c.trades += 1
+        if self.trade_validator is None:  # a source sent trades nobody configured: judge them
+            self.trade_validator = TradeValidator()
         verdict = self.trade_validator.check(trade)
         if verdict.status == "accepted":
             c.trades_accepted += 1
