@@ -255,10 +255,14 @@ def test_an_always_500_symbol_is_counted_and_as_unhealthy_as_an_always_404_one(
         realtime_data={"collect_interval_seconds": 0.02},  # breakers: 5 failures, 60 s
     )
     with Collector(cfg) as c:
+        # the breaker opens inside the fifth attempt; the poll that made it counts its
+        # error a moment later: wait for both, or a snapshot between them sees 4 errors
         c.wait_for(
             lambda s: (
                 s.symbols["ERR"].breaker_state == "OPEN"
                 and s.symbols["BAD"].breaker_state == "OPEN"
+                and s.symbols["ERR"].errors >= 2
+                and s.symbols["BAD"].errors >= 5
             ),
             timeout=10,
         )
