@@ -36,7 +36,9 @@ def database_locked(db: Pathish) -> Iterator[None]:
         return
     import sqlite3
 
-    blocker = sqlite3.connect(str(db), timeout=0, isolation_level=None)
+    # wait out the writer's transaction in progress (a lock taken at the wrong instant
+    # failed at once with "database is locked"), then hold the lock
+    blocker = sqlite3.connect(str(db), timeout=30, isolation_level=None)
     try:
         blocker.execute("BEGIN EXCLUSIVE")
         yield
