@@ -45,6 +45,7 @@ environment, never for loopback hosts).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import ipaddress
 import logging
@@ -294,13 +295,22 @@ def _where(proxy: str) -> str:
     return f"{u.scheme}://{u.host}:{u.port}" if u.port else f"{u.scheme}://{u.host}"
 
 
-def _tls_context() -> ssl.SSLContext | bool:
+def _tls_context() -> ssl.SSLContext:
     """Certificate checking as httpx does with trust_env (SSL_CERT_FILE / SSL_CERT_DIR)."""
     cafile = os.environ.get("SSL_CERT_FILE")
     capath = os.environ.get("SSL_CERT_DIR")
     if (cafile and os.path.isfile(cafile)) or (capath and os.path.isdir(capath)):
-        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
-    return True
+        return _shared_tls_context(cafile or None, capath or None)
+    return _shared_tls_context(None, None)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """One context per trust store: loading the CA bundle costs ~40 ms, paid once, not
+    at every source (re)start. Contexts are made to be shared between connections."""
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return httpx.create_ssl_context()  # certifi's bundle, as httpx builds it itself
 
 
 def _tls_failure(exc: BaseException) -> bool:
