@@ -124,6 +124,21 @@ class WebSocketConnection:
             task.cancel()
 
     async def _keepalive_loop(self) -> None:
+        """The keepalive, supervised: if it fails in any unplanned way, the connection is
+        closed as dead (a stream without its keepalive would never notice a dead peer)."""
+        try:
+            await self._keepalive_pings()
+        except Exception as exc:  # logged once; the reader then reconnects the usual way
+            cause = clean_text(redact(f"keepalive failed ({type(exc).__name__}: {exc})"), 300)
+            log.error(
+                "%s: %s; closing the connection to reconnect", self._name, cause, exc_info=exc
+            )
+            self._dead = cause
+            transport = self._ws.transport
+            if transport is not None:
+                transport.abort()  # recv() ends with ConnectionClosed, reported with our cause
+
+    async def _keepalive_pings(self) -> None:
         """Ping; a late pong is death only if nothing else arrived (see the class docs)."""
         assert self._interval is not None
         loop = asyncio.get_running_loop()
