@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -174,16 +175,22 @@ def test_no_piece_of_any_credential_is_written_anywhere(
     # 3. an unreachable server given with ?password=: every batch goes to backup files
     p = out.cli("run", "--config", "sim.yaml", "--duration", "2", "--db", query_url)
     assert list((work / "backups").glob("*.jsonl")), p.stderr[-2000:]
-    out.cli("recover", "--db", query_url, "--backup-path", "backups", "--quiet")
-    out.cli("recover", "--db", bad_url, "--backup-path", "backups", "--quiet")
-    out.cli("db", "init", "--db", good_url)
-    out.cli("db", "init", "--db", bad_url)
-    out.cli("db", "init", "--db", query_url)
+    commands = [
+        ("recover", "--db", query_url, "--backup-path", "backups", "--quiet"),
+        ("recover", "--db", bad_url, "--backup-path", "backups", "--quiet"),
+        ("db", "init", "--db", good_url),
+        ("db", "init", "--db", bad_url),
+        ("db", "init", "--db", query_url),
+    ]
     for db in ("http.db", good_url, bad_url, query_url):
         for mode in ("single", "continuous", "history", "errors"):
             extra = ("--count", "1", "--interval", "0.1") if mode == "continuous" else ()
             for js in ((), ("--json",)):
-                out.cli("health", "--db", db, "--mode", mode, *extra, *js)
+                commands.append(("health", "--db", db, "--mode", mode, *extra, *js))
+    # each in its own process (nothing registered by one masks another's output), a few
+    # at a time: they only read, and each spends most of its time importing
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda args: out.cli(*args), commands))
     assert "ECHO" in out.texts["health --db http.db --mode errors: stdout"]
 
     # exception texts raised to a caller of the library
