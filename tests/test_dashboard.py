@@ -6,6 +6,7 @@ data), without a browser; the browser test is ``test_voila_dashboard.py``.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -665,6 +666,123 @@ def test_the_fleet_table_escapes_every_field_even_a_pid_that_is_text() -> None:
     )
     out = render_fleet_html([inst], evil, now=0)
     assert "<script>" not in out and out.count("&lt;script&gt;") >= 5
+
+
+# --------------------------------------------------------------------------- refreshers never die
+
+
+class FlakyFeed:
+    """A feed whose ``view()`` or ``finished()`` raises while told to."""
+
+    def __init__(self) -> None:
+        self.views = 0
+        self.view_error: Exception | None = None
+        self.finished_error: Exception | None = None
+
+    def view(self, now_us: int | None = None) -> DashboardView:
+        if self.view_error is not None:
+            raise self.view_error
+        self.views += 1
+        return view(now_us=NOW + self.views * S, stored=self.views)
+
+    def finished(self, v: DashboardView) -> bool:
+        if self.finished_error is not None:
+            raise self.finished_error
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def footer_counts(dash: Any, error: str) -> int:
+    """How many failures the footer counts while it names ``error`` (0 if it does not)."""
+    m = re.search(re.escape(error) + r"[^<]*?(\d+) failed so far", dash.footer_html.value)
+    return int(m.group(1)) if m else 0
+
+
+def test_the_refresher_survives_a_failing_view_or_finished_and_the_footer_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from robust_collector.dashboard.widgets import Dashboard
+
+    caplog.set_level(logging.ERROR, logger="robust_collector.dashboard.widgets")
+    feed = FlakyFeed()
+    dash = Dashboard(feed, interval=0.02)
+    try:
+        feed.view_error = RuntimeError("feed <down>")
+        named = "refresh failed: RuntimeError: feed &lt;down&gt; (in view();"
+        wait_until(
+            lambda: footer_counts(dash, named) >= 3,
+            timeout=5,
+            what="the footer to name the error and count it",
+            detail=lambda: dash.footer_html.value,
+        )
+        assert dash.refreshing
+        feed.view_error = None
+        n = dash.refreshes
+        wait_until(lambda: dash.refreshes > n + 2, timeout=5, what="refreshes after the failure")
+        wait_until(lambda: "refresh failed" not in dash.footer_html.value, timeout=5, what="clear")
+        assert stored_count(dash.status_html.value) == feed.views  # drawn again
+
+        # finished() is called outside refresh(): its exception used to end the thread
+        feed.finished_error = ValueError("finished broke")
+        named = "refresh failed: ValueError: finished broke (in finished();"
+        wait_until(
+            lambda: footer_counts(dash, named) >= 3,
+            timeout=5,
+            what="the footer to name it and count it",
+            detail=lambda: dash.footer_html.value,
+        )
+        n = dash.refreshes
+        wait_until(lambda: dash.refreshes > n + 2, timeout=5, what="refreshes go on meanwhile")
+        assert dash.refreshing and dash.refresh_failures >= 6
+    finally:
+        dash.close()
+    logged = [r for r in caplog.records if "dashboard refresh failed" in r.getMessage()]
+    # each failure logged once with its traceback, however often it repeated
+    assert [r.exc_info is not None for r in logged] == [True, True], logged
+    assert "feed <down>" in logged[0].getMessage() and "finished broke" in logged[1].getMessage()
+
+
+def test_the_fleet_refresher_survives_failures_and_the_footer_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import logging
+
+    from robust_collector.dashboard import fleet
+
+    caplog.set_level(logging.ERROR, logger="robust_collector.dashboard.fleet")
+    monkeypatch.setattr(fleet, "fleet_status", lambda db: [])
+    real_render = fleet.render_fleet_html
+    broken = {"on": True}
+
+    def render(instances: Any, label: str, now: int) -> str:
+        if broken["on"]:
+            raise KeyError("a row nobody planned for")
+        return real_render(instances, label, now)
+
+    monkeypatch.setattr(fleet, "render_fleet_html", render)
+    dash = fleet.FleetDashboard(tmp_path / "x.db", interval=0.02)
+    try:
+        named = "cannot read the fleet: KeyError: &#x27;a row nobody planned for&#x27;"
+        wait_until(
+            lambda: footer_counts(dash, named) >= 3,
+            timeout=5,
+            what="the footer to name the error and count it",
+            detail=lambda: dash.footer_html.value,
+        )
+        assert dash.refreshing
+        broken["on"] = False
+        n = dash.refreshes
+        wait_until(lambda: dash.refreshes > n + 2, timeout=5, what="refreshes after the failure")
+        assert "no collector has written" in dash.table_html.value
+        assert "refreshed every" in dash.footer_html.value
+    finally:
+        dash.close()
+    logged = [r for r in caplog.records if "fleet refresh failed" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # once, with its traceback
 
 
 # --------------------------------------------------------------------------- a stand-in collector

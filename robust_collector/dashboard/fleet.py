@@ -3,6 +3,8 @@
 ``watch("postgresql://...")`` shows this: one row per instance with its level,
 last heartbeat, symbols and whether it runs, refreshed by one daemon thread
 (the same pattern as ``Dashboard``: widgets are written inside ``hold_sync()``).
+A failed refresh never ends the refresher: it is counted, shown in the footer and
+logged (the first time with its traceback).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 
 import ipywidgets as widgets
 
+from robust_collector.boundary import clean_text
 from robust_collector.health import HealthLevel
 from robust_collector.health.fleet import (
     InstanceStatus,
@@ -25,6 +28,8 @@ from robust_collector.model import now_us
 from robust_collector.storage.reader import DatabaseRef
 
 log = logging.getLogger(__name__)
+
+_MAX_LOGGED = 50  # distinct failure texts remembered (so each is logged once)
 
 _COLORS = {
     HealthLevel.HEALTHY: "#2e7d32",
@@ -98,7 +103,9 @@ class FleetDashboard(widgets.VBox):
         super().__init__(children=[self.table_html, self.footer_html])
         self.instances: list[InstanceStatus] = []
         self.refreshes = 0
+        self.refresh_failures = 0  # every failed refresh, counted
         self.last_error: str | None = None
+        self._logged: set[str] = set()  # failures already logged with their traceback
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,29 +115,43 @@ class FleetDashboard(widgets.VBox):
             self.start()
 
     def refresh(self) -> list[InstanceStatus]:
-        """Read the fleet now and draw it."""
+        """Read the fleet now and draw it; a failure is counted, shown in the footer,
+        logged (the first time with its traceback) and raised."""
         with self._lock:
             try:
                 instances = fleet_status(self.db)
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                self.last_error = None
+                self.instances = instances
+                now = now_us()
+                with self.table_html.hold_sync():
+                    self.table_html.value = render_fleet_html(instances, self.label, now)
                 self.footer_html.value = (
-                    f"<small style='color:#c62828'>cannot read the fleet: "
-                    f"{html.escape(self.last_error)}</small>"
+                    f"<small>refreshed every {self.interval:g}s; a collector that has not "
+                    "reported for three heartbeat intervals (at least 3 s), or whose process "
+                    "is gone, shows as not running</small>"
                 )
+            except Exception as exc:
+                self._failed(exc)
                 raise
-            self.last_error = None
-            self.instances = instances
-            now = now_us()
-            with self.table_html.hold_sync():
-                self.table_html.value = render_fleet_html(instances, self.label, now)
-            self.footer_html.value = (
-                f"<small>refreshed every {self.interval:g}s; a collector that has not "
-                "reported for three heartbeat intervals (at least 3 s), or whose process is gone, "
-                "shows as not running</small>"
-            )
             self.refreshes += 1
             return instances
+
+    def _failed(self, exc: BaseException) -> None:
+        """One failure (the caller holds ``_lock``): counted, shown, logged once with traceback."""
+        self.refresh_failures += 1
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        text = clean_text(f"{type(exc).__name__}: {first_line}", 300)
+        self.last_error = text
+        if text not in self._logged:  # the same failure again is counted, not re-logged
+            if len(self._logged) < _MAX_LOGGED:
+                self._logged.add(text)
+            log.error("fleet refresh failed: %s", text, exc_info=exc)
+        with contextlib.suppress(Exception):  # the widget may be closed meanwhile
+            self.footer_html.value = (
+                f"<small style='color:#c62828'>cannot read the fleet: {html.escape(text)} "
+                f"({self.refresh_failures} failed so far; retrying every "
+                f"{self.interval:g}s)</small>"
+            )
 
     @property
     def refreshing(self) -> bool:
@@ -147,11 +168,15 @@ class FleetDashboard(widgets.VBox):
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception as exc:  # keep refreshing; the footer says what failed
-                log.debug("fleet refresh failed: %s", exc)
+        """The refresher: a failure is counted, shown and logged by ``refresh``; it goes on."""
+        try:
+            while not self._stop.wait(self.interval):
+                with contextlib.suppress(Exception):  # refresh() counted and showed it
+                    self.refresh()
+        except BaseException as exc:  # not an Exception: say so before the thread ends
+            with self._lock:
+                self._failed(exc)
+            raise
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the refresher, keeping the last table on screen."""

@@ -4,12 +4,15 @@ One daemon thread per dashboard builds a view from its feed about once a
 second and writes it into ``HTML`` widgets (inside ``hold_sync()``) and plotly
 ``FigureWidget``s (inside ``batch_update()``); it never uses ``with output:``.
 The collector's own threads never touch a widget. The refresher stops when the
-collector stops (after drawing the final state) or when the widget is closed.
+collector stops (after drawing the final state) or when the widget is closed;
+a failure never ends it: each is counted, shown in the footer and logged (the first
+time with its traceback), and the next refresh comes as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import threading
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from robust_collector.boundary import clean_text
 from robust_collector.dashboard.model import STORAGE_ROW, DashboardView, Feed, RateHistory
 from robust_collector.dashboard.render import (
     rates_data,
@@ -32,6 +36,7 @@ from robust_collector.palette import BREAKER_COLORS
 log = logging.getLogger(__name__)
 
 _FIG_MARGIN = {"l": 56, "r": 16, "t": 40, "b": 44}
+_MAX_LOGGED = 50  # distinct failure texts remembered (so each is logged once)
 FIGURE_WIDTH = 600
 """Pixels: plotly sizes a figure before its box is laid out, so the width is fixed."""
 
@@ -146,7 +151,9 @@ class Dashboard(widgets.VBox):
         self.history = RateHistory(window_seconds)
         self.view: DashboardView | None = None
         self.refreshes = 0
+        self.refresh_failures = 0  # every failed refresh (or finished()), counted
         self.last_error: str | None = None
+        self._rc_logged: set[str] = set()  # failures already logged with their traceback
         self._rc_lock = threading.Lock()
         self._rc_stop = threading.Event()
         self._rc_thread: threading.Thread | None = None
@@ -179,35 +186,63 @@ class Dashboard(widgets.VBox):
             t.join(timeout)
 
     def _rc_run(self) -> None:
-        while not self._rc_stop.wait(self.interval):
-            try:
-                view = self.refresh()
-            except Exception as exc:  # keep refreshing: show it in the footer, log it
-                log.warning("dashboard refresh failed: %s", exc, exc_info=True)
-                continue
-            if self.feed.finished(view):
-                break
-        self._rc_stop.set()
-        with contextlib.suppress(Exception):  # the widget may be closed meanwhile
-            self._paint_footer()
+        """The refresher: every failure is caught, counted, shown and logged; it goes on
+        until stopped, closed or its feed is finished."""
+        try:
+            while not self._rc_stop.wait(self.interval):
+                try:
+                    view = self.refresh()
+                except Exception:  # refresh() counted, logged and showed it: keep going
+                    continue
+                try:
+                    done = self.feed.finished(view)
+                except Exception as exc:
+                    with self._rc_lock:
+                        self._rc_failed(exc, "finished()")
+                    continue
+                if done:
+                    break
+        except BaseException as exc:  # not an Exception: say so before the thread ends
+            with self._rc_lock:
+                self._rc_failed(exc, "the refresher")
+            raise
+        finally:
+            self._rc_stop.set()
+            with contextlib.suppress(Exception):  # the widget may be closed meanwhile
+                self._paint_footer()
 
     def refresh(self) -> DashboardView:
-        """Build a view now and draw it (serialised with the refresher); returns the view."""
+        """Build a view now and draw it (serialised with the refresher); returns the view.
+
+        A failure is counted (``refresh_failures``), logged (with its traceback the first
+        time that error is seen), shown in the footer, and raised."""
         with self._rc_lock:
             try:
                 view = self.feed.view()
+                self.last_error = None
+                self.history.add(view)
+                self.view = view
+                if not self._rc_closed:
+                    self._paint(view)
             except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if self.view is not None and not self._rc_closed:
-                    self._paint_footer()
+                self._rc_failed(exc, "view()")
                 raise
-            self.last_error = None
-            self.history.add(view)
-            self.view = view
-            if not self._rc_closed:
-                self._paint(view)
             self.refreshes += 1
             return view
+
+    def _rc_failed(self, exc: BaseException, where: str) -> None:
+        """One failure (the caller holds ``_rc_lock``): counted, shown in the footer, and
+        logged with its traceback the first time this error is seen."""
+        self.refresh_failures += 1
+        text = clean_text(f"{type(exc).__name__}: {exc}", 300)
+        self.last_error = f"{text} (in {where}; {self.refresh_failures} failed so far)"
+        if text not in self._rc_logged:  # the same failure again is counted, not re-logged
+            if len(self._rc_logged) < _MAX_LOGGED:
+                self._rc_logged.add(text)
+            log.error("dashboard refresh failed in %s: %s", where, text, exc_info=exc)
+        if not self._rc_closed:
+            with contextlib.suppress(Exception):  # the footer is the last place to say it
+                self._paint_footer()
 
     # -- drawing ---------------------------------------------------------------------
 
@@ -245,10 +280,16 @@ class Dashboard(widgets.VBox):
         self._paint_footer()
 
     def _paint_footer(self) -> None:
-        if self.view is None:
-            return
         stopped = self._rc_stop.is_set() or not self.refreshing
-        value = render_footer(self.view, self.interval, stopped=stopped, error=self.last_error)
+        if self.view is None:  # nothing drawn yet: the footer still says what failed
+            value = (
+                '<div class="rc-footer" style="color:#b71c1c;font-size:11px">'
+                f"refresh failed: {html.escape(self.last_error)}</div>"
+                if self.last_error
+                else ""
+            )
+        else:
+            value = render_footer(self.view, self.interval, stopped=stopped, error=self.last_error)
         if self.footer_html.value != value:
             self.footer_html.value = value
 
