@@ -39,6 +39,7 @@ from robust_collector.analysis.plots import (
 from robust_collector.analysis.summaries import rejects_by, tick_rates
 from robust_collector.analysis.trades import (
     aggregate_same_timestamp,
+    apply_corrections,
     load_trade_rejects,
     load_trades,
     realized_variance,
@@ -53,6 +54,7 @@ __all__ = [
     "LEVEL_COLORS",
     "BackupScan",
     "aggregate_same_timestamp",
+    "apply_corrections",
     "breaker_intervals",
     "database_locked",
     "gaps",

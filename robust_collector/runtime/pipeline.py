@@ -20,6 +20,7 @@ from robust_collector.storage.tables import INSERT_ERROR
 from robust_collector.storage.writer import Batch, StorageWriter
 from robust_collector.validation import TradeValidator, Validator
 from robust_collector.validation.streaming import ACCEPTED
+from robust_collector.validation.trade_rules import NOTICE_CORRECTIONS
 
 __all__ = ["COLLECTOR_COMPONENT", "Pipeline"]
 
@@ -112,10 +113,11 @@ class Pipeline:
         verdict = self.trade_validator.check(trade)
         if verdict.status == "accepted":
             c.trades_accepted += 1
-            c.last_trade_price = trade.price
-            c.last_trade_us = trade.recv_us
             c.last_error = None
-            self.latest_trade[trade.symbol] = trade
+            if trade.correction not in NOTICE_CORRECTIONS:  # a cancel is no last price
+                c.last_trade_price = trade.price
+                c.last_trade_us = trade.recv_us
+                self.latest_trade[trade.symbol] = trade
             self.trades.append(trade.trade_row(self.run_id))
             if verdict.reason:  # a re-anchor: worth a line in the log
                 log.info("%s trades: %s", trade.symbol, verdict.reason)

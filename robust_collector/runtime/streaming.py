@@ -146,6 +146,7 @@ class StreamRunner:
         self.frames = 0
         self.quotes = 0
         self.trades = 0
+        self.trade_notices = 0  # of them corrections and cancels
         self.malformed = 0
         self.ignored = 0
         self.spills = 0
@@ -510,35 +511,20 @@ class StreamRunner:
             if ended is not None:
                 self._silence_ended(ended)
         for sym, ts, price, size, venue, conds, provider_id, tape in parsed.trades:
-            counter = counters.get(sym)
-            if counter is None or sym not in self.trade_symbols:
-                self._malformed(f"trade for {sym!r}, a symbol we did not subscribe to trades of")
-                continue
-            tseq = self._tseq[sym] = self._tseq.get(sym, 0) + 1
-            t = Trade(
-                make_trade_id(run_id, sym, tseq),
-                sym,
-                tseq,
-                ts if ts is not None else recv,
-                recv,
-                price,
-                size,
-                venue,
-                conds,
-                None,
-                provider_id,
-                tape,
-                name,
+            t = self._trade(
+                run_id, recv, sym, ts, price, size, venue, conds, None, provider_id, tape
             )
-            self.trades += 1
-            self._conn_quotes += 1
-            fresh = p.judge_trade(t, counter)
-            fresh_any = fresh or fresh_any
-            health[sym].record_success(fresh=fresh)
-            ended = self.detector.arrived(sym, at)
-            if ended is not None:
-                self._silence_ended(ended)
-        n = len(parsed.quotes) + len(parsed.trades)
+            if t is not None:
+                fresh_any = self._judge_trade(t, at) or fresh_any
+        notices = getattr(parsed, "notices", ())  # corrections and cancels (alpaca)
+        for sym, ts, price, size, venue, conds, provider_id, tape, corr in notices:
+            t = self._trade(
+                run_id, recv, sym, ts, price, size, venue, conds, corr, provider_id, tape
+            )
+            if t is not None:
+                self.trade_notices += 1
+                fresh_any = self._judge_trade(t, at) or fresh_any
+        n = len(parsed.quotes) + len(parsed.trades) + len(notices)
         if n:
             p.collector_health.record_success(fresh=fresh_any, count=n)
         self.ignored += parsed.ignored
@@ -556,6 +542,55 @@ class StreamRunner:
                     self._fatal = exc  # type: ignore[assignment]
                     if self._conn is not None:
                         asyncio.get_running_loop().create_task(self._conn.close())
+
+    def _trade(
+        self,
+        run_id: str,
+        recv: int,
+        sym: str,
+        ts: int | None,
+        price: float | None,
+        size: float | None,
+        venue: str | None,
+        conds: str | None,
+        corr: int | None,
+        provider_id: str | None,
+        tape: str | None,
+    ) -> Trade | None:
+        """A parsed trade (or correction, or cancel) as a numbered ``Trade``; ``None`` (and a
+        malformed item) for a symbol that does not collect trades."""
+        if sym not in self.trade_symbols or sym not in self.p.counters:
+            self._malformed(f"trade for {sym!r}, a symbol we did not subscribe to trades of")
+            return None
+        tseq = self._tseq[sym] = self._tseq.get(sym, 0) + 1
+        return Trade(
+            make_trade_id(run_id, sym, tseq),
+            sym,
+            tseq,
+            ts if ts is not None else recv,
+            recv,
+            price,
+            size,
+            venue,
+            conds,
+            corr,
+            provider_id,
+            tape,
+            self.name,
+        )
+
+    def _judge_trade(self, t: Trade, at: float) -> bool:
+        """Validate and buffer one trade; note its arrival. True when it was fresh."""
+        p = self.p
+        sym = t.symbol
+        self.trades += 1
+        self._conn_quotes += 1
+        fresh = p.judge_trade(t, p.counters[sym])
+        p.symbol_health[sym].record_success(fresh=fresh)
+        ended = self.detector.arrived(sym, at)
+        if ended is not None:
+            self._silence_ended(ended)
+        return fresh
 
     def _malformed(self, problem: str) -> None:
         self.malformed += 1
@@ -814,6 +849,7 @@ class StreamRunner:
             "frames": self.frames,
             "quotes": self.quotes,
             "trades": self.trades,
+            "trade_notices": self.trade_notices,
             "malformed": self.malformed,
             "ignored": self.ignored,
             "queue_depth": len(self.queue),

@@ -14,6 +14,17 @@ channel. Conditions are the codes joined with single spaces; polygon's integer
 exchange and tape are written out (``x: 4`` -> ``"4"``, ``z: 1..3`` -> ``"A".."C"``).
 A subscription asks each symbol's channels: quotes, trades or both.
 
+Corrections and cancels (``PresetFrame.notices``, the trade tuple plus the correction
+code): alpaca sends them to a ``trades`` subscription. A correction ``{"T": "c", "S",
+"x", "oi", "op", "os", "oc", "ci", "cp", "cs", "cc", "z", "t"}`` is the corrected trade
+(``cp``, ``cs``, ``ci``, conditions ``cc`` then ``corrects:<oi>``) with correction 12
+(``TRADE_CORRECTED``); a cancel or error ``{"T": "x", "S", "i", "x", "p", "s", "a": "C" |
+"E", "z", "t"}`` is the named trade's id, price and size with correction 10
+(``TRADE_CANCELLED``) or 11 (``TRADE_ERROR``), no conditions. The original values
+(``op``, ``os``, ``oc``) are the original trade's own row. Polygon's stocks stream has
+no such messages (its trades carry no correction field); ``analysis.apply_corrections``
+applies them.
+
 Everything in a ``ParsedFrame`` is bounded: frames are decoded within the
 boundary's size and depth bounds (a 10,000-deep frame is one problem, not a
 ``RecursionError``), times are clamped into int64 (the validator rejects a time
@@ -33,6 +44,7 @@ Error codes, permanent (the source stops) or transient (back off, reconnect):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -49,8 +61,35 @@ from robust_collector.sources.presets import (
     trade_conditions,
 )
 from robust_collector.sources.stream import Control, ParsedFrame, TradeFields
+from robust_collector.validation.trade_rules import (
+    TRADE_CANCELLED,
+    TRADE_CORRECTED,
+    TRADE_ERROR,
+    correction_conditions,
+)
 
-__all__ = ["STREAM_PRESETS", "AlpacaStream", "PolygonStream", "StreamPreset", "decode_frame"]
+__all__ = [
+    "STREAM_PRESETS",
+    "AlpacaStream",
+    "NoticeFields",
+    "PolygonStream",
+    "PresetFrame",
+    "StreamPreset",
+    "decode_frame",
+]
+
+NoticeFields = tuple[
+    str, int, float | None, float | None, str | None, str | None, str | None, str | None, int
+]
+"""One parsed correction or cancel: ``TradeFields`` plus the correction code (10, 11, 12)."""
+
+
+@dataclass(slots=True)
+class PresetFrame(ParsedFrame):
+    """A ``ParsedFrame`` plus ``notices``: the corrections and cancels of earlier trades."""
+
+    notices: list[NoticeFields] = field(default_factory=list)
+
 
 _NOT_JSON = object()
 MAX_SYMBOL = 64  # characters of a symbol; a longer one is a problem, not a quote
@@ -97,7 +136,7 @@ def _text(value: Any) -> str:
     return clean_text(value if isinstance(value, str) else _show(value), 500)
 
 
-def _clean(out: ParsedFrame) -> ParsedFrame:
+def _clean(out: PresetFrame) -> PresetFrame:
     """Every problem line clean (they quote outside values)."""
     out.problems = [clean_text(p) for p in out.problems]
     return out
@@ -173,7 +212,7 @@ class StreamPreset:
         """The subscription to the quotes of ``symbols`` and the trades of ``trades``."""
         raise NotImplementedError
 
-    def parse(self, frame: str | bytes) -> ParsedFrame:
+    def parse(self, frame: str | bytes) -> PresetFrame:
         """Quote and trade fields, problems and controls of one frame (never raises)."""
         raise NotImplementedError
 
@@ -211,8 +250,8 @@ class AlpacaStream(StreamPreset):
             message["trades"] = list(trades)
         return orjson.dumps(message).decode()
 
-    def parse(self, frame: str | bytes) -> ParsedFrame:
-        out = ParsedFrame()
+    def parse(self, frame: str | bytes) -> PresetFrame:
+        out = PresetFrame()
         for i, item in enumerate(_items(frame, out)):
             if not isinstance(item, Mapping):
                 out.problems.append(f"item {i}: expected a JSON object, got {type(item).__name__}")
@@ -222,6 +261,10 @@ class AlpacaStream(StreamPreset):
                 _add_item(out, out.quotes, i, item, self._quote, "S")
             elif kind == "t":
                 _add_item(out, out.trades, i, item, self._trade, "S")
+            elif kind == "c":
+                _add_item(out, out.notices, i, item, self._correction, "S")
+            elif kind == "x":
+                _add_item(out, out.notices, i, item, self._cancel, "S")
             elif kind == "error":
                 code = _code(item.get("code"))
                 msg = _text(item.get("msg", ""))
@@ -241,7 +284,7 @@ class AlpacaStream(StreamPreset):
                 # alpaca acknowledges with the whole current subscription ("full")
                 out.controls.append(Control("subscribed", message, "full", False, syms, channels))
             elif isinstance(kind, str):
-                out.ignored += 1  # bars, corrections, statuses we do not collect
+                out.ignored += 1  # bars, statuses and other kinds we do not collect
             else:
                 out.problems.append(f"item {i}: no message type 'T'")
         return _clean(out)
@@ -278,6 +321,58 @@ class AlpacaStream(StreamPreset):
             trade_conditions(item.get("c"), "c"),
             trade_code(item.get("i"), "i"),
             trade_code(item.get("z"), "z"),
+        )
+
+    ACTIONS: ClassVar[dict[str, int]] = {"C": TRADE_CANCELLED, "E": TRADE_ERROR}
+
+    @staticmethod
+    def _correction(item: Mapping[str, Any]) -> NoticeFields:
+        """``T: c``: the corrected trade, naming the original in its conditions."""
+        sym = _symbol(item.get("S"), "S")
+        if "t" not in item:
+            raise ShapeProblem("t", "missing")
+        if "cp" not in item:
+            raise ShapeProblem("cp", "missing")
+        original = trade_code(item.get("oi"), "oi")
+        if original is None:
+            raise ShapeProblem("oi", "missing (the id of the trade corrected)")
+        return (
+            sym,
+            parse_rfc3339_us(item["t"], "t"),
+            to_number(item["cp"], "cp"),
+            to_number(item.get("cs"), "cs"),
+            trade_code(item.get("x"), "x"),
+            correction_conditions(trade_conditions(item.get("cc"), "cc"), original),
+            trade_code(item.get("ci"), "ci"),
+            trade_code(item.get("z"), "z"),
+            TRADE_CORRECTED,
+        )
+
+    @classmethod
+    def _cancel(cls, item: Mapping[str, Any]) -> NoticeFields:
+        """``T: x``: the cancelled (``a: C``) or erroneous (``a: E``) trade's id and values."""
+        sym = _symbol(item.get("S"), "S")
+        if "t" not in item:
+            raise ShapeProblem("t", "missing")
+        if "p" not in item:
+            raise ShapeProblem("p", "missing")
+        action = item.get("a")
+        code = cls.ACTIONS.get(action) if isinstance(action, str) else None
+        if code is None:
+            raise ShapeProblem("a", f"expected 'C' (cancel) or 'E' (error), got {_show(action)}")
+        trade_id = trade_code(item.get("i"), "i")
+        if trade_id is None:
+            raise ShapeProblem("i", "missing (the id of the trade cancelled)")
+        return (
+            sym,
+            parse_rfc3339_us(item["t"], "t"),
+            to_number(item["p"], "p"),
+            to_number(item.get("s"), "s"),
+            trade_code(item.get("x"), "x"),
+            None,
+            trade_id,
+            trade_code(item.get("z"), "z"),
+            code,
         )
 
 
@@ -319,8 +414,8 @@ class PolygonStream(StreamPreset):
         syms, channels = _channels([(k, tuple(v)) for k, v in by_channel.items()])
         return Control("subscribed", message, "success", False, syms, channels)
 
-    def parse(self, frame: str | bytes) -> ParsedFrame:
-        out = ParsedFrame()
+    def parse(self, frame: str | bytes) -> PresetFrame:
+        out = PresetFrame()
         for i, item in enumerate(_items(frame, out)):
             if not isinstance(item, Mapping):
                 out.problems.append(f"item {i}: expected a JSON object, got {type(item).__name__}")

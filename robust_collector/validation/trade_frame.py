@@ -25,6 +25,7 @@ from robust_collector.validation.frame import OUTPUT_COLUMNS, FrameResult, _time
 from robust_collector.validation.streaming import ACCEPTED
 from robust_collector.validation.trade_rules import (
     ASCII_SPACE,
+    CORRECTS_PATTERN,
     TRADE_RULES,
     TradeParams,
     trade_stateless_failure,
@@ -148,7 +149,12 @@ def _stateless_expr(p: TradeParams, lo: pl.Expr, hi: pl.Expr, tz_name: str) -> p
     if rules.correction:
         checks.append(("correction", (pl.col("_corr") != 0).fill_null(False)))
     if rules.abnormal_condition:
-        norm = pl.col("_cond").fill_null("").str.replace_all(_SPACE_CLASS, "")
+        norm = (
+            pl.col("_cond")
+            .fill_null("")
+            .str.replace(CORRECTS_PATTERN, "")
+            .str.replace_all(_SPACE_CLASS, "")
+        )
         checks.append(("abnormal_condition", ~norm.is_in(sorted(p.valid_conditions))))
     expr: Any = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
     for rule, cond in checks[1:]:

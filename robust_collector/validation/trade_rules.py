@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import zoneinfo
 from typing import Final
 
@@ -103,10 +104,59 @@ ASCII_SPACE: Final[str] = " \t\n\r\f\v"
 """What "white space removed" removes from sale conditions (both engines alike)."""
 _NO_SPACE: Final[dict[int, None]] = dict.fromkeys(map(ord, ASCII_SPACE))
 
+# -- corrections and cancels (stream notices about an earlier trade) ------------------------
+
+TRADE_CANCELLED: Final[int] = 10
+"""``correction`` of a cancel row: the trade whose ``provider_id`` it carries is cancelled
+(TAQ ``CORR`` 10, a cancel record; alpaca ``T: x`` with action ``C``)."""
+TRADE_ERROR: Final[int] = 11
+"""``correction`` of an error row: the trade it names was an error (TAQ ``CORR`` 11; alpaca
+``T: x`` with action ``E``)."""
+TRADE_CORRECTED: Final[int] = 12
+"""``correction`` of a correction row: the corrected trade (its values and ``provider_id``
+are the corrected ones), which replaces the original named in its conditions (TAQ ``CORR``
+12, a correction record; alpaca ``T: c``)."""
+NOTICE_CORRECTIONS: Final[frozenset[int]] = frozenset(
+    {TRADE_CANCELLED, TRADE_ERROR, TRADE_CORRECTED}
+)
+"""Correction codes of rows that are notices about an earlier trade, not new prints."""
+CORRECTS: Final[str] = "corrects:"
+"""The last token of a correction row's conditions: ``corrects:<original provider id>``."""
+_CORRECTS_RE: Final[re.Pattern[str]] = re.compile(
+    r"(?:^|[ \t\n\r\f\v])corrects:([^ \t\n\r\f\v]*)\Z"
+)
+CORRECTS_PATTERN: Final[str] = r"(?:^|[ \t\n\r\f\v])corrects:([^ \t\n\r\f\v]*)$"
+"""``_CORRECTS_RE`` for polars (whose ``$`` is the end of the text, as ``\\Z`` is in Python)."""
+
+
+def correction_conditions(codes: str | None, original_id: str, limit: int = 128) -> str:
+    """A correction row's conditions: the corrected codes, then ``corrects:<original id>``
+    (the codes are shortened, never the id, to keep within ``limit`` characters)."""
+    mark = CORRECTS + original_id
+    if not codes:
+        return mark
+    room = max(0, limit - len(mark) - 1)
+    return f"{codes[:room]} {mark}" if room else mark
+
+
+def corrected_original(conditions: str | None) -> str | None:
+    """The original provider trade id a correction row's conditions name, else ``None``."""
+    if not conditions:
+        return None
+    m = _CORRECTS_RE.search(conditions)
+    if m is None:
+        return None
+    return m.group(1) or None
+
 
 def normalize_conditions(conditions: str | None) -> str:
-    """Sale conditions with white space removed; ``None`` is ``""`` (highfrequency's rule)."""
-    return "" if conditions is None else conditions.translate(_NO_SPACE)
+    """Sale conditions with white space (and a correction's ``corrects:<id>`` token)
+    removed; ``None`` is ``""`` (highfrequency's rule)."""
+    if conditions is None:
+        return ""
+    if CORRECTS in conditions:
+        conditions = _CORRECTS_RE.sub("", conditions, count=1)
+    return conditions.translate(_NO_SPACE)
 
 
 def _time_us(text: str) -> int:

@@ -19,6 +19,7 @@ from robust_collector.validation.config import TradeValidationConfig
 from robust_collector.validation.rules import has_nan, out_of_order_reason, price_change_reason
 from robust_collector.validation.streaming import ACCEPTED, Verdict
 from robust_collector.validation.trade_rules import (
+    NOTICE_CORRECTIONS,
     TRADE_RULES,
     TradeParams,
     outside_band,
@@ -38,6 +39,11 @@ TRADE_COUNTER_KEYS: Final[tuple[str, ...]] = ("accepted", "rejected", "reanchore
 DUPLICATE_ID: Final[Verdict] = Verdict(
     "duplicate", "duplicate", "same provider trade id as a recent trade"
 )
+DUPLICATE_NOTICE: Final[Verdict] = Verdict(
+    "duplicate",
+    "duplicate",
+    "the same correction or cancel (same code and provider trade id) as a recent one",
+)
 DUPLICATE_RECORD: Final[Verdict] = Verdict(
     "duplicate",
     "duplicate",
@@ -46,6 +52,14 @@ DUPLICATE_RECORD: Final[Verdict] = Verdict(
 
 TradeKey = tuple[Any, ...]
 """``(ts_us, price, size, venue, conditions, correction)``: a trade's record without ids."""
+
+_NOTICES: Final[frozenset[int]] = NOTICE_CORRECTIONS
+
+
+def notice_identity(key: TradeKey, provider_id: str | None) -> tuple[Any, ...]:
+    """What makes a correction or cancel row the same as another: its code and provider
+    id (without an id, its whole record); never equal to a trade's plain id."""
+    return ("notice", key[5], provider_id) if provider_id else ("notice", key)
 
 
 class QuoteBook:
@@ -126,8 +140,8 @@ class TradeSymbolState:
         self.ref: float | None = None
         self.seen_ts: int | None = None
         self.seen: set[TradeKey] = set()
-        self.ids: set[str] = set()
-        self.id_order: deque[str] = deque()
+        self.ids: set[Any] = set()
+        self.id_order: deque[Any] = deque()
         self.run_n = 0
         self.run_lo = 0.0
         self.run_hi = 0.0
@@ -135,8 +149,17 @@ class TradeSymbolState:
         self.logged: dict[str, tuple[int, int]] = {}
 
     def duplicate(self, key: TradeKey, provider_id: str | None) -> Verdict | None:
-        """The duplicate verdict (counted) when this trade was accepted before, else ``None``."""
-        if provider_id:
+        """The duplicate verdict (counted) when this trade was accepted before, else ``None``.
+
+        A correction or cancel row (``NOTICE_CORRECTIONS``) is a duplicate only of the
+        same notice: it names the original's id, and must not be taken for it."""
+        if key[5] in _NOTICES:
+            if not provider_id and has_nan(key):
+                return None
+            if notice_identity(key, provider_id) not in self.ids:
+                return None
+            verdict = DUPLICATE_NOTICE
+        elif provider_id:
             if provider_id not in self.ids:
                 return None
             verdict = DUPLICATE_ID
@@ -164,7 +187,11 @@ class TradeSymbolState:
         """Apply the stateful rules (after ``duplicate`` and the stateless ones passed).
 
         ``quote`` is the prevailing ``(bid, ask)`` for ``outside_quote_band`` (``None``:
-        no quote yet, or the rule is off)."""
+        no quote yet, or the rule is off). A correction or cancel row is a notice about
+        an earlier trade, not a print: no sequence rule judges it and it moves nothing
+        but the identity memory."""
+        if key[5] in _NOTICES:
+            return self._notice(key, provider_id)
         p = self.p
         last_ts = self.last_ts
         if p.out_of_order and last_ts is not None and ts < last_ts:
@@ -205,6 +232,14 @@ class TradeSymbolState:
             self._remember(provider_id)
         return ACCEPTED
 
+    def _notice(self, key: TradeKey, provider_id: str | None) -> Verdict:
+        """Accept a correction or cancel row: remembered (so a re-sent one is a duplicate),
+        but the last time, the price reference and the re-anchoring run stay as they were."""
+        self.counts["accepted"] += 1
+        if provider_id or not has_nan(key):
+            self._remember(notice_identity(key, provider_id))
+        return ACCEPTED
+
     def _accept(self, ts: int, price: float, key: TradeKey, provider_id: str | None) -> None:
         self.run_n = 0
         self.counts["accepted"] += 1
@@ -218,8 +253,9 @@ class TradeSymbolState:
         if provider_id:
             self._remember(provider_id)
 
-    def _remember(self, provider_id: str) -> None:
-        """Add an accepted trade's id to the bounded recent-id memory (oldest out first)."""
+    def _remember(self, provider_id: Any) -> None:
+        """Add an accepted trade's id (or a notice's identity) to the bounded recent-id
+        memory (oldest out first)."""
         ids = self.ids
         if provider_id not in ids:
             order = self.id_order
@@ -299,8 +335,9 @@ class TradeValidator:
             size = trade.size
             ts = trade.ts_us
             pid = trade.provider_id
-            key = (ts, price, size, trade.venue, trade.conditions, trade.correction)
-            if self._dup and (pid or ts == st.seen_ts):
+            corr = trade.correction
+            key = (ts, price, size, trade.venue, trade.conditions, corr)
+            if self._dup and (pid or ts == st.seen_ts or corr in _NOTICES):
                 dup = st.duplicate(key, pid)
                 if dup is not None:
                     return dup
