@@ -25,6 +25,7 @@ from robust_collector.config import SessionConfig
 from robust_collector.health import MarketSession
 from robust_collector.model import now_us
 from robust_collector.storage.reader import query_frame, to_epoch_us, with_datetimes
+from robust_collector.validation.trade_rules import NOTICE_CORRECTIONS
 
 CAUSES: tuple[str, ...] = (
     "not_running",
@@ -102,8 +103,31 @@ def _session_from(config: dict[str, Any]) -> MarketSession:
         return MarketSession()
 
 
-def _stream_gaps(db: Pathish) -> dict[tuple[str, str], list[tuple[int, int, str]]]:
-    """A stream's recorded outages and silences by (symbol, cause); none in older databases."""
+KINDS: tuple[str, ...] = ("quotes", "trades")
+"""The series ``gaps`` looks at: the ``ticks`` table (quotes) or the ``trades`` table."""
+
+TRADE_SILENCE: str = "trades: "
+"""How a ``symbol_silent`` gap row about a symbol's trades starts its detail (the stream's
+silence detector writes it; a row without it is about the quotes)."""
+
+_SERIES: dict[str, tuple[str, str, str, str]] = {
+    # kind: (table, rejects table, backup record kind, what one row is)
+    "quotes": ("ticks", "rejects", "tick", "quote"),
+    "trades": ("trades", "trade_rejects", "trade", "trade"),
+}
+
+
+def _of_kind(detail: str | None, kind: str) -> bool:
+    """Whether a ``symbol_silent`` row (by its detail) is about ``kind``."""
+    about_trades = (detail or "").startswith(TRADE_SILENCE)
+    return about_trades if kind == "trades" else not about_trades
+
+
+def _stream_gaps(
+    db: Pathish, kind: str = "quotes"
+) -> dict[tuple[str, str], list[tuple[int, int, str]]]:
+    """A stream's recorded outages, and silences of ``kind``, by (symbol, cause); none in
+    older databases."""
     try:
         rows = query_frame(
             db,
@@ -115,6 +139,8 @@ def _stream_gaps(db: Pathish) -> dict[tuple[str, str], list[tuple[int, int, str]
         return {}
     out: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     for sym, a, b, cause, detail in rows.iter_rows():
+        if cause == "symbol_silent" and not _of_kind(detail, kind):
+            continue
         out.setdefault((sym, cause), []).append((a, b, detail))
     return out
 
@@ -135,6 +161,7 @@ def gaps(
     session: MarketSession | SessionConfig | None = None,
     backup_path: Pathish | None = None,
     at: Any = None,
+    kind: str = "quotes",
 ) -> pl.DataFrame:
     """The holes in each symbol's stored series, each with its likely cause.
 
@@ -149,7 +176,14 @@ def gaps(
     ``cause`` is the first of ``CAUSES`` with evidence, ``causes`` all of them and
     ``detail`` says what was found. One row per hole, oldest first; with ``at`` (a
     time), only the holes around it: "why is there a hole in my SPY data at 9:47?"
+    ``kind="trades"`` does the same for the stored trades (corrections and cancels are
+    not prints: left out): their holes, the trades rejected or waiting in backup files,
+    and the stream's silences of trades (``backup_ticks`` and ``rejects`` then count
+    trades).
     """
+    if kind not in _SERIES:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    table, reject_table, backup_kind, noun = _SERIES[kind]
     config = _run_config(db)
     rt = config.get("realtime_data", {})
     if expected_interval is None:
@@ -167,9 +201,13 @@ def gaps(
         backup_path = Path(bp) if bp else None
 
     where, params = sql_where([("symbol", "=", symbol)], since, until)
+    if kind == "trades":  # corrections and cancels are notices about a trade, not prints
+        notices = ", ".join(str(c) for c in sorted(NOTICE_CORRECTIONS))
+        prints = f"(correction IS NULL OR correction NOT IN ({notices}))"
+        where = f"{where} AND {prints}" if where else f" WHERE {prints}"
     ticks = query_frame(
         db,
-        f"SELECT symbol, ts_us, run_id FROM ticks{where} ORDER BY symbol, ts_us",
+        f"SELECT symbol, ts_us, run_id FROM {table}{where} ORDER BY symbol, ts_us",
         params,
         {"symbol": pl.String, "ts_us": pl.Int64, "run_id": pl.String},
     )
@@ -215,7 +253,7 @@ def gaps(
         )
     rejects = query_frame(
         db,
-        "SELECT symbol, ts_us, rule FROM rejects ORDER BY symbol, ts_us",
+        f"SELECT symbol, ts_us, rule FROM {reject_table} ORDER BY symbol, ts_us",
         (),
         {"symbol": pl.String, "ts_us": pl.Int64, "rule": pl.String},
     )
@@ -223,11 +261,11 @@ def gaps(
         str(s): (g["ts_us"].to_list(), g["rule"].to_list())
         for (s,), g in rejects.group_by(["symbol"], maintain_order=True)
     }
-    stream_by_sym = _stream_gaps(db)
+    stream_by_sym = _stream_gaps(db, kind)
     backup_by_sym: dict[str, list[int]] = {}
     if backup_path is not None and Path(backup_path).is_dir():
         scan = scan_backups(backup_path, db)
-        for (s,), g in scan.missing.filter(pl.col("kind") == "tick").group_by(["symbol"]):
+        for (s,), g in scan.missing.filter(pl.col("kind") == backup_kind).group_by(["symbol"]):
             backup_by_sym[str(s)] = sorted(g["ts_us"].to_list())
 
     rows: list[dict[str, Any]] = []
@@ -258,7 +296,8 @@ def gaps(
         if n_bak or n_sto or db_open_s:
             parts = []
             if n_bak:
-                parts.append(f"{n_bak} ticks waiting in backup files (run a recovery)")
+                what = "ticks" if kind == "quotes" else "trades"
+                parts.append(f"{n_bak} {what} waiting in backup files (run a recovery)")
             if n_sto:
                 parts.append(f"{n_sto} storage errors ({storage_msg[k]})")
             if db_open_s:
@@ -285,7 +324,7 @@ def gaps(
             evidence["source_errors"] = f"{n_src} source errors ({src_msg[i]})"
         if n_rej:
             rules = sorted(set(rej_rule[r0:r1]))
-            evidence["rejects"] = f"{n_rej} rejected quotes ({', '.join(rules)})"
+            evidence["rejects"] = f"{n_rej} rejected {noun}s ({', '.join(rules)})"
         causes = [c for c in CAUSES if c in evidence] or ["unknown"]
         rows.append(
             {
