@@ -337,7 +337,44 @@ class SQLiteBackend:
         return SQLiteSink(conn, self)
 
 
-class SQLiteSink:
+class SlicedSink:
+    """What every sink shares: the writer's replay (a sink with a ``ChunkGuard``) goes in
+    chunks of ``REPLAY_SLICE_ROWS``, each its own transaction with the writer's turn
+    between them; a direct call (``recover``) inserts in one."""
+
+    _guard: ChunkGuard | None = None
+
+    @property
+    def preferred_chunk_rows(self) -> int | None:
+        return REPLAY_SLICE_ROWS if self._guard is not None else None
+
+    def insert(
+        self,
+        ticks: list[Row],
+        rejects: list[Row],
+        trades: list[Row] | None = None,
+        trade_rejects: list[Row] | None = None,
+    ) -> int:
+        guard = self._guard
+        if guard is None:
+            return self._insert(ticks, rejects, trades or [], trade_rejects or [])
+        n = 0
+        for piece in sliced(ticks, rejects, trades=trades, trade_rejects=trade_rejects):
+            guard.before_chunk()
+            try:
+                n += self._insert(*piece)
+            finally:
+                guard.after_chunk()
+        return n
+
+    def _insert(
+        self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
+    ) -> int:
+        """Insert one chunk in one transaction; the number of rows new to the database."""
+        raise NotImplementedError
+
+
+class SQLiteSink(SlicedSink):
     """Replay into SQLite: ``INSERT OR IGNORE`` on the unique tick id."""
 
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
@@ -350,10 +387,6 @@ class SQLiteSink:
         self._backend = backend
         self._guard = backend.guard if backend is not None else None
         self._dry: Any = None
-
-    @property
-    def preferred_chunk_rows(self) -> int | None:
-        return REPLAY_SLICE_ROWS if self._guard is not None else None
 
     def check_idle(self) -> None:
         if self.conn.in_transaction:
@@ -369,28 +402,11 @@ class SQLiteSink:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute(f"PRAGMA synchronous={int(previous)}")
 
-    def insert(
-        self,
-        ticks: list[Row],
-        rejects: list[Row],
-        trades: list[Row] | None = None,
-        trade_rejects: list[Row] | None = None,
-    ) -> int:
-        if self._guard is None:
-            return self._insert(ticks, rejects, trades or [], trade_rejects or [])
-        # the writer's replay: short transactions, the writer's turn between them
-        return sum(
-            self._insert(*piece)
-            for piece in sliced(ticks, rejects, trades=trades, trade_rejects=trade_rejects)
-        )
-
     def _insert(
         self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
     ) -> int:
         conn = self.conn
-        guard, backend = self._guard, self._backend
-        if guard is not None:
-            guard.before_chunk()
+        backend = self._backend
         if backend is not None:
             backend.arm()  # the write timeout bounds one chunk, never a whole file
         try:
@@ -414,8 +430,6 @@ class SQLiteSink:
         finally:
             if backend is not None:
                 backend.disarm()
-            if guard is not None:
-                guard.after_chunk()
 
     def new_rows(
         self,

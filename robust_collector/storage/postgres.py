@@ -20,7 +20,7 @@ from typing import Any
 
 from robust_collector.errors import StorageError
 from robust_collector.secrets import mask_url, redact, register_url_secrets
-from robust_collector.storage.backend import REPLAY_SLICE_ROWS, ROW_TABLES, ChunkGuard, sliced
+from robust_collector.storage.backend import ROW_TABLES, ChunkGuard, SlicedSink
 from robust_collector.storage.tables import (
     REJECTS,
     SCHEMA_VERSION,
@@ -362,7 +362,7 @@ def _grouped(events: list[tuple[str, Row]]) -> Iterator[tuple[str, list[Row]]]:
         yield sql, rows  # type: ignore[misc]
 
 
-class PostgresSink:
+class PostgresSink(SlicedSink):
     """Replay into PostgreSQL: the same COPY and staged ``ON CONFLICT DO NOTHING``."""
 
     def __init__(
@@ -379,10 +379,6 @@ class PostgresSink:
         self._staged = False
         self._tables: set[str] | None = None
 
-    @property
-    def preferred_chunk_rows(self) -> int | None:
-        return REPLAY_SLICE_ROWS if self._guard is not None else None
-
     def check_idle(self) -> None:
         from psycopg.pq import TransactionStatus
 
@@ -395,38 +391,16 @@ class PostgresSink:
         self.conn.execute("SET synchronous_commit TO on")
         yield
 
-    def insert(
-        self,
-        ticks: list[Row],
-        rejects: list[Row],
-        trades: list[Row] | None = None,
-        trade_rejects: list[Row] | None = None,
-    ) -> int:
-        if self._guard is None:
-            return self._insert(ticks, rejects, trades or [], trade_rejects or [])
-        # the writer's replay: short transactions, the writer's turn between them
-        return sum(
-            self._insert(*piece)
-            for piece in sliced(ticks, rejects, trades=trades, trade_rejects=trade_rejects)
-        )
-
     def _insert(
         self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
     ) -> int:
-        guard = self._guard
-        if guard is not None:
-            guard.before_chunk()
-        try:
-            if not self._staged:
-                _stage(self.conn)
-                self._staged = True
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                if self._timeout_ms is not None:  # one chunk, not the whole file
-                    cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
-                return _copy_in(cur, ticks, rejects, trades, trade_rejects)
-        finally:
-            if guard is not None:
-                guard.after_chunk()
+        if not self._staged:
+            _stage(self.conn)
+            self._staged = True
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            if self._timeout_ms is not None:  # one chunk, not the whole file
+                cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
+            return _copy_in(cur, ticks, rejects, trades, trade_rejects)
 
     def new_rows(
         self,
