@@ -255,3 +255,54 @@ def test_a_misspelt_fact_is_an_error_not_a_rule_silently_off():
     assert checker.metrics()["storage_mode"] == "failing"  # stored under today's keys
     with pytest.raises(TypeError):
         StorageFacts(storge_mode="failing")  # type: ignore[call-arg]
+
+
+def test_a_restarting_writer_is_unhealthy_a_crash_looping_one_critical_then_degraded():
+    mon, clock = monitor()
+    mon.checker("SPY", "symbol").record_success()
+    st = mon.checker("storage", "storage")
+    crash = "RuntimeError: a bug nobody planned for"
+    st.facts.storage = StorageFacts(
+        writer_restarting=True,
+        writer_restarting_since=T0 - 0.4,
+        writer_recent_crashes=1,
+        writer_crashes=1,
+        writer_last_crash=crash,
+    )
+    comp = mon.check().component("storage")
+    assert comp.level is HealthLevel.UNHEALTHY
+    assert comp.reasons == (
+        f"storage: the database writer crashed ({crash}); restarting for 0.4s "
+        "(1x in the last minute)",
+    )
+    clock.advance(1.5)  # still restarting: the reason says for how long
+    assert "restarting for 1.9s" in mon.check().component("storage").reasons[0]
+    # one crash short of the crash-loop threshold: still UNHEALTHY
+    st.facts.storage = StorageFacts(
+        writer_restarting=True, writer_recent_crashes=4, crash_loop_threshold=5
+    )
+    assert mon.check().component("storage").level is HealthLevel.UNHEALTHY
+    st.facts.storage = StorageFacts(
+        writer_restarting=True,
+        writer_recent_crashes=5,
+        writer_crashes=7,
+        writer_last_crash=crash,
+        crash_loop_threshold=5,
+    )
+    snap = mon.check()
+    assert snap.level is HealthLevel.CRITICAL
+    assert snap.component("storage").reasons == (
+        f"storage: the database writer is crash-looping: 5 crashes in a minute (last: {crash})",
+    )
+    # running again after the crashes: DEGRADED for the rest of the minute
+    st.facts.storage = StorageFacts(writer_recent_crashes=5, writer_crashes=7)
+    comp = mon.check().component("storage")
+    assert comp.level is HealthLevel.DEGRADED
+    assert comp.reasons == (
+        "storage: writer restarted after an unexpected error (5x in the last minute, 7 in all)",
+    )
+    # a dead writer is CRITICAL whatever else is said about it
+    st.facts.storage = StorageFacts(writer_alive=False, writer_restarting=True)
+    comp = mon.check().component("storage")
+    assert comp.level is HealthLevel.CRITICAL
+    assert comp.reasons == ("storage: the database writer thread is not running",)

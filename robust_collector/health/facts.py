@@ -56,11 +56,16 @@ class CollectorFacts:
 
 @dataclass(frozen=True, slots=True)
 class StorageFacts:
-    """The database writer: alive or not, its mode, queue, backlog and losses."""
+    """The database writer: alive, restarting or crash-looping; its mode, queue, backlog
+    and losses."""
 
     writer_alive: bool = True
-    writer_recent_crashes: int = 0
+    writer_recent_crashes: int = 0  # crashes in the last minute
     writer_crashes: int = 0
+    writer_restarting: bool = False  # its loop crashed and has not run a full cycle again
+    writer_restarting_since: float | None = None  # wall-clock seconds of the crash
+    writer_last_crash: str | None = None
+    crash_loop_threshold: int = 5  # recent crashes that make a restarting writer CRITICAL
     storage_mode: str = "database"  # database, backup or failing
     queue_depth: int = 0
     held_rows: int = 0

@@ -46,7 +46,7 @@ def evaluate(
     if f.collector is not None:  # supervised units (see runtime/supervisor.py): never silent
         _supervision(name, f.collector, raise_to)
     if f.storage is not None:
-        _storage(name, f.storage, raise_to)
+        _storage(name, f.storage, raise_to, now)
 
     if f.paused:  # an HTTP source whose credentials were refused
         raise_to(HealthLevel.CRITICAL, f"{name}: {f.paused}")
@@ -127,10 +127,27 @@ def _supervision(name: str, f: CollectorFacts, raise_to: _Raise) -> None:
         raise_to(HealthLevel.UNHEALTHY, f"{name}: event loop stalled for {stalled:.1f}s")
 
 
-def _storage(name: str, f: StorageFacts, raise_to: _Raise) -> None:
-    """A dead writer or failing backup is CRITICAL; backup mode and spills are DEGRADED."""
+def _storage(name: str, f: StorageFacts, raise_to: _Raise, now: float) -> None:
+    """A dead or crash-looping writer or failing backup is CRITICAL, a restarting writer
+    UNHEALTHY; a recent writer crash, backup mode and spills are DEGRADED."""
     if not f.writer_alive:
         raise_to(HealthLevel.CRITICAL, f"{name}: the database writer thread is not running")
+    elif f.writer_restarting:
+        err = f.writer_last_crash or "unknown error"
+        if f.writer_recent_crashes >= f.crash_loop_threshold:
+            raise_to(
+                HealthLevel.CRITICAL,
+                f"{name}: the database writer is crash-looping: {f.writer_recent_crashes} "
+                f"crashes in a minute (last: {err})",
+            )
+        else:
+            since = f.writer_restarting_since
+            how_long = "" if since is None else f" for {max(0.0, now - since):.1f}s"
+            raise_to(
+                HealthLevel.UNHEALTHY,
+                f"{name}: the database writer crashed ({err}); restarting{how_long} "
+                f"({f.writer_recent_crashes}x in the last minute)",
+            )
     elif f.writer_recent_crashes:
         raise_to(
             HealthLevel.DEGRADED,

@@ -27,7 +27,7 @@ from robust_collector.health import (
 from robust_collector.health.store import snapshot_rows, write_heartbeat
 from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
-from robust_collector.runtime.supervisor import CRASH_LOOP, Supervisor
+from robust_collector.runtime.supervisor import CRASH_LOOP, CRASH_WINDOW_SECONDS, Supervisor
 
 __all__ = ["HEARTBEAT_SECONDS", "HealthLoop"]
 
@@ -96,10 +96,17 @@ class HealthLoop:
                 )
                 self._writer_crashes_seen = ws.crashes
             now = time.monotonic()
+            stopping = self._stopping.is_set()  # (a stop ends the writer on purpose)
             p.storage_health.facts.storage = StorageFacts(
-                writer_alive=ws.alive or self._stopping.is_set(),
-                writer_recent_crashes=sum(1 for t in self._writer_crashes if now - t <= 60),
+                writer_alive=ws.alive or stopping,
+                writer_recent_crashes=sum(
+                    1 for t in self._writer_crashes if now - t <= CRASH_WINDOW_SECONDS
+                ),
                 writer_crashes=ws.crashes,
+                writer_restarting=ws.restarting and not stopping,
+                writer_restarting_since=ws.restarting_since,
+                writer_last_crash=ws.last_crash,
+                crash_loop_threshold=CRASH_LOOP,
                 storage_mode=ws.mode,
                 queue_depth=ws.queue_depth,
                 held_rows=ws.held_rows,

@@ -11,9 +11,12 @@ Supervision: any exception while writing a batch rolls the transaction back and
 sends the batch to backup (a value the driver refuses is first retried cleaned by
 ``boundary.safe_row``); an unexpected exception anywhere in the writer's loop is
 logged with its traceback, counted (``WriterStats.crashes``) and the loop resumes
-after a short backoff with a fresh connection. A watchdog thread cuts a database
-call that runs past ``write_timeout`` plus a grace (a PostgreSQL server process
-that stopped answering), so the writer reconnects or goes to backup.
+after a short backoff with a fresh connection; from that crash until the restarted
+loop has run one full cycle the writer reports ``restarting`` (health: UNHEALTHY,
+CRITICAL when it crash-loops), and a crash series logs its traceback once. A
+watchdog thread cuts a database call that runs past ``write_timeout`` plus a grace
+(a PostgreSQL server process that stopped answering), so the writer reconnects or
+goes to backup.
 
 Ordering guarantee: batches become durable (committed to the database, or written
 and fsynced to a backup file) in the order they were submitted; a batch is never
@@ -140,6 +143,10 @@ class WriterStats:
     backup_files: int
     crashes: int = 0  # unexpected exceptions the writer's supervision caught
     alive: bool = True  # the writer thread runs (False before start and after stop)
+    restarting: bool = False  # its loop crashed and has not yet run a full cycle again
+    restarting_since: float | None = None  # wall-clock seconds: the crash that began it
+    restarts: int = 0  # times the loop was restarted after a crash
+    last_crash: str | None = None  # the last unexpected exception, as text
     overflow_batches: int = 0  # submitted while the queue was full, not yet queued or spilled
     trades_written: int = 0
     trade_rejects_written: int = 0
@@ -233,6 +240,10 @@ class StorageWriter:
         self._conn: Any = None
         self._ready = threading.Event()
         self._alive = False
+        self._restarting = False  # from a loop crash until a full cycle ran again
+        self._restarting_since: float | None = None
+        self._restarts = 0
+        self._last_crash: str | None = None
         self._in_replay = False
         self._last_file_check = 0.0
         self._mode = "database"
@@ -440,7 +451,12 @@ class StorageWriter:
                     self._loop()
                     break
                 except Exception as exc:
-                    self._crashed(exc, where="loop")
+                    again = self._restarting  # no full cycle since the last crash
+                    if not again:
+                        self._restarting_since = time.time()
+                    self._restarting = True
+                    self._restarts += 1
+                    self._crashed(exc, where="loop", again=again)
                     self._reset_connection()
                     # paced restarts; a stop or a new batch still ends the wait early
                     self._wakeup.wait(backoff)
@@ -469,6 +485,7 @@ class StorageWriter:
             elif not wrote:
                 with self._order_lock:
                     self._idle()
+            self._restarting = False  # a full cycle ran: a restart is over
         self._service_queue()  # what was queued before and after the stop marker
 
     def _service_queue(self) -> bool:
@@ -488,10 +505,15 @@ class StorageWriter:
                 self._write(item)
                 wrote = True
 
-    def _crashed(self, exc: BaseException, *, where: str) -> None:
-        """An unexpected exception: logged once with its traceback, counted, recorded."""
+    def _crashed(self, exc: BaseException, *, where: str, again: bool = False) -> None:
+        """An unexpected exception: counted, recorded, logged with its traceback (once per
+        crash series: ``again`` is a crash before the restarted loop ran a full cycle)."""
         self._n["crashes"] += 1
-        log.error("writer: unexpected error in the %s (recovering)", where, exc_info=exc)
+        self._last_crash = clean_text(f"{type(exc).__name__}: {exc}", 300)
+        if again:
+            log.error("writer: crashed again in the %s (%s); restarting", where, self._last_crash)
+        else:
+            log.error("writer: unexpected error in the %s (recovering)", where, exc_info=exc)
         self._record("storage", exc, counter="crashes_recorded")
 
     def _reset_connection(self) -> None:
@@ -925,6 +947,10 @@ class StorageWriter:
             backup_files=self._backup_files(),
             crashes=n["crashes"],
             alive=self._alive,
+            restarting=self._restarting and self._alive,
+            restarting_since=self._restarting_since if self._restarting else None,
+            restarts=self._restarts,
+            last_crash=self._last_crash,
             overflow_batches=len(self._overflow),
             trades_written=n["trades_written"],
             trade_rejects_written=n["trade_rejects_written"],

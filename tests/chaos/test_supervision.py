@@ -263,3 +263,80 @@ def test_restarts_back_off_on_the_shared_backoff_doubling_to_the_cap() -> None:
     ]
     assert sup.delay(10**6) == 5.0  # a long crash series never overflows
     assert sup.backoff.jitter == "none"  # restarts are not a herd: no randomness
+
+
+@pytest.mark.integration
+def test_a_crashing_writer_is_unhealthy_while_it_restarts_then_recovers(
+    make_config, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="robust_collector.storage.writer")
+    c = Collector(make_config()).start()
+    try:
+        c.wait_for(lambda s: s.stored > 10)
+        w = c._writer
+        assert w is not None
+        broken = {"on": True}
+        real = w._service_queue
+
+        def service_queue() -> bool:
+            if broken["on"]:
+                raise RuntimeError("a bug nobody planned for")
+            return real()
+
+        w._service_queue = service_queue  # type: ignore[method-assign]
+
+        def storage() -> Any:
+            return c.health().component("storage")
+
+        comp = wait_until(
+            lambda: (s := storage()).level >= HealthLevel.UNHEALTHY and s,
+            timeout=2,
+            what="storage UNHEALTHY while the writer restarts",
+            detail=lambda: storage(),
+        )
+        assert any(
+            "the database writer crashed (RuntimeError: a bug nobody planned for); restarting" in r
+            or "crash-looping" in r
+            for r in comp.reasons
+        ), comp.reasons
+        assert c.status().storage.restarting and c.status().storage.restarts >= 1
+        # it keeps crashing: a crash loop is CRITICAL, and the heartbeat says so too
+        wait_until(
+            lambda: storage().level == HealthLevel.CRITICAL,
+            timeout=10,
+            what="a crash loop",
+            detail=lambda: storage(),
+        )
+        hb = c.db_path.with_name(c.db_path.name + ".health.json")
+        wait_until(
+            lambda: "the database writer is crash-looping" in hb.read_text(),
+            timeout=3,
+            what="the heartbeat to name the crash loop",
+        )
+        broken["on"] = False
+        wait_until(
+            lambda: not c.status().storage.restarting,
+            timeout=5,
+            what="the writer to run a full cycle again",
+        )
+        # the crashes stay visible for a minute (once the success rate has recovered too)
+        comp = wait_until(
+            lambda: (s := storage()).level == HealthLevel.DEGRADED and s,
+            timeout=5,
+            what="storage DEGRADED after the restart",
+            detail=lambda: storage(),
+        )
+        assert any("writer restarted after an unexpected error" in r for r in comp.reasons)
+        n = c.status().stored
+        c.wait_for(lambda s: s.stored > n + 20)  # and it stores again
+    finally:
+        c.stop()
+    st = c.status()
+    # the batches that came while it restarted waited in the queue or went to backup: none lost
+    assert st.storage is not None and st.storage.lost_rows == 0
+    assert all(s.lost == 0 for s in st.symbols.values())
+    # the crash series logged its traceback once, then one line per restart
+    crashes = [r for r in caplog.records if "nobody planned for" in r.getMessage() or r.exc_info]
+    assert len(crashes) >= 5 and [r.exc_info is not None for r in crashes].count(True) == 1
