@@ -501,3 +501,39 @@ def test_at_picks_the_holes_around_a_time(db: DB) -> None:
     spy = A.gaps(db.path, symbol="SPY", at="2026-03-02T14:40:20+00:00")
     assert spy.select("symbol", "duration_s").rows() == [("SPY", 19.0)]
     assert A.gaps(db.path, at=T0 + 100 * S).height == 0
+
+
+def test_database_locked_waits_out_a_transaction_in_progress_then_holds_the_lock(tmp_path):
+    """A lock taken while the writer commits once failed at once ("database is locked");
+    it now waits for that transaction, then refuses other writers until the block ends."""
+    import threading
+
+    db = tmp_path / "m.db"
+    open_database(db).close()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the collector's writer, mid-transaction
+    entered, release, failed = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        try:
+            with A.database_locked(db):
+                entered.set()
+                release.wait(10)
+        except Exception as exc:  # before the fix: OperationalError at once
+            failed.append(exc)
+            entered.set()
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert not entered.wait(0.3)  # still waiting for the writer's transaction
+    writer.execute("COMMIT")
+    assert entered.wait(10) and not failed, failed
+    other = sqlite3.connect(db, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+    release.set()
+    t.join(10)
+    other.execute("BEGIN IMMEDIATE")  # the lock is gone with the block
+    other.execute("ROLLBACK")
+    other.close()
+    writer.close()
