@@ -24,6 +24,7 @@ from robust_collector.analysis.paths import Pathish
 from robust_collector.config import SessionConfig
 from robust_collector.health import MarketSession
 from robust_collector.model import now_us
+from robust_collector.runtime.streaming import TRADE_SILENCE  # how trade silences are written
 from robust_collector.storage.reader import query_frame, to_epoch_us, with_datetimes
 from robust_collector.validation.trade_rules import NOTICE_CORRECTIONS
 
@@ -106,9 +107,6 @@ def _session_from(config: dict[str, Any]) -> MarketSession:
 KINDS: tuple[str, ...] = ("quotes", "trades")
 """The series ``gaps`` looks at: the ``ticks`` table (quotes) or the ``trades`` table."""
 
-TRADE_SILENCE: str = "trades: "
-"""How a ``symbol_silent`` gap row about a symbol's trades starts its detail (the stream's
-silence detector writes it; a row without it is about the quotes)."""
 
 _SERIES: dict[str, tuple[str, str, str, str]] = {
     # kind: (table, rejects table, backup record kind, what one row is)

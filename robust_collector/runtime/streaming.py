@@ -8,7 +8,7 @@ connection --frames--> reader --(recv time, frame)--> bounded queue --> processo
   |                                                                         v  flush off-loop
 supervisor: connect (breaker) -> auth -> subscribe; on close: gap rows,    writer thread
             backoff with jitter, reconnect, resubscribe, REST refresh
-silence monitor: per-symbol adaptive thresholds (session only); all silent -> reconnect
+silence monitor: adaptive thresholds per symbol and kind (session only); all silent -> reconnect
 ```
 
 The processor hands batches to the writer from a worker thread, so a writer
@@ -69,6 +69,10 @@ log = logging.getLogger("robust_collector.stream")
 _DEFAULTS = WebSocketSourceConfig(preset="alpaca")
 _SLICE_SECONDS = 0.005  # work done on the loop before yielding to the reader and keepalive
 _LOG_EVERY = 1000  # after the first 10 malformed items, one log line per this many
+_NOUN = {"quotes": "quote", "trades": "trade"}
+TRADE_SILENCE = "trades: "
+"""How the detail of a ``symbol_silent`` gap row about a symbol's trades begins (e.g.
+``trades: no trade for 42.0s (threshold 30.0s)``); a quotes' row has no such prefix."""
 
 
 class _SpillRows(NamedTuple):
@@ -111,6 +115,7 @@ class StreamRunner:
         self.refresh_preset: str | None = _setting(s, "refresh_preset")
         self.detector = SilenceDetector(
             self.symbols,
+            kinds=kinds,  # one rhythm per kind: rare trades are not judged by the quotes
             factor=_setting(s, "silence_factor"),
             floor=_setting(s, "silence_floor_seconds"),
             ceiling=_setting(s, "silence_ceiling_seconds"),
@@ -429,13 +434,13 @@ class StreamRunner:
         self._check_acks(time.time())
         if self.state != "connected" or self._behind() or self._flushing:
             return  # down (gaps say so) or behind (arrivals not all processed): no verdict
-        for sym in self.detector.check():
+        for sym, kind in self.detector.check_kinds():
             log.warning(
-                "%s: no quote for %.1fs (threshold %.1fs learned from its recent gaps); "
-                "marked stale",
+                "%s: no %s for %.1fs (threshold %.1fs learned from its recent gaps); marked stale",
                 sym,
-                self.detector.silent_for(sym),
-                self.detector.threshold(sym),
+                _NOUN.get(kind, kind),
+                self.detector.silent_for(sym, kind=kind),
+                self.detector.threshold(sym, kind),
             )
         quiet = time.time() - self._last_frame > self.detector.floor  # nothing read at all
         judging = getattr(self._conn, "ping_outstanding", None)
@@ -507,7 +512,7 @@ class StreamRunner:
             fresh = p.judge(q, counter)
             fresh_any = fresh or fresh_any
             health[sym].record_success(fresh=fresh)
-            ended = self.detector.arrived(sym, at)
+            ended = self.detector.arrived(sym, at, "quotes")
             if ended is not None:
                 self._silence_ended(ended)
         for sym, ts, price, size, venue, conds, provider_id, tape in parsed.trades:
@@ -587,7 +592,7 @@ class StreamRunner:
         self._conn_quotes += 1
         fresh = p.judge_trade(t, p.counters[sym])
         p.symbol_health[sym].record_success(fresh=fresh)
-        ended = self.detector.arrived(sym, at)
+        ended = self.detector.arrived(sym, at, "trades")
         if ended is not None:
             self._silence_ended(ended)
         return fresh
@@ -736,13 +741,12 @@ class StreamRunner:
         self.publish()
 
     def _silence_ended(self, s: Silence) -> None:
-        self._gap(
-            s.symbol,
-            s.start,
-            s.end,
-            "symbol_silent",
-            f"no quote for {s.end - s.start:.1f}s (threshold {s.threshold:.1f}s)",
-        )
+        """A gap row for a silence; one of a symbol's trades says so first (``trades: ``)."""
+        what = f"no {_NOUN.get(s.kind, s.kind)} for {s.end - s.start:.1f}s"
+        detail = f"{what} (threshold {s.threshold:.1f}s)"
+        if s.kind != "quotes":
+            detail = f"{s.kind}: {detail}"
+        self._gap(s.symbol, s.start, s.end, "symbol_silent", detail)
 
     def _gap(self, symbol: str, start: float, end: float, cause: str, detail: str) -> None:
         self.gap_rows += 1
@@ -859,7 +863,8 @@ class StreamRunner:
             "spilled_rows": self.spilled_rows,
             "gap_rows": self.gap_rows,
             "refreshed": self.refreshed,
-            "silent": tuple(self.detector.silent()),
+            "silent": tuple(s for s in self.symbols if self.detector.state(s)["silent"]),
+            "silent_trades": tuple(self.detector.silent("trades")),
             "last_error": self.last_error,
             "last_cause": self.last_cause,
         }

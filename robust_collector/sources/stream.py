@@ -9,8 +9,8 @@ collector's reader only reads (it never waits on validation or storage) and a
 benchmark can time a bare parse of the same frames.
 
 ``ReconnectBackoff`` spaces reconnect attempts (exponential, equal jitter) and
-``SilenceDetector`` learns each symbol's normal gap between quotes and says
-which symbols have gone quiet; both take a clock so tests never sleep.
+``SilenceDetector`` learns each symbol's normal gap between quotes (and, apart, between
+trades) and says which have gone quiet; both take a clock so tests never sleep.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -242,12 +242,14 @@ class ReconnectBackoff:
 
 @dataclass(frozen=True, slots=True)
 class Silence:
-    """One symbol's quiet interval: from its last quote (``start``) to ``end`` (seconds)."""
+    """One symbol's quiet interval in one kind of data: from its last quote (or trade,
+    ``kind``) at ``start`` to ``end`` (seconds)."""
 
     symbol: str
     start: float
     end: float
     threshold: float
+    kind: str = "quotes"
 
 
 class _SymbolTrack:
@@ -260,13 +262,22 @@ class _SymbolTrack:
         self.threshold = threshold
 
 
-class SilenceDetector:
-    """Per-symbol silence with an adaptive threshold: ``factor × p99`` of recent gaps.
+_KIND_ORDER = ("quotes", "trades")  # a symbol's first kind is its quotes when it has them
 
-    The threshold is clamped to ``[floor, ceiling]``; until ``min_samples`` gaps
-    are known it is the ceiling (a symbol never seen quoting is not judged on a
-    guess). Time outside the trading session (``is_open`` false) never counts:
-    ``check`` does nothing then and restarts every symbol's clock on the way back.
+
+class SilenceDetector:
+    """Per-symbol, per-kind silence with an adaptive threshold: ``factor × p99`` of recent
+    gaps.
+
+    Each symbol has one track per kind of data it collects (``kinds``: symbol -> kinds,
+    default quotes only), so a symbol whose trades are rare and quotes frequent is not
+    judged by the mixed rhythm, and its quotes stopping while trades go on is a silence
+    of its quotes. The threshold is clamped to ``[floor, ceiling]``; until
+    ``min_samples`` gaps are known it is the ceiling (a track never seen is not judged
+    on a guess). Time outside the trading session (``is_open`` false) never counts:
+    ``check`` does nothing then and restarts every clock on the way back. The
+    symbol-keyed methods without ``kind`` speak of a symbol's first kind (quotes when
+    it collects them).
     """
 
     def __init__(
@@ -280,22 +291,38 @@ class SilenceDetector:
         min_samples: int = 10,
         clock: Callable[[], float] = time.time,
         is_open: Callable[[float], bool] = lambda _t: True,
+        kinds: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.factor, self.floor, self.ceiling = factor, floor, ceiling
         self.window, self.min_samples = window, min_samples
         self.clock = clock
         self.is_open = is_open
         now = clock()
-        self._tracks = {s: _SymbolTrack(window, now, ceiling) for s in symbols}
+        self._kinds: dict[str, tuple[str, ...]] = {}
+        self._tracks: dict[tuple[str, str], _SymbolTrack] = {}
+        for s in symbols:
+            wanted = set(kinds.get(s, ("quotes",))) if kinds is not None else {"quotes"}
+            ordered = tuple(k for k in _KIND_ORDER if k in wanted)
+            ordered += tuple(sorted(wanted - set(_KIND_ORDER)))
+            self._kinds[s] = ordered or ("quotes",)
+            for k in self._kinds[s]:
+                self._tracks[(s, k)] = _SymbolTrack(window, now, ceiling)
         self._was_open = True
 
     @property
     def symbols(self) -> tuple[str, ...]:
-        return tuple(self._tracks)
+        return tuple(self._kinds)
 
-    def threshold(self, symbol: str) -> float:
-        """Seconds without a quote after which ``symbol`` counts as silent."""
-        return self._tracks[symbol].threshold
+    def kinds(self, symbol: str) -> tuple[str, ...]:
+        """The kinds of data ``symbol`` is tracked for (quotes first)."""
+        return self._kinds[symbol]
+
+    def _track(self, symbol: str, kind: str | None) -> _SymbolTrack:
+        return self._tracks[(symbol, kind or self._kinds[symbol][0])]
+
+    def threshold(self, symbol: str, kind: str | None = None) -> float:
+        """Seconds without a quote (or a ``kind``) after which ``symbol`` counts as silent."""
+        return self._track(symbol, kind).threshold
 
     def _learn(self, t: _SymbolTrack) -> None:
         gaps = t.gaps
@@ -306,15 +333,17 @@ class SilenceDetector:
         p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
         t.threshold = min(self.ceiling, max(self.floor, self.factor * p99))
 
-    def arrived(self, symbol: str, at: float | None = None) -> Silence | None:
-        """A quote of ``symbol`` arrived; returns the silence it ends, if it was silent."""
-        t = self._tracks.get(symbol)
+    def arrived(self, symbol: str, at: float | None = None, kind: str = "quotes") -> Silence | None:
+        """A quote (or a ``kind``) of ``symbol`` arrived; returns the silence it ends, if any.
+
+        An arrival of a kind the symbol is not tracked for is ignored."""
+        t = self._tracks.get((symbol, kind))
         if t is None:
             return None
         now = self.clock() if at is None else at
         ended = None
         if t.silent_since is not None:
-            ended = Silence(symbol, t.silent_since, now, t.threshold)
+            ended = Silence(symbol, t.silent_since, now, t.threshold, kind)
             t.silent_since = None
         else:
             t.gaps.append(max(0.0, now - t.last))
@@ -323,8 +352,8 @@ class SilenceDetector:
         t.last = now
         return ended
 
-    def check(self, now: float | None = None) -> list[str]:
-        """Mark symbols silent past their threshold; returns the ones newly marked."""
+    def check_kinds(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Mark tracks silent past their threshold; returns the newly marked (symbol, kind)."""
         now = self.clock() if now is None else now
         if not self.is_open(now):
             self._was_open = False
@@ -333,45 +362,59 @@ class SilenceDetector:
             self.restart(now)
             self._was_open = True
         newly = []
-        for sym, t in self._tracks.items():
+        for key, t in self._tracks.items():
             if t.silent_since is None and now - t.last > t.threshold:
                 t.silent_since = t.last
-                newly.append(sym)
+                newly.append(key)
         return newly
 
-    def silent(self) -> list[str]:
-        """Symbols currently marked silent."""
-        return [s for s, t in self._tracks.items() if t.silent_since is not None]
+    def check(self, now: float | None = None) -> list[str]:
+        """Mark tracks silent past their threshold; returns the symbols newly marked (in
+        any kind, each once)."""
+        return list(dict.fromkeys(s for s, _ in self.check_kinds(now)))
+
+    def silent(self, kind: str | None = None) -> list[str]:
+        """Symbols currently silent in ``kind`` (``None``: in any kind)."""
+        keys = [(s, k) for (s, k), t in self._tracks.items() if t.silent_since is not None]
+        return list(dict.fromkeys(s for s, k in keys if kind is None or k == kind))
+
+    def silent_kinds(self) -> list[tuple[str, str]]:
+        """The (symbol, kind) tracks currently silent."""
+        return [key for key, t in self._tracks.items() if t.silent_since is not None]
 
     def all_silent(self) -> bool:
+        """True when every kind of every symbol is silent (the stream itself looks dead)."""
         return bool(self._tracks) and all(t.silent_since is not None for t in self._tracks.values())
 
-    def silent_for(self, symbol: str, now: float | None = None) -> float:
-        """Seconds since ``symbol``'s last quote (or since its clock restarted)."""
+    def silent_for(self, symbol: str, now: float | None = None, kind: str | None = None) -> float:
+        """Seconds since ``symbol``'s last quote (or ``kind``), or since its clock restarted."""
         now = self.clock() if now is None else now
-        return max(0.0, now - self._tracks[symbol].last)
+        return max(0.0, now - self._track(symbol, kind).last)
 
     def close_all(self, now: float | None = None) -> list[Silence]:
         """End every open silence at ``now`` (the stream went down, or we stop)."""
         now = self.clock() if now is None else now
         out = []
-        for sym, t in self._tracks.items():
+        for (sym, kind), t in self._tracks.items():
             if t.silent_since is not None:
-                out.append(Silence(sym, t.silent_since, now, t.threshold))
+                out.append(Silence(sym, t.silent_since, now, t.threshold, kind))
                 t.silent_since = None
         return out
 
     def restart(self, now: float | None = None) -> None:
-        """Restart every symbol's clock (after a reconnect): learned gaps are kept."""
+        """Restart every clock (after a reconnect): learned gaps are kept."""
         now = self.clock() if now is None else now
         for t in self._tracks.values():
             t.last = now
 
-    def state(self, symbol: str) -> dict[str, Any]:
-        """Health facts of one symbol: silent or not, for how long, against what threshold."""
-        t = self._tracks[symbol]
+    def state(self, symbol: str, kind: str | None = None) -> dict[str, Any]:
+        """Health facts of one symbol's quotes (or ``kind``): silent or not, for how long,
+        against what threshold."""
+        t = self._track(symbol, kind)
         return {
             "silent": t.silent_since is not None,
-            "silent_seconds": self.silent_for(symbol) if t.silent_since is not None else 0.0,
+            "silent_seconds": self.silent_for(symbol, kind=kind)
+            if t.silent_since is not None
+            else 0.0,
             "silence_threshold_seconds": t.threshold,
         }
