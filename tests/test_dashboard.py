@@ -595,6 +595,76 @@ def test_watch_reads_another_collectors_database(make_config: Callable[..., Any]
     assert not dash.refreshing
 
 
+@pytest.mark.integration
+def test_watch_shows_a_locked_database_and_a_crashed_unit_within_2s(
+    make_config: Callable[..., Any],
+) -> None:
+    """Health rows are stored once a minute here; the heartbeat file says it every second."""
+    import sqlite3
+
+    cfg = make_config(
+        storage={"write_timeout_seconds": 0.2, "breaker_timeout_seconds": 0.2},
+        realtime_data={"health_check": {"check_interval_seconds": 60.0}},
+    )
+    c = Collector(cfg).start()
+    feed = DatabaseFeed(c.db_path)
+
+    def shown() -> DashboardView:
+        return feed.view()
+
+    try:
+        c.wait_for(lambda s: s.stored >= 20, timeout=30)
+        wait_until(lambda: shown().level == "HEALTHY", timeout=5, what="HEALTHY at first")
+        blocker = sqlite3.connect(c.db_path, timeout=0, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            c.wait_for(lambda s: s.storage is not None and s.storage.mode == "backup", timeout=10)
+            # from the moment the collector itself is in backup mode: within 2 s in watch()
+            v = wait_until(
+                lambda: (v := shown()).storage.mode == "backup" and v.level != "HEALTHY" and v,
+                timeout=2,
+                what="the watch view to say backup and not HEALTHY",
+                detail=lambda: (shown().level, shown().storage.mode, shown().reasons),
+            )
+            assert v.running and v.level == "DEGRADED"
+            assert any("writing to backup files" in r for r in v.reasons), v.reasons
+            assert 'data-mode="backup"' in render_storage(v)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        wait_until(lambda: shown().storage.mode == "database", timeout=10, what="database again")
+
+        # a unit that crashes on every SPY quote: the supervisor keeps restarting it
+        real = c.validator.check
+
+        def check(q: Any) -> Any:
+            if q.symbol == "SPY":
+                raise RuntimeError("a bug nobody planned for")
+            return real(q)
+
+        c.validator.check = check  # type: ignore[method-assign]
+        wait_until(
+            lambda: getattr(c.status().units.get("poll-SPY"), "restarts", 0) >= 1,
+            timeout=10,
+            what="poll-SPY to crash",
+        )
+
+        def names_the_crash() -> DashboardView | None:
+            view = shown()
+            return view if any("poll-SPY" in r and "crash" in r for r in view.reasons) else None
+
+        v = wait_until(
+            names_the_crash,
+            timeout=2,
+            what="the watch view to name the crashed unit",
+            detail=lambda: shown().reasons,
+        )
+        assert v.level != "HEALTHY" and v.running
+        c.validator.check = real  # type: ignore[method-assign]
+    finally:
+        c.stop()
+
+
 def test_the_database_breaker_shows_in_storage_and_on_the_timeline(stored: StoredRun) -> None:
     stored.event(NOW - 10 * S, "storage", "CLOSED", "OPEN", "database is locked")
     v = view_from_database(stored.path, now_us=NOW)

@@ -22,7 +22,7 @@ import polars as pl
 
 from robust_collector.health import HealthLevel
 from robust_collector.health.report import liveness
-from robust_collector.health.store import latest_snapshot
+from robust_collector.health.store import StoredSnapshot, latest_snapshot
 from robust_collector.model import now_us as _wall_us
 from robust_collector.secrets import redact
 from robust_collector.storage.backup import backlog
@@ -407,7 +407,10 @@ class DatabaseFeed:
 
     Counts are read incrementally (by rowid), so a refresh stays cheap on a large
     database; breaker states come from the ``breaker_events`` table (written every
-    flush), levels and storage state from the newest health snapshot of the run.
+    flush); levels, reasons and storage state from the newest health snapshot of the
+    run: the heartbeat file beside the database (rewritten every second, even while
+    the database is locked) when it is newer than the stored rows (written every
+    ``check_interval_seconds``).
     """
 
     def __init__(
@@ -448,15 +451,14 @@ class DatabaseFeed:
         finally:
             conn.close()
 
-    def _liveness(self, run_id: str, now: int) -> bool | None:
-        """Whether the run is alive by its heartbeat and pid (``None``: no heartbeat of it)."""
+    def _latest(self, run_id: str) -> StoredSnapshot | None:
+        """The newest snapshot of ``run_id``, the heartbeat's or the database's (``None``:
+        none of this run, or nothing readable right now)."""
         try:
             snap = latest_snapshot(self.db)
-        except Exception:  # no heartbeat, or the database is unreadable right now
+        except Exception:  # no heartbeat, and the database is unreadable right now
             return None
-        if snap is None or snap.run_id != run_id:
-            return None
-        return liveness(snap, now).running
+        return snap if snap is not None and snap.run_id == run_id else None
 
     def _run(self, conn: sqlite3.Connection) -> _RunCursor | None:
         if self.pinned_run is not None:
@@ -491,6 +493,10 @@ class DatabaseFeed:
             "SELECT status, stopped_us FROM runs WHERE run_id = ?", (cur.run_id,)
         ).fetchone()
         snap_ts, snap = _snapshot(conn, cur.run_id)
+        latest = self._latest(cur.run_id) if status == "running" else None
+        if latest is not None and latest.ts_us > (snap_ts or 0):
+            # the heartbeat's snapshot is seconds old; the stored one may be a minute old
+            snap_ts, snap = latest.ts_us, _components(latest)
 
         last: dict[str, tuple[int, float | None]] = {}
         for sym in cur.symbols:
@@ -520,11 +526,9 @@ class DatabaseFeed:
         )
         quiet_limit = max(2.5 * interval, 5 * poll, 10.0)
         running = status == "running" and (now - activity) / 1e6 <= quiet_limit
-        if status == "running":
+        if latest is not None:
             # the heartbeat (every second, with the pid) says better than activity
-            judged = self._liveness(cur.run_id, now)
-            if judged is not None:
-                running = judged
+            running = liveness(latest, now).running
 
         comps = {name: (lvl, reasons, metrics) for name, lvl, reasons, metrics in snap}
         rows = []
@@ -706,6 +710,15 @@ def _snapshot(
         (run_id, head[0]),
     ).fetchall()
     return head[0], [(c, lvl, orjson.loads(r), orjson.loads(m)) for c, lvl, r, m in rows]
+
+
+def _components(
+    snap: StoredSnapshot,
+) -> list[tuple[str, str, list[str], dict[str, Any]]]:
+    """``snap`` as the rows ``_snapshot`` reads: the system row, then each component's."""
+    rows = [("system", snap.level.name, list(snap.reasons), {"kind": "system"})]
+    rows += [(c.name, c.level.name, list(c.reasons), dict(c.metrics)) for c in snap.components]
+    return rows
 
 
 def _clock(us: int) -> str:
