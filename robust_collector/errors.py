@@ -7,6 +7,24 @@ can mark its own errors: ``permanent = True`` (never retried) and ``retry_after`
 
 from __future__ import annotations
 
+import math
+
+
+def format_seconds(seconds: float) -> str:
+    """Seconds for a human: ``2.47s``, ``300s``, ``1e+308s``; never a 300-digit number.
+
+    Here, in the lowest layer, so every error message (and the retry log) prints waits alike.
+    """
+    try:
+        x = float(seconds)
+    except (TypeError, ValueError):
+        return f"{seconds}s"
+    if not math.isfinite(x):
+        return f"{x}s"
+    if abs(x) >= 1e6:
+        return f"{x:.3g}s"
+    return f"{round(x, 2):g}s"
+
 
 class CollectorError(Exception):
     """Base class of every error raised by robust_collector."""
@@ -83,7 +101,9 @@ class CircuitOpenError(CollectorError):
     def __init__(self, name: str, retry_after: float) -> None:
         self.name = name
         self.retry_after = max(0.0, float(retry_after))
-        super().__init__(f"circuit {name!r} is open; retry after {self.retry_after:.1f}s")
+        super().__init__(
+            f"circuit {name!r} is open; retry after {format_seconds(self.retry_after)}"
+        )
 
 
 class StorageError(CollectorError):

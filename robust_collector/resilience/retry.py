@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from robust_collector.errors import CircuitOpenError, CollectorError
+from robust_collector.errors import CircuitOpenError, CollectorError, format_seconds
 from robust_collector.resilience.backoff import Backoff, JitterMode
 from robust_collector.resilience.breaker import BreakerState, CircuitBreaker
 from robust_collector.resilience.ratelimit import RateLimitGate
@@ -89,19 +89,6 @@ _STAT_FIELDS: tuple[str, ...] = RetryStats.__slots__  # type: ignore[assignment]
 _CALLS, _ATTEMPTS, _RETRIES, _SUCCESSES, _RETRY_SUCCESSES, _GIVE_UPS, _INTERRUPTED, _CANCELLED = (
     range(len(_STAT_FIELDS))
 )
-
-
-def format_seconds(seconds: float) -> str:
-    """Seconds for a human: ``2.47s``, ``300s``, ``1e+308s``; never a 300-digit number."""
-    try:
-        x = float(seconds)
-    except (TypeError, ValueError):
-        return f"{seconds}s"
-    if not math.isfinite(x):
-        return f"{x}s"
-    if abs(x) >= 1e6:
-        return f"{x:.3g}s"
-    return f"{round(x, 2):g}s"
 
 
 def _breaker_of(fn: Callable[..., Any]) -> CircuitBreaker | None:
