@@ -69,6 +69,12 @@ class RateLimitError(TransientSourceError):
     """The source asked us to slow down (HTTP 429); carries ``retry_after``."""
 
 
+class PoolWaitError(TransientSourceError):
+    """No free connection of our own pool within ``pool_timeout_seconds``: the API was
+    not asked, so the fault is the pool's (other symbols hold every connection), never the
+    API's; it is retried but never counts toward a breaker or the source's health."""
+
+
 class PermanentSourceError(SourceError):
     """A failure that retrying cannot fix: bad credentials, unknown symbol."""
 

@@ -40,7 +40,12 @@ from helpers.http_server import (
 from helpers.waiting import wait_until
 
 from robust_collector import Collector
-from robust_collector.errors import PermanentSourceError, RateLimitError, TransientSourceError
+from robust_collector.errors import (
+    PermanentSourceError,
+    PoolWaitError,
+    RateLimitError,
+    TransientSourceError,
+)
 from robust_collector.sources import HttpSource
 from robust_collector.sources import http as http_source  # new names looked up per test
 
@@ -187,6 +192,84 @@ def test_hanging_symbols_do_not_take_the_connections_of_healthy_ones(make_config
     assert all(st.symbols[s].errors >= 1 for s in hanging)
 
 
+def test_with_fewer_connections_than_symbols_a_pool_wait_is_the_pools_fault_not_a_breakers(
+    make_config, timed, env, caplog
+):
+    """``max_connections: 10`` for 13 symbols: the healthy ones wait behind 11 hanging ones
+    and some waits run out; each is a ``PoolWaitError`` (component ``pool``) that no
+    breaker counts, never "timed out"."""
+    app, srv = timed()
+    hanging = [f"H{i:02d}" for i in range(11)]
+    for s in hanging:
+        app.prov.faults[s] = lambda n: Reply(delay=3.0)  # far past the 0.5 s timeout
+    healthy = ["SPY", "QQQ"]
+    cfg = make_config(
+        symbols=[*hanging, *healthy],
+        source=source_config(
+            "polygon",
+            srv.url,
+            timeout_seconds=0.5,
+            max_connections=10,
+            pool_timeout_seconds=0.2,  # shorter than a hanging symbol holds its connection
+        ),
+        realtime_data={
+            "collect_interval_seconds": 0.1,
+            "circuit_breaker": {"failure_threshold": 1000},  # keep the hanging ones hanging
+        },
+    )
+    caplog.set_level(logging.WARNING, logger="robust_collector.sources.http")
+    c = Collector(cfg).start()
+    try:
+        wait_until(
+            lambda: all(
+                (b := c.breaker(s)) is not None
+                and b.stats.ignored >= 3
+                and len(app.times(s, 200)) >= 3
+                for s in healthy
+            ),
+            10,
+            "pool waits that ran out (ignored by the breaker), and answers, for every healthy one",
+            detail=lambda: {s: c.breaker(s).stats for s in healthy},  # type: ignore[union-attr]
+        )
+        st = c.status()
+        stats = {s: c.breaker(s).stats for s in healthy}  # type: ignore[union-attr]
+    finally:
+        c.stop()
+    print(
+        "\nhealthy symbols with max_connections 10 and 11 hanging: "
+        + ", ".join(
+            f"{s}: {len(app.times(s, 200))} answered, {stats[s].ignored} pool waits ran out"
+            for s in healthy
+        )
+    )
+    for s in healthy:
+        assert st.symbols[s].breaker_state == "CLOSED"
+        assert stats[s].failures == 0 and stats[s].consecutive_failures == 0, stats[s]
+    errors = rows(c.db_path, "SELECT symbol, component, error_type, message FROM errors")
+    mine = [e for e in errors if e[0] in healthy]
+    assert {e[0] for e in mine} == set(healthy)
+    assert all(e[1:3] == ("pool", "PoolWaitError") for e in mine), mine
+    assert not any("timed out" in e[3] for e in mine), mine
+    assert all("no free connection within 0.2s" in e[3] for e in mine), mine
+    warned = [r.getMessage() for r in caplog.records if "max_connections" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "10 for 13 symbols" in warned[0] and "a hanging symbol can delay the others" in warned[0]
+
+
+def test_one_connection_per_symbol_is_not_warned_about(make_config, timed, env, caplog):
+    """The warning is for a pool smaller than the symbols, not for every explicit setting."""
+    _app, srv = timed()
+    caplog.set_level(logging.WARNING, logger="robust_collector.sources.http")
+    for max_connections in (None, 3):
+        cfg = make_config(
+            symbols=["SPY", "QQQ", "IWM"],
+            source=source_config("polygon", srv.url, max_connections=max_connections),
+        )
+        with Collector(cfg) as c:
+            c.wait_for(lambda s: s.stored >= 3, timeout=10)
+    assert not [r for r in caplog.records if "max_connections" in r.getMessage()]
+
+
 def test_waiting_for_a_free_connection_is_not_the_apis_timeout(timed, env):
     app, srv = timed()
     app.prov.faults["SLOW"] = lambda n: Reply(delay=1.0)
@@ -211,7 +294,7 @@ def test_waiting_for_a_free_connection_is_not_the_apis_timeout(timed, env):
             await src.aclose()
 
     (err,) = asyncio.run(go())
-    assert isinstance(err, TransientSourceError)
+    assert isinstance(err, PoolWaitError) and isinstance(err, TransientSourceError)
     assert "no free connection within 0.2s" in str(err) and "timed out" not in str(err)
     assert app.times("SPY") == []  # the API was never asked
 

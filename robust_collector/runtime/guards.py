@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from robust_collector.config import Config
-from robust_collector.errors import EndOfData, RateLimitError
+from robust_collector.errors import EndOfData, PoolWaitError, RateLimitError, format_seconds
 from robust_collector.model import now_us
 from robust_collector.resilience import (
     BreakerRegistry,
@@ -19,7 +19,6 @@ from robust_collector.resilience import (
     RateLimitGate,
     RetryPolicy,
 )
-from robust_collector.resilience.retry import format_seconds
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.secrets import redact, scrub
 from robust_collector.storage.tables import INSERT_BREAKER_EVENT
@@ -30,9 +29,12 @@ log = logging.getLogger("robust_collector.collector")
 
 
 def _not_a_breaker_failure(exc: BaseException) -> bool:
-    """A 429 (or 503 with Retry-After) only slows the source through the shared gate, and
-    refused credentials pause the whole source: neither is this symbol's failure."""
-    return isinstance(exc, RateLimitError) or bool(getattr(exc, "source_wide", False))
+    """A 429 (or 503 with Retry-After) only slows the source through the shared gate,
+    refused credentials pause the whole source, and a wait for a free connection of our
+    pool never reached the API: none of them is this symbol's failure."""
+    return isinstance(exc, (RateLimitError, PoolWaitError)) or bool(
+        getattr(exc, "source_wide", False)
+    )
 
 
 class Guards:

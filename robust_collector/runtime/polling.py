@@ -15,9 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from robust_collector.errors import CircuitOpenError, EndOfData, PermanentSourceError
+from robust_collector.errors import (
+    CircuitOpenError,
+    EndOfData,
+    PermanentSourceError,
+    PoolWaitError,
+    format_seconds,
+)
 from robust_collector.model import Trade, now_us
-from robust_collector.resilience.retry import format_seconds
 from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.runtime.status import SymbolCounters
@@ -203,13 +208,18 @@ class Poller:
         return quote
 
     def _attempt_failed(self, symbol: str, exc: BaseException) -> None:
-        """Every failed attempt: an error row, and the source's health."""
+        """Every failed attempt: an error row, and the source's health. A wait for a free
+        connection is the pool's fault (component ``pool``): the API was not asked, so
+        the source's health is not charged with it."""
         p = self.pipeline
         c = p.counters.get(symbol)
         if c is not None:
             c.failed_attempts += 1
             c.last_attempt_error = exc
-        p.error("source", exc, symbol=symbol, checker=p.source_health)
+        if isinstance(exc, PoolWaitError):
+            p.error("pool", exc, symbol=symbol)
+        else:
+            p.error("source", exc, symbol=symbol, checker=p.source_health)
 
     def _fetch_failed(
         self, symbol: str, c: SymbolCounters, exc: BaseException, attempts: int = 1

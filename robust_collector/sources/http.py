@@ -14,6 +14,8 @@ with the source and the symbol (``polygon SPY: ...``):
 what happened                               error (retried?)
 ==========================================  ====================================
 timeout, connection error, HTTP 5xx/408     ``TransientSourceError`` (yes)
+no free connection of our pool in time      ``PoolWaitError`` (yes; the pool's fault,
+                                            never a breaker failure)
 HTTP 429, 503 with Retry-After, no budget   ``RateLimitError`` with retry_after (slows
 left until the rate-limit window resets     the whole source; never a breaker failure)
 a proxy's 502/504 or a refused CONNECT      ``ProxyError`` (yes)
@@ -37,7 +39,7 @@ filter on the ``httpx`` and ``httpcore`` loggers.
 
 Being a good API citizen: the pool has one connection per symbol (up to 100) and a
 wait for a free connection is bounded by ``pool_timeout_seconds``, apart from the
-request's ``timeout_seconds``; ``X-RateLimit-Remaining``/``Reset`` are a client-side
+request's ``timeout_seconds`` (running out of it is a ``PoolWaitError``, not the API's); ``X-RateLimit-Remaining``/``Reset`` are a client-side
 budget shared by concurrent polls; proxies come from ``source.proxy`` (by default the
 environment, never for loopback hosts).
 """
@@ -65,12 +67,13 @@ from robust_collector.boundary import BoundaryError, clamp_int64, clean_text
 from robust_collector.errors import (
     ConfigError,
     PermanentSourceError,
+    PoolWaitError,
     RateLimitError,
     SourceError,
     TransientSourceError,
+    format_seconds,
 )
 from robust_collector.model import Quote, Trade, make_tick_id, make_trade_id, now_us
-from robust_collector.resilience.retry import format_seconds
 from robust_collector.secrets import redact, register_secret
 from robust_collector.sources.base import register_source
 from robust_collector.sources.presets import (
@@ -437,9 +440,22 @@ class HttpSource:
 
     def plan(self, symbols: tuple[str, ...] | list[str]) -> None:
         """Size the pool for the symbols polled: one connection each (up to ``POOL_CAP``)
-        unless ``max_connections`` is set; call before ``start``."""
-        if self.config.max_connections is None:
+        unless ``max_connections`` is set; call before ``start``. Fewer connections than
+        symbols is warned about once: a hanging symbol can then delay the others."""
+        wanted = self.config.max_connections
+        if wanted is None:
             self._pool_size = max(1, min(len(symbols), POOL_CAP))
+        elif wanted < len(symbols):
+            log.warning(
+                "%s: source.max_connections is %d for %d symbols: symbols share connections, "
+                "so a hanging symbol can delay the others (each waits up to "
+                "pool_timeout_seconds = %s for a free one); leave max_connections unset for "
+                "one connection per symbol",
+                self.name,
+                wanted,
+                len(symbols),
+                format_seconds(self.config.pool_timeout_seconds),
+            )
 
     def _open(self) -> httpx.AsyncClient:
         cfg = self.config
@@ -554,14 +570,19 @@ class HttpSource:
             async with asyncio.timeout(wait):
                 await slots.acquire()
         except TimeoutError:
-            raise TransientSourceError(
-                self._msg(
-                    symbol,
-                    f"no free connection within {format_seconds(wait)} (all {self._pool_size} "
-                    f"in use by other symbols; the API was not asked)",
-                ),
-                symbol=symbol,
-            ) from None
+            raise self._pool_wait_error(symbol, wait) from None
+
+    def _pool_wait_error(self, symbol: str, wait: float) -> PoolWaitError:
+        """No connection of our pool came free in ``wait`` seconds: the pool's fault."""
+        return PoolWaitError(
+            self._msg(
+                symbol,
+                f"no free connection within {format_seconds(wait)} (all {self._pool_size} "
+                "of our pool in use by other symbols; the API was not asked: raise "
+                "source.max_connections or leave it unset)",
+            ),
+            symbol=symbol,
+        )
 
     async def fetch(self, symbol: str) -> Quote:
         """The latest quote of ``symbol``; a typed ``SourceError`` on any failure."""
@@ -598,6 +619,8 @@ class HttpSource:
         try:
             async with asyncio.timeout(timeout):
                 response = await client.get(spec.url, params=spec.params, headers=spec.headers)
+        except httpx.PoolTimeout:  # httpx's own pool was full: still not the API's time
+            failure = self._pool_wait_error(symbol, self.config.pool_timeout_seconds)
         except (TimeoutError, httpx.TimeoutException) as exc:
             failure = self._timeout_error(symbol, exc)
         except httpx.ProxyError as exc:
