@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.http_server import ENV, KEY, Provider, QuoteServer, Reply
@@ -62,8 +64,57 @@ def test_a_run_against_a_port_nothing_listens_on_fails_naming_host_and_port(tmp_
     last = p.stderr.strip().splitlines()[-1]
     assert "nothing stored: every request to the source failed" in last
     assert f"127.0.0.1:{port}" in last and "failed attempts" in last
-    assert "failed req" in p.stdout  # the summary shows failed requests per symbol
     assert "Traceback" not in p.stderr
+    # the summary counts every failed request of each symbol, not one per poll or per run
+    failed = summary_column(p.stdout, "failed req")
+    assert set(failed) == {"SPY", "QQQ"} and all(n > 1 for n in failed.values()), failed
+
+
+def test_a_run_whose_stream_port_nothing_listens_on_fails_with_one_line_and_gaps(tmp_path):
+    port = free_port()
+    source = (
+        f"  type: websocket\n  preset: alpaca\n  base_url: ws://127.0.0.1:{port}\n"
+        "  reconnect_delay_seconds: 0.05\n  reconnect_max_delay_seconds: 0.2\n"
+    )
+    p = run(tmp_path, source, duration=1.5)
+    assert p.returncode == EXIT_SOURCE_FAILED, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    verdicts = [ln for ln in p.stderr.splitlines() if ln.startswith("robust-collector run:")]
+    assert len(verdicts) == 1, p.stderr  # one clear line
+    line = verdicts[0]
+    assert line == p.stderr.strip().splitlines()[-1]
+    assert "nothing stored: every request to the source failed" in line
+    assert f"127.0.0.1:{port}" in line
+    attempts = int(line.split("(")[1].split(" failed attempts")[0])
+    assert attempts > 1  # the stream kept trying, and every attempt is counted
+    gaps = sqlite_rows(
+        tmp_path / "t.db", "SELECT symbol, cause, start_us, end_us, detail FROM gaps"
+    )
+    assert sorted(g[0] for g in gaps) == ["QQQ", "SPY"], gaps  # one outage row per symbol
+    assert all(g[1] == "stream_down" and "never connected" in g[4] for g in gaps), gaps
+    assert all(g[3] > g[2] for g in gaps), gaps
+
+
+def summary_column(stdout: str, name: str) -> dict[str, int]:
+    """One integer column of the run summary's per-symbol table, by symbol."""
+    lines = stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["symbol"] and name in ln)
+    col = lines[head].split().index(name.split()[0])
+    out: dict[str, int] = {}
+    for ln in lines[head + 1 :]:
+        cells = ln.split()
+        if not cells:
+            break
+        out[cells[0]] = int(cells[col])
+    return out
+
+
+def sqlite_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 def test_a_run_against_a_wrong_base_url_fails(tmp_path):

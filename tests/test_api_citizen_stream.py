@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import ws_feed
 from helpers.waiting import wait_until
 from helpers.ws_feed import (
     SYMBOLS,
@@ -105,6 +107,45 @@ def test_a_stream_that_never_connects_records_a_gap_from_the_start(
     (started,) = rows(c, "SELECT started_us FROM runs")[0]
     assert all(abs(g[2] - started) < 2_000_000 for g in gaps)  # from the start of the run
     assert rows(c, "SELECT count(*) FROM errors WHERE error_type = 'StreamRefused'")[0][0] >= 2
+
+
+def test_a_stream_refused_at_first_has_one_never_connected_gap_ending_at_its_first_connect(
+    make_config: Callable[..., Config], feed_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    cfg = stream_config(
+        make_config,
+        _Url("alpaca", f"ws://127.0.0.1:{port}"),
+        # the stream's breaker would otherwise stop the attempts for 60 s after five
+        realtime_data={"circuit_breaker": {"failure_threshold": 1000}},
+    )
+    c = Collector(cfg).start()
+    try:
+        wait_until(lambda: st(c)["connect_failures"] >= 2, timeout=10.0, what="refusals")
+        # the feed now starts on the very port the collector has been trying
+        real_serve = ws_feed.serve
+        monkeypatch.setattr(ws_feed, "serve", lambda h, host, _port: real_serve(h, host, port))
+        feed_up_us = int(time.time() * 1e6)
+        feed = feed_factory("alpaca")
+        assert feed.port == port
+        wait_until(lambda: st(c)["connects"] >= 1, timeout=10.0, what="the first connect")
+        connected_seen_us = int(time.time() * 1e6)
+        wait_until(lambda: st(c)["quotes"] >= 30, timeout=10.0, what="quotes")
+    finally:
+        c.stop()
+    assert st(c)["connects"] == 1 and st(c)["reconnects"] == 0
+    gaps = [g for g in gap_rows(c) if g[1] == "stream_down"]
+    assert sorted(g[0] for g in gaps) == sorted(SYMBOLS), gaps  # one outage, one row a symbol
+    assert all("never connected" in g[4] and "until stop" not in g[4] for g in gaps), gaps
+    assert all("ConnectionRefusedError" in g[4] for g in gaps), gaps
+    (started,) = rows(c, "SELECT started_us FROM runs")[0]
+    assert all(abs(g[2] - started) < 2_000_000 for g in gaps)  # from the start of the run
+    assert all(feed_up_us <= g[3] <= connected_seen_us for g in gaps), (
+        feed_up_us,
+        connected_seen_us,
+        gaps,
+    )  # to the first connect, not to the stop
+    assert rows(c, "SELECT count(*) FROM ticks")[0][0] >= 30
 
 
 # -- 11. a dead peer is a ping timeout, even when the symbols went silent too ----------------
