@@ -2,8 +2,8 @@
 
 A preset builds the request (``request``) and turns the decoded JSON body into
 quote fields (``parse``); the presets whose provider serves a latest trade
-(``serves_trades``: alpaca, polygon) do the same for it (``trade_request``,
-``parse_trade``). Parsing never crashes on a bad body: a field of the
+(``serves_trades``: alpaca, polygon, and custom with ``trade_fields``) do the same for
+it (``trade_request``, ``parse_trade``). Parsing never crashes on a bad body: a field of the
 wrong shape raises ``ShapeProblem`` naming the field (``results.P: expected a
 number, got 'abc'``), and an answer that means "no such symbol" raises
 ``NoQuote``; ``HttpSource`` turns both into typed source errors.
@@ -55,7 +55,11 @@ from robust_collector.boundary import (
     loads_bounded,
 )
 from robust_collector.sources.base import trade_text
-from robust_collector.sources.settings import FieldMapConfig, HttpSourceConfig
+from robust_collector.sources.settings import (
+    FieldMapConfig,
+    HttpSourceConfig,
+    TradeFieldMapConfig,
+)
 
 __all__ = [
     "PRESETS",
@@ -410,7 +414,7 @@ class Preset:
         """Quote fields from the decoded body; ``ShapeProblem`` or ``NoQuote`` otherwise."""
         raise NotImplementedError
 
-    serves_trades: ClassVar[bool] = False
+    serves_trades: bool = False  # a class default; the custom preset decides per config
 
     def trade_request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
         """The request for ``symbol``'s latest trade (``serves_trades`` presets only)."""
@@ -631,19 +635,74 @@ class FinnhubPreset(Preset):
 
 
 class CustomPreset(Preset):
-    """Any JSON API: a URL template, headers, query parameters and a field mapping."""
+    """Any JSON API: a URL template, headers, query parameters and a field mapping; with
+    ``trade_fields`` (and optionally ``trade_url``) it serves the latest trade too."""
 
     name = "custom"
 
-    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
-        assert self.config.url is not None  # checked by HttpSourceConfig._check
+    def __init__(self, config: HttpSourceConfig) -> None:
+        super().__init__(config)
+        self.serves_trades = config.maps_trades
+
+    @staticmethod
+    def _spec(template: str, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
         values = {
             "base_url": base_url,
             "symbol": _path_symbol(symbol),
             "api_key": urlquote(creds.api_key or "", safe=""),
             "api_secret": urlquote(creds.api_secret or "", safe=""),
         }
-        return RequestSpec(self.config.url.format_map(values), {}, {})
+        return RequestSpec(template.format_map(values), {}, {})
+
+    def request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        assert self.config.url is not None  # checked by HttpSourceConfig._check
+        return self._spec(self.config.url, base_url, symbol, creds)
+
+    def trade_request(self, base_url: str, symbol: str, creds: Credentials) -> RequestSpec:
+        """``trade_url`` (or ``url``: one answer with the quote and the last trade)."""
+        if not self.serves_trades:
+            return super().trade_request(base_url, symbol, creds)
+        template = self.config.trade_url or self.config.url
+        assert template is not None  # checked by HttpSourceConfig._check
+        return self._spec(template, base_url, symbol, creds)
+
+    def parse_trade(self, body: Any, symbol: str) -> ParsedTrade:
+        """The trade at ``trade_fields``' paths: price and time must be there; size,
+        venue, conditions, correction, id and tape are ``None`` where the body lacks them."""
+        f: TradeFieldMapConfig = self.config.trade_fields
+        if not self.serves_trades or f.price is None or f.timestamp is None:
+            return super().parse_trade(body, symbol)
+        if body is None or body == {} or body == []:
+            raise NoQuote("the answer is empty")
+        if f.symbol is not None:
+            echoed = get_path(body, f.symbol)
+            if echoed is _MISSING:
+                raise ShapeProblem(f.symbol, "missing")
+            _check_symbol(echoed, symbol, f.symbol)
+        raw = get_path(body, f.timestamp)
+        if raw is _MISSING:
+            raise ShapeProblem(f.timestamp, "missing")
+        ts = parse_timestamp_us(raw, f.timestamp_format, f.timestamp)
+        if ts <= 0:
+            raise ShapeProblem(f.timestamp, f"expected a timestamp after 1970, got {_show(raw)}")
+        price = get_path(body, f.price)
+        if price is _MISSING:
+            raise ShapeProblem(f.price, "missing")
+
+        def opt(path: str | None) -> Any:
+            value = None if path is None else get_path(body, path)
+            return None if value is _MISSING else value
+
+        return ParsedTrade(
+            ts_us=ts,
+            price=to_number(price, f.price),
+            size=to_number(opt(f.size), f.size or "size"),
+            venue=trade_code(opt(f.venue), f.venue or "venue"),
+            conditions=trade_conditions(opt(f.conditions), f.conditions or "conditions"),
+            correction=trade_correction(opt(f.correction), f.correction or "correction"),
+            provider_id=trade_code(opt(f.provider_id), f.provider_id or "provider_id"),
+            tape=trade_code(opt(f.tape), f.tape or "tape"),
+        )
 
     def parse(self, body: Any, symbol: str) -> ParsedQuote:
         f: FieldMapConfig = self.config.fields

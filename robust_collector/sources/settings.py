@@ -130,7 +130,8 @@ _NO_REST_TRADES = {
     "finnhub": "finnhub's REST API has no latest-trade endpoint (/quote is a last price "
     "without size or venue, and its trades stream only over its WebSocket); use alpaca or "
     "polygon",
-    "custom": "the custom preset maps quote fields only",
+    "custom": "the custom preset maps no trade fields (set trade_fields.price and "
+    "trade_fields.timestamp)",
 }
 TIMESTAMP_FORMATS: tuple[str, ...] = ("rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns")
 TEMPLATE_FIELDS: frozenset[str] = frozenset({"symbol", "base_url", "api_key", "api_secret"})
@@ -166,6 +167,32 @@ class FieldMapConfig:
     bid_size: str | None = setting(None, doc="path of the bid size")
     ask_size: str | None = setting(None, doc="path of the ask size")
     last: str | None = setting(None, doc="path of the last (trade) price")
+    symbol: str | None = setting(
+        None, doc="path of the symbol echoed by the API; checked against the one asked for"
+    )
+
+
+@dataclass(frozen=True)
+class TradeFieldMapConfig:
+    """Where the ``custom`` preset finds each trade field in the JSON body (dotted paths)."""
+
+    timestamp: str | None = setting(
+        None, doc="path of the trade's time, e.g. 'trade.time' (required to collect trades)"
+    )
+    timestamp_format: Literal["rfc3339", "unix_s", "unix_ms", "unix_us", "unix_ns"] = setting(
+        "unix_ms", doc="how the timestamp is written"
+    )
+    price: str | None = setting(
+        None, doc="path of the trade price, e.g. 'trade.price' (required to collect trades)"
+    )
+    size: str | None = setting(None, doc="path of the trade size (absent in a body: no size)")
+    venue: str | None = setting(None, doc="path of the venue (exchange code)")
+    conditions: str | None = setting(
+        None, doc="path of the sale conditions: a list of codes or a string"
+    )
+    correction: str | None = setting(None, doc="path of the correction indicator (an integer)")
+    provider_id: str | None = setting(None, doc="path of the provider's trade id")
+    tape: str | None = setting(None, doc="path of the tape")
     symbol: str | None = setting(
         None, doc="path of the symbol echoed by the API; checked against the one asked for"
     )
@@ -251,6 +278,16 @@ class HttpSourceConfig:
     fields: FieldMapConfig = setting(
         factory=FieldMapConfig, doc="custom: where each quote field is in the JSON body"
     )
+    trade_url: str | None = setting(
+        None,
+        doc="custom: URL template of the latest trade (templates as in url; null: url, "
+        "for an API whose one answer holds the quote and the last trade)",
+    )
+    trade_fields: TradeFieldMapConfig = setting(
+        factory=TradeFieldMapConfig,
+        doc="custom: where each trade field is in the JSON body (map price and timestamp "
+        "to collect trades)",
+    )
     rate_limit_remaining_header: str | None = setting(
         "X-RateLimit-Remaining",
         doc="header with the requests left in the window (null: ignore rate-limit headers)",
@@ -273,28 +310,16 @@ class HttpSourceConfig:
             raise ConfigError(f"{where}: required key is missing; one of {choices}", path=where)
         p = f"{path}." if path else ""
         if self.preset == "custom":
-            if self.url is None:
-                raise ConfigError(
-                    f"{p}url: required for preset 'custom' (a URL template such as "
-                    "'{base_url}/quote/{symbol}')",
-                    path=f"{p}url",
-                )
-            if self.fields.bid is None and self.fields.ask is None and self.fields.last is None:
-                raise ConfigError(
-                    f"{p}fields: map at least 'last' or 'bid' and 'ask' for preset 'custom'",
-                    path=f"{p}fields",
-                )
-            if "{base_url}" in self.url and self.base_url is None:
-                raise ConfigError(
-                    f"{p}base_url: required when url uses {{base_url}}", path=f"{p}base_url"
-                )
-        elif self.url is not None:
-            raise ConfigError(
-                f"{p}url: only for preset 'custom' (preset {self.preset!r} knows its URL; "
-                "use base_url to change the host)",
-                path=f"{p}url",
-            )
-        if self.preset in HTTP_TRADE_PRESETS:
+            self._check_custom(p)
+        else:
+            for key in ("url", "trade_url"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"{p}{key}: only for preset 'custom' (preset {self.preset!r} knows its "
+                        "URL; use base_url to change the host)",
+                        path=f"{p}{key}",
+                    )
+        if self.preset in HTTP_TRADE_PRESETS or self.maps_trades:
             check_kinds(self, path, frozenset(DATA_KINDS))
         else:
             check_kinds(self, path, frozenset({"quotes"}), _NO_REST_TRADES[self.preset])
@@ -315,11 +340,49 @@ class HttpSourceConfig:
                 f"{p}base_url: expected an http:// or https:// URL, got {self.base_url!r}",
                 path=f"{p}base_url",
             )
-        if self.url is not None:
-            _check_template(self.url, f"{p}url")
+        for key in ("url", "trade_url"):
+            if getattr(self, key) is not None:
+                _check_template(getattr(self, key), f"{p}{key}")
         for section in ("params", "headers"):
             for key, value in getattr(self, section).items():
                 _check_template(value, f"{p}{section}.{key}")
+
+    @property
+    def maps_trades(self) -> bool:
+        """True for a custom preset whose ``trade_fields`` map a price (it serves trades)."""
+        return self.preset == "custom" and self.trade_fields.price is not None
+
+    def _wants(self, kind: str) -> bool:
+        """Whether any symbol's data (the default or an override) includes ``kind``."""
+        return kind in self.data or any(kind in v for v in self.data_by_symbol.values())
+
+    def _check_custom(self, p: str) -> None:
+        """The custom preset's URL templates and field mappings."""
+        if self.url is None:
+            raise ConfigError(
+                f"{p}url: required for preset 'custom' (a URL template such as "
+                "'{base_url}/quote/{symbol}')",
+                path=f"{p}url",
+            )
+        f = self.fields
+        if self._wants("quotes") and f.bid is None and f.ask is None and f.last is None:
+            raise ConfigError(
+                f"{p}fields: map at least 'last' or 'bid' and 'ask' for preset 'custom'",
+                path=f"{p}fields",
+            )
+        t = self.trade_fields
+        if self.maps_trades and self._wants("trades") and t.timestamp is None:
+            raise ConfigError(
+                f"{p}trade_fields.timestamp: required to collect trades with preset 'custom' "
+                "(a trade's exchange time)",
+                path=f"{p}trade_fields.timestamp",
+            )
+        for key in ("url", "trade_url"):
+            template = getattr(self, key)
+            if template is not None and "{base_url}" in template and self.base_url is None:
+                raise ConfigError(
+                    f"{p}base_url: required when {key} uses {{base_url}}", path=f"{p}base_url"
+                )
 
 
 TRADE_COLUMN_FIELDS: tuple[str, ...] = (
