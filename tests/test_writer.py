@@ -164,3 +164,30 @@ def test_many_row_statements_store_every_tick_once_and_skip_stored_ones(tmp_path
     )
     assert stored == (1.0, 1.01, None, "t")
     b.close(conn)
+
+
+def test_a_new_crash_series_restarts_after_the_short_wait_again(tmp_path):
+    """The restart wait doubles within a crash series; after the loop ran well again, the
+    next crash starts over at 0.05 s (it once stayed at the 2 s cap for the rest of the run)."""
+    w = SQLiteWriter(tmp_path / "m.db")
+    w.start()
+    try:
+        crashes = {"left": 4}
+        real = w._service_queue
+
+        def service_queue() -> bool:
+            if crashes["left"] > 0:
+                crashes["left"] -= 1
+                raise RuntimeError("a bug nobody planned for")
+            return real()
+
+        w._service_queue = service_queue  # type: ignore[method-assign]
+        wait_until(lambda: crashes["left"] == 0 and not w.stats().restarting, timeout=10)
+        assert w.restart_delay == pytest.approx(0.4)  # 0.05 doubled three times
+        crashes["left"] = 1
+        w._wakeup.set()
+        wait_until(lambda: crashes["left"] == 0 and not w.stats().restarting, timeout=5)
+        assert w.restart_delay == pytest.approx(0.05)
+        assert w.stats().restarts == 5
+    finally:
+        w.stop()

@@ -243,6 +243,7 @@ class StorageWriter:
         self._restarting = False  # from a loop crash until a full cycle ran again
         self._restarting_since: float | None = None
         self._restarts = 0
+        self.restart_delay = 0.0  # the wait before the last restart (doubles within a series)
         self._last_crash: str | None = None
         self._in_replay = False
         self._last_file_check = 0.0
@@ -452,13 +453,15 @@ class StorageWriter:
                     break
                 except Exception as exc:
                     again = self._restarting  # no full cycle since the last crash
-                    if not again:
+                    if not again:  # a new series: the loop ran well since the last one
                         self._restarting_since = time.time()
+                        backoff = 0.05
                     self._restarting = True
                     self._restarts += 1
                     self._crashed(exc, where="loop", again=again)
                     self._reset_connection()
                     # paced restarts; a stop or a new batch still ends the wait early
+                    self.restart_delay = backoff
                     self._wakeup.wait(backoff)
                     backoff = min(backoff * 2, _CRASH_BACKOFF_MAX)
             try:
