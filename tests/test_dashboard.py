@@ -222,6 +222,19 @@ def test_rates_are_differences_of_successive_samples() -> None:
     assert len(d["x"]) == len(d["ticks"]) == len(d["rejects"]) and d["x"][0].tzinfo is None
 
 
+def test_trades_and_trade_rejects_have_their_own_rates() -> None:
+    h = RateHistory(window_seconds=60)
+    for i, sample in enumerate([(0, 0, 0, 0), (10, 0, 2, 0), (30, 1, 3, 1)]):
+        h.add_sample(NOW + i * S, *sample)
+    s = h.series()
+    assert s.ticks_per_second == (10.0, 20.0) and s.rejects_per_second == (0.0, 1.0)
+    assert s.trades_per_second == (2.0, 1.0) and s.trade_rejects_per_second == (0.0, 1.0)
+    d = rates_data(s)
+    assert d["trades"] == [2.0, 1.0] and d["trade_rejects"] == [0.0, 1.0]
+    h.add_sample(NOW + 3 * S, 30, 1, 0, 1)  # trades fell (a new run): start again
+    assert len(h) == 1
+
+
 def test_breaker_segments_follow_events_inside_the_window() -> None:
     events = (
         BreakerEvent(NOW - 400 * S, "IWM", "CLOSED", "OPEN", "old, outside the window"),
@@ -595,6 +608,65 @@ def test_watch_reads_another_collectors_database(make_config: Callable[..., Any]
     assert not dash.refreshing
 
 
+def trace(fig: Any, name: str) -> Any:
+    return next(t for t in fig.data if t.name == name)
+
+
+@pytest.mark.integration
+def test_trades_are_drawn_apart_from_quotes_live_and_from_the_database(
+    make_config: Callable[..., Any],
+) -> None:
+    """A symbol that collects trades: the rates chart draws a trades/s line (hidden when no
+    symbol collects trades) and the symbol table counts its trades, in both views."""
+    cfg = make_config(
+        source={"data": ["quotes"], "data_by_symbol": {"SPY": ["quotes", "trades"]}},
+        realtime_data={"health_check": {"check_interval_seconds": 0.1}},
+    )
+    c = Collector(cfg).start()
+    try:
+        c.wait_for(lambda s: s.trades_stored > 0, timeout=30)
+        live_dash = live(c, interval=0.1, window_seconds=60)
+        db_dash = watch(c.db_path, interval=0.1)
+        for dash in (live_dash, db_dash):
+            wait_until(
+                lambda dash=dash: (
+                    trace(dash.rates_fig, "trades/s").visible is True
+                    and len(trace(dash.rates_fig, "trades/s").y) >= 3
+                    and max(trace(dash.rates_fig, "trades/s").y) > 0
+                ),
+                what="a trades/s line with points",
+            )
+            assert trace(dash.rates_fig, "trade rejects/s").visible is True
+    finally:
+        c.stop()
+    wait_until(lambda: not live_dash.refreshing, timeout=5, what="the live refresher to stop")
+    db_dash.refresh()
+    db_dash.close()
+    st = c.status()
+    for view_ in (live_dash.view, db_dash.view):
+        assert view_ is not None
+        assert view_.trades_stored == st.trades_stored > 0
+        assert view_.symbol("SPY").trades_stored == st.symbols["SPY"].trades_stored
+        assert view_.symbol("QQQ").trades_stored is None  # collects no trades
+    assert 'class="rc-symbol-trades">-<' in db_dash.symbols_html.value
+
+
+@pytest.mark.integration
+def test_the_trade_lines_stay_hidden_when_no_symbol_collects_trades(
+    make_config: Callable[..., Any],
+) -> None:
+    c = fast_collector(make_config).start()
+    try:
+        c.wait_for(lambda s: s.stored > 0, timeout=30)
+        dash = live(c, interval=0.1, window_seconds=60)
+        wait_until(lambda: len(dash.rates_fig.data[0].y) >= 3, what="rates")
+        assert trace(dash.rates_fig, "trades/s").visible is False
+        assert set(trace(dash.rates_fig, "trades/s").y) <= {0.0}
+    finally:
+        c.stop()
+    dash.close()
+
+
 @pytest.mark.integration
 def test_watch_shows_a_locked_database_and_a_crashed_unit_within_2s(
     make_config: Callable[..., Any],
@@ -891,6 +963,8 @@ def test_a_stand_in_collector_is_enough_for_the_live_view(tmp_path: Path) -> Non
         stored=3,
         rejects=1,
         errors=5,
+        trades_stored=0,
+        trade_rejects=0,
     )
     comp = ComponentHealth("SPY", "symbol", HealthLevel.DEGRADED, ("breaker open",), {})
     health = HealthSnapshot(3.0, HealthLevel.DEGRADED, ("SPY: breaker open",), (comp,))

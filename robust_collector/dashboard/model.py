@@ -119,6 +119,8 @@ class DashboardView:
     rejects: int = 0
     error_count: int = 0
     health_us: int | None = None
+    trades_stored: int = 0
+    trade_rejects: int = 0
     note: str | None = None
 
     @property
@@ -290,6 +292,8 @@ def view_from_collector(
         stored=st.stored,
         rejects=st.rejects,
         error_count=st.errors,
+        trades_stored=st.trades_stored,
+        trade_rejects=st.trade_rejects,
         health_us=int(health.ts * 1e6),
         note=note,
     )
@@ -379,10 +383,14 @@ class _RunCursor:
     config: Mapping[str, Any]
     tick_rowid: int = -1
     reject_rowid: int = -1
+    trade_rowid: int = -1
+    trade_reject_rowid: int = -1
     error_id: int = -1
     event_id: int = 0
     ticks: Counter[str] = field(default_factory=Counter)
     rejects: Counter[str] = field(default_factory=Counter)
+    trades: Counter[str] = field(default_factory=Counter)
+    trade_rejects: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     error_total: int = 0
     recent_errors: deque[ErrorView] = field(default_factory=lambda: deque(maxlen=200))
@@ -396,6 +404,15 @@ class _RunCursor:
                 return default
             node = node[k]
         return node
+
+    def collects_trades(self, symbol: str) -> bool:
+        """True when the run's config has ``symbol`` collect trades (``source.data`` or
+        ``source.data_by_symbol``, as ``sources.kinds_for`` reads them)."""
+        by_symbol = self.setting("source", "data_by_symbol", default=None) or {}
+        kinds = (by_symbol.get(symbol) if isinstance(by_symbol, Mapping) else None) or (
+            self.setting("source", "data", default=None) or ("quotes",)
+        )
+        return "trades" in kinds
 
 
 # rows of a run may carry exchange times a little older than the run's start
@@ -487,6 +504,9 @@ class DatabaseFeed:
             return _empty_view(now, str(self.db), "no collector run recorded yet")
         self._count(conn, cur, "ticks", "tick_rowid", cur.ticks)
         self._count(conn, cur, "rejects", "reject_rowid", cur.rejects)
+        if any(cur.collects_trades(sym) for sym in cur.symbols):
+            self._count(conn, cur, "trades", "trade_rowid", cur.trades)
+            self._count(conn, cur, "trade_rejects", "trade_reject_rowid", cur.trade_rejects)
         self._read_errors(conn, cur)
         self._read_events(conn, cur)
         status, stopped_us = conn.execute(
@@ -553,6 +573,8 @@ class DatabaseFeed:
                     rejects=cur.rejects[sym],
                     errors=cur.errors[sym],
                     data_age_seconds=None if recv is None else max(0.0, (now - recv) / 1e6),
+                    trades_stored=cur.trades[sym] if cur.collects_trades(sym) else None,
+                    trade_rejects=cur.trade_rejects[sym],
                 )
             )
 
@@ -624,6 +646,8 @@ class DatabaseFeed:
             stored=sum(cur.ticks.values()),
             rejects=sum(cur.rejects.values()),
             error_count=cur.error_total,
+            trades_stored=sum(cur.trades.values()),
+            trade_rejects=sum(cur.trade_rejects.values()),
             health_us=snap_ts,
             note=note,
         )
@@ -756,32 +780,41 @@ def view_from_database(
 
 @dataclass(frozen=True)
 class RateSeries:
-    """Ticks and rejects per second between successive samples (one point per sample)."""
+    """Ticks, rejects, trades and trade rejects per second between successive samples
+    (one point per sample)."""
 
     times_us: tuple[int, ...]
     ticks_per_second: tuple[float, ...]
     rejects_per_second: tuple[float, ...]
+    trades_per_second: tuple[float, ...] = ()
+    trade_rejects_per_second: tuple[float, ...] = ()
 
 
 class RateHistory:
-    """A bounded deque of ``(time, stored, rejects)`` samples; rates are their differences."""
+    """A bounded deque of ``(time, stored, rejects, trades, trade rejects)`` samples; rates
+    are their differences."""
 
     def __init__(self, window_seconds: float = 300.0, maxlen: int = 4096) -> None:
         self.window_us = int(window_seconds * 1e6)
-        self._samples: deque[tuple[int, int, int]] = deque(maxlen=maxlen)
+        self._samples: deque[tuple[int, int, int, int, int]] = deque(maxlen=maxlen)
 
     def add(self, view: DashboardView) -> None:
         """Add the view's totals as a sample."""
-        self.add_sample(view.now_us, view.stored, view.rejects)
+        self.add_sample(
+            view.now_us, view.stored, view.rejects, view.trades_stored, view.trade_rejects
+        )
 
-    def add_sample(self, t_us: int, stored: int, rejects: int) -> None:
+    def add_sample(
+        self, t_us: int, stored: int, rejects: int, trades: int = 0, trade_rejects: int = 0
+    ) -> None:
         """Add a sample; an older time is ignored, falling totals (a new run) restart."""
         s = self._samples
+        sample = (t_us, stored, rejects, trades, trade_rejects)
         if s and t_us <= s[-1][0]:
             return
-        if s and (stored < s[-1][1] or rejects < s[-1][2]):
+        if s and any(a < b for a, b in zip(sample[1:], s[-1][1:], strict=True)):
             s.clear()
-        s.append((t_us, stored, rejects))
+        s.append(sample)
         cutoff = t_us - self.window_us
         while len(s) > 2 and s[1][0] < cutoff:
             s.popleft()
@@ -795,18 +828,19 @@ class RateHistory:
         writes make successive differences jumpy)."""
         s = list(self._samples)
         span = int(smooth_seconds * 1e6)
-        times, ticks, rejects = [], [], []
+        times: list[int] = []
+        rates: tuple[list[float], ...] = ([], [], [], [])
         j = 0
         for i in range(1, len(s)):
-            t1, a1, r1 = s[i]
+            t1 = s[i][0]
             while j + 1 < i and s[j + 1][0] <= t1 - span:
                 j += 1
-            t0, a0, r0 = s[j] if span else s[i - 1]
-            dt = (t1 - t0) / 1e6
+            before = s[j] if span else s[i - 1]
+            dt = (t1 - before[0]) / 1e6
             times.append(t1)
-            ticks.append((a1 - a0) / dt)
-            rejects.append((r1 - r0) / dt)
-        return RateSeries(tuple(times), tuple(ticks), tuple(rejects))
+            for k, out in enumerate(rates, start=1):
+                out.append((s[i][k] - before[k]) / dt)
+        return RateSeries(tuple(times), *(tuple(r) for r in rates))
 
 
 @dataclass(frozen=True)

@@ -287,11 +287,14 @@ def _naive(us: int) -> datetime:
 
 
 def rates_data(series: RateSeries) -> dict[str, list[Any]]:
-    """x (naive UTC datetimes), ticks and rejects per second, for the rates figure."""
+    """x (naive UTC datetimes), ticks, rejects, trades and trade rejects per second, for
+    the rates figure."""
     return {
         "x": [_naive(t) for t in series.times_us],
         "ticks": [round(v, 3) for v in series.ticks_per_second],
         "rejects": [round(v, 3) for v in series.rejects_per_second],
+        "trades": [round(v, 3) for v in series.trades_per_second],
+        "trade_rejects": [round(v, 3) for v in series.trade_rejects_per_second],
     }
 
 

@@ -65,6 +65,23 @@ def _rates_figure(window_seconds: float) -> go.FigureWidget:
             go.Scatter(
                 x=[], y=[], name="rejects/s", mode="lines", line={**line, "color": "#c62828"}
             ),
+            # shown once a symbol collects trades (source.data)
+            go.Scatter(
+                x=[],
+                y=[],
+                name="trades/s",
+                mode="lines",
+                visible=False,
+                line={**line, "color": "#2e7d32"},
+            ),
+            go.Scatter(
+                x=[],
+                y=[],
+                name="trade rejects/s",
+                mode="lines",
+                visible=False,
+                line={**line, "color": "#ef6c00", "dash": "dot"},
+            ),
         ],
         layout=_layout(
             f"Ticks and rejects per second, last {window_seconds / 60:g} min (UTC)",
@@ -260,11 +277,15 @@ class Dashboard(widgets.VBox):
                 if w.value != value:
                     w.value = value
         rates = rates_data(self.history.series(self.rate_smoothing))
+        trades = any(s.trades_stored is not None for s in view.symbols)
         with self.rates_fig.batch_update():
-            self.rates_fig.data[0].x = rates["x"]
-            self.rates_fig.data[0].y = rates["ticks"]
-            self.rates_fig.data[1].x = rates["x"]
-            self.rates_fig.data[1].y = rates["rejects"]
+            for trace, key in zip(
+                self.rates_fig.data, ("ticks", "rejects", "trades", "trade_rejects"), strict=True
+            ):
+                if key.startswith("trade") and trace.visible != trades:
+                    trace.visible = trades
+                trace.x = rates["x"]
+                trace.y = rates[key]
         timeline = timeline_data(view, self.window_seconds)
         with self.timeline_fig.batch_update():
             for trace in self.timeline_fig.data:
