@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -169,3 +171,72 @@ def test_reading_a_backup_file_never_follows_a_symlink(tmp_path: Path):
     link.symlink_to(victim)
     with pytest.raises(OSError):
         read_backup_file(link)
+
+
+# -- a heartbeat file that is not a regular file: run and health finish and say so ---------------
+
+FAST = "symbols: [SPY]\nrealtime_data: {collect_interval_seconds: 0.05}\n"
+IGNORED = "heartbeat file {} ignored: not a regular file"
+
+
+def plant_heartbeat(beat: Path, kind: str, victim: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(beat)
+    elif kind == "devzero":
+        beat.symlink_to("/dev/zero")
+    else:
+        beat.symlink_to(victim)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it; a hang on the planted file fails by timeout."""
+    return subprocess.run(
+        [sys.executable, "-m", "robust_collector.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["fifo", "devzero", "link-to-file"])
+def test_run_and_health_finish_beside_a_heartbeat_that_is_not_a_regular_file(
+    tmp_path: Path, kind: str
+):
+    (tmp_path / "c.yaml").write_text(FAST)
+    db = tmp_path / "m.db"
+    beat = heartbeat_path(db)
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"precious": true}')
+    plant_heartbeat(beat, kind, victim)
+
+    run = cli("run", "--config", "c.yaml", "--db", str(db), "--duration", "0.3", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "stopped after" in run.stdout
+    assert run.stderr.count(IGNORED.format(beat)) == 1, run.stderr  # one warning, at stop
+    assert "Traceback" not in run.stderr
+
+    health = cli("health", "--db", str(db), cwd=tmp_path)
+    assert health.returncode == 3, health.stdout + health.stderr  # stopped: UNKNOWN
+    assert "was stopped" in health.stdout, health.stdout  # the database's word
+    assert health.stderr.count(IGNORED.format(beat)) == 1, health.stderr
+    assert "Traceback" not in health.stderr and "MemoryError" not in health.stderr
+
+    assert victim.read_text() == '{"precious": true}'
+    assert stat.S_ISFIFO(beat.lstat().st_mode) if kind == "fifo" else beat.is_symlink()
+
+
+def test_a_heartbeat_file_past_the_size_cap_is_no_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    import robust_collector.health.store as store
+
+    db = tmp_path / "m.db"
+    db.write_bytes(b"")
+    write_heartbeat(db, snap(), "r1", 60.0)
+    assert store._read_heartbeat(db) is not None
+    monkeypatch.setattr(store, "HEARTBEAT_MAX_BYTES", heartbeat_path(db).stat().st_size - 1)
+    assert store._read_heartbeat(db) is None
+    assert store.mark_heartbeat_stopped(db, "r1") is False
+    assert caplog.text.count("ignored: larger than") == 1

@@ -4,6 +4,7 @@ writing into a PostgreSQL server) as text or JSON; the exit code says the level.
 from __future__ import annotations
 
 import argparse
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,14 @@ from robust_collector.cli.common import (
     label,
     positive_seconds,
 )
+
+
+def _is_regular(path: Path) -> bool:
+    """True when ``path`` itself is a regular file (a symlink or FIFO there is not)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -36,7 +45,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     if isinstance(db, str) and args.mode in ("single", "continuous"):
         return _fleet_health(args, db)
     # a collector whose database was deleted still writes its heartbeat: single reports use it
-    beat_only = args.mode in ("single", "continuous") and heartbeat_path(db).exists()
+    beat_only = args.mode in ("single", "continuous") and _is_regular(heartbeat_path(db))
     if isinstance(db, Path) and not db.exists() and not beat_only:
         msg = f"❔ UNKNOWN: no database at {clean_text(db)}"
         print(json.dumps({"level": "UNKNOWN", "error": msg}) if args.json else msg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
@@ -260,6 +261,41 @@ def _replace_file(target: Path, data: bytes) -> None:
             raise
 
 
+HEARTBEAT_MAX_BYTES = 16 << 20  # far above a real one (1000 symbols: about 1 MB)
+_WARNED: set[str] = set()
+
+
+def _heartbeat_bytes(target: Path) -> bytes | None:
+    """The heartbeat file's bytes, or ``None`` when there is none to read.
+
+    Opened ``O_NOFOLLOW | O_NONBLOCK`` and checked to be a regular file, and read up to
+    ``HEARTBEAT_MAX_BYTES``: a symlink, FIFO or device planted at its name is never
+    followed, never blocks and never fills memory; it counts as no heartbeat, with one
+    warning per path per process (the database then decides)."""
+    from robust_collector.storage.backup import open_regular
+
+    try:
+        with open_regular(target) as f:
+            raw = f.read(HEARTBEAT_MAX_BYTES + 1)
+        if len(raw) <= HEARTBEAT_MAX_BYTES:
+            return raw
+        why = f"larger than {HEARTBEAT_MAX_BYTES >> 20} MB"
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL):
+            why = "not a regular file (a symlink, FIFO or device is never read)"
+        else:
+            why = exc.strerror or type(exc).__name__
+    key = str(target)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logging.getLogger(__name__).warning(
+            "heartbeat file %s ignored: %s; health comes from the database", clean_text(key), why
+        )
+    return None
+
+
 def mark_heartbeat_stopped(db: str | Path, run_id: str) -> bool:
     """Mark the heartbeat file of ``run_id`` as a cleanly stopped run (its last level kept).
 
@@ -269,8 +305,11 @@ def mark_heartbeat_stopped(db: str | Path, run_id: str) -> bool:
     if is_postgres_url(db) or not sidecar_allowed(db):
         return False
     target = heartbeat_path(db)
+    raw = _heartbeat_bytes(target)
+    if raw is None:
+        return False
     try:
-        data = orjson.loads(target.read_bytes())
+        data = orjson.loads(raw)
         if data.get("run_id") != run_id:
             return False
         now = time.time_ns() // 1000
@@ -290,8 +329,11 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _read_heartbeat(db: str | Path) -> StoredSnapshot | None:
+    raw = _heartbeat_bytes(heartbeat_path(db))
+    if raw is None:
+        return None
     try:
-        data = orjson.loads(heartbeat_path(db).read_bytes())
+        data = orjson.loads(raw)
         comps = tuple(
             ComponentHealth(
                 c["name"],
