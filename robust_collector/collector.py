@@ -377,6 +377,7 @@ class Collector:
         symbols = {}
         for sym, c in self.pipeline.counters.items():
             b = self.guards.breaker(sym)
+            tb = self.guards.trade_breaker(sym)
             bstats = None if b is None else b.stats
             rstats = self.retries[sym].stats
             vc = vcounts.get(sym, {})
@@ -420,6 +421,9 @@ class Collector:
                     for k, v in tcounts.get(sym, {}).items()
                     if v and k != "duplicate" and k not in ("accepted", "locked", "reanchored")
                 },
+                trade_breaker_state=None if tb is None else tb.state.value,
+                trade_breaker_since_us=c.trade_breaker_since_us,
+                trade_breaker_reason=c.trade_breaker_reason,
             )
         started = self._started_us
         uptime = 0.0 if started is None else (now_us() - started) / 1e6

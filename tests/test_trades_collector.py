@@ -142,3 +142,51 @@ def test_trades_from_a_source_nobody_asked_for_trades_are_judged_not_a_crash(mak
     spy = st.symbols["SPY"]
     assert (spy.trades, spy.trade_rejects, spy.trade_duplicates, spy.trades_lost) == (6, 1, 1, 0)
     assert not st.units or all(u.restarts == 0 for u in st.units.values())
+
+
+def test_a_failing_trade_endpoint_opens_its_own_breaker_and_health_names_it(make_config):
+    """SPY's trade polls fail: the ``SPY:trades`` breaker opens and health says so (SPY
+    DEGRADED, the reason names the trades), while SPY's quotes go on being stored."""
+    from robust_collector.errors import TransientSourceError
+    from robust_collector.health import HealthLevel
+    from robust_collector.health.report import render_single
+    from robust_collector.health.store import latest_snapshot
+
+    class TradesDown(ScriptedSource):
+        async def fetch_trade(self, symbol: str) -> Trade:
+            raise TransientSourceError(f"{symbol}: trades endpoint down", symbol=symbol)
+
+    cfg = make_config(
+        symbols=["SPY"],
+        source={"type": "simulated", "data": ["quotes", "trades"]},
+        realtime_data={
+            "retry": {"max_retries": 0},
+            "circuit_breaker": {"failure_threshold": 2, "timeout_seconds": 60},
+            "health_check": {"check_interval_seconds": 0.1},
+        },
+    )
+    with Collector(cfg, source=TradesDown()) as c:
+        wait_until(
+            lambda: c.status().symbols["SPY"].trade_breaker_state == "OPEN", 10, "trades OPEN"
+        )
+        stored = c.status().symbols["SPY"].stored
+        wait_until(lambda: c.status().symbols["SPY"].stored > stored + 3, 10, "quotes go on")
+        comp = wait_until(
+            lambda: (h := c.health().component("SPY")).level >= HealthLevel.DEGRADED and h,
+            5,
+            "SPY degraded",
+        )
+        spy = c.status().symbols["SPY"]
+
+        def stored_open() -> Any:
+            snap = latest_snapshot(c.db_path)  # what `robust-collector health` reads
+            comps = {} if snap is None else {x.name: x for x in snap.components}
+            ok = "SPY" in comps and comps["SPY"].metrics.get("trades_breaker_state") == "OPEN"
+            return ok and snap
+
+        snap = wait_until(stored_open, 5, "the trade breaker in the stored health")
+    assert spy.breaker_state == "CLOSED" and spy.trade_breaker_since_us is not None
+    assert "trades endpoint down" in (spy.trade_breaker_reason or "")
+    assert any(r.startswith("SPY trades: breaker OPEN since") for r in comp.reasons), comp.reasons
+    assert comp.metrics["trades_breaker_state"] == "OPEN"
+    assert "Trade breaker: OPEN" in render_single(snap, now_us=now_us())

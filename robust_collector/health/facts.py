@@ -131,6 +131,7 @@ class Facts:
     """Everything one component reports besides its counts; each part is None until set."""
 
     breaker: BreakerFacts | None = None
+    trade_breaker: BreakerFacts | None = None  # the symbol's trade polls (SYM:trades)
     collector: CollectorFacts | None = None
     storage: StorageFacts | None = None
     stream: StreamFacts | None = None
@@ -145,6 +146,8 @@ class Facts:
         for part in (self.breaker, self.collector, self.storage, self.stream, self.silence):
             if part is not None:
                 out.update(part.metrics())
+        if self.trade_breaker is not None:
+            out.update({f"trades_{k}": v for k, v in self.trade_breaker.metrics().items()})
         if self.paused is not None:
             out["source_paused"] = self.paused
         if self.refused is not None:

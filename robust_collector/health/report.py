@@ -200,6 +200,8 @@ def render_single(snap: StoredSnapshot, *, component: str | None = None, now_us:
             lines.append(f"  Data Age:      {fmt_age(m.get('data_age_seconds'))}")
         if m.get("breaker_state"):
             lines.append(f"  Breaker:       {clean_text(m['breaker_state'], 40)}")
+        if m.get("trades_breaker_state"):
+            lines.append(f"  Trade breaker: {clean_text(m['trades_breaker_state'], 40)}")
         if m.get("storage_mode"):
             lines.append(f"  Storage:       {clean_text(m['storage_mode'], 40)}")
             lines.append(f"  Queue depth:   {m.get('queue_depth', 0)}")

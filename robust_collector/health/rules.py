@@ -35,13 +35,14 @@ def evaluate(
         reasons.append(scrub(reason))
 
     f = checker.facts
-    if f.breaker is not None and f.breaker.state in ("OPEN", "HALF_OPEN"):
-        text = f"{name}: breaker {f.breaker.state}"
-        if f.breaker.since is not None:
-            text += f" since {_clock_text(f.breaker.since)}"
-        if f.breaker.reason:
-            text += f" ({f.breaker.reason})"
-        raise_to(HealthLevel.DEGRADED, text)
+    for label, b in ((name, f.breaker), (f"{name} trades", f.trade_breaker)):
+        if b is not None and b.state in ("OPEN", "HALF_OPEN"):
+            text = f"{label}: breaker {b.state}"
+            if b.since is not None:
+                text += f" since {_clock_text(b.since)}"
+            if b.reason:
+                text += f" ({b.reason})"
+            raise_to(HealthLevel.DEGRADED, text)
 
     if f.collector is not None:  # supervised units (see runtime/supervisor.py): never silent
         _supervision(name, f.collector, raise_to)

@@ -25,6 +25,8 @@ from robust_collector.storage.tables import INSERT_BREAKER_EVENT
 
 __all__ = ["Guards"]
 
+TRADES_SUFFIX = "trades"  # a symbol's trade polls have their own breaker: ``SYM:trades``
+
 log = logging.getLogger("robust_collector.collector")
 
 
@@ -79,14 +81,27 @@ class Guards:
         """The breaker of ``name`` (a symbol, or a stream's name); None when disabled."""
         return None if self.breakers is None else self.breakers.get(name)
 
+    def trade_breaker(self, symbol: str) -> CircuitBreaker | None:
+        """The breaker of ``symbol``'s trade polls (``SYM:trades``) once a trade poll made
+        it; None before, with breakers disabled, or for a stream (one breaker for all)."""
+        name = f"{symbol}:{TRADES_SUFFIX}"
+        reg = self.breakers
+        return reg.get(name) if reg is not None and name in reg else None
+
     def on_breaker(self, name: str, old: BreakerState, new: BreakerState, reason: str) -> None:
         """A breaker changed state (any thread): a row, and the symbol's since/why."""
         self.transitions += 1
         ts = now_us()
-        c = self.pipeline.counters.get(name)
+        counters = self.pipeline.counters
+        c = counters.get(name)
         if c is not None:
             c.breaker_since_us = ts
             c.breaker_reason = scrub(reason)
+        elif name.endswith(f":{TRADES_SUFFIX}"):  # a symbol's trade breaker
+            c = counters.get(name[: -len(TRADES_SUFFIX) - 1])
+            if c is not None:
+                c.trade_breaker_since_us = ts
+                c.trade_breaker_reason = scrub(reason)
         self.pipeline.event(
             INSERT_BREAKER_EVENT,
             (self.pipeline.run_id, ts, name, old.value, new.value, scrub(reason)),

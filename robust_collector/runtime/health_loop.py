@@ -88,6 +88,12 @@ class HealthLoop:
             c = p.counters[sym]
             since = None if c.breaker_since_us is None else c.breaker_since_us / 1e6
             checker.facts.breaker = BreakerFacts(b.state.value, since, c.breaker_reason)
+            tb = self.guards.trade_breaker(sym)
+            if tb is not None:
+                t_us = c.trade_breaker_since_us
+                checker.facts.trade_breaker = BreakerFacts(
+                    tb.state.value, None if t_us is None else t_us / 1e6, c.trade_breaker_reason
+                )
         if p.writer is not None:
             ws = p.writer.stats()
             if ws.crashes > self._writer_crashes_seen:  # the writer restarted itself

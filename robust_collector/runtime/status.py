@@ -50,6 +50,10 @@ class SymbolStatus:
     last_trade_price: float | None = None
     last_trade_us: int | None = None
     trade_rejects_by_rule: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # the trade polls' own breaker (SYM:trades); None: no trade poll has run (or a stream)
+    trade_breaker_state: str | None = None
+    trade_breaker_since_us: int | None = None
+    trade_breaker_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ class SymbolCounters:
         "overruns",
         "quotes",
         "rejects",
+        "trade_breaker_reason",
+        "trade_breaker_since_us",
         "trade_duplicates",
         "trade_rejects",
         "trades",
@@ -157,6 +163,8 @@ class SymbolCounters:
         self.last_error: str | None = None
         self.breaker_since_us: int | None = None
         self.breaker_reason: str | None = None
+        self.trade_breaker_since_us: int | None = None
+        self.trade_breaker_reason: str | None = None
 
 
 @dataclass(frozen=True)
