@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, unquote_plus
 
 import yaml
 
@@ -407,6 +408,7 @@ def _build_source(data: Any) -> Any:
         raise ConfigError(
             f"source.type: expected one of {choices}, got {_shown(kind)}", path="source.type"
         )
+    _refuse_literal_credentials(data)  # first: no other message may quote a credential
     source = build(cls, data, "source")
     _refuse_literal_credentials(source)
     return source
@@ -417,23 +419,91 @@ _CREDENTIAL_NAME = re.compile(
     r"auth|token|key|secret|passw|signature|credential|cookie|bearer", re.IGNORECASE
 )
 _CREDENTIAL_VALUE = re.compile(r"^\s*(?:bearer|basic|token|digest)\s+\S", re.IGNORECASE)
+# a value where a placeholder stands for the whole credential (with at most its scheme
+# word): 'Bearer {api_key}' is fine, 'Bearer realsecret {api_key}' is not
+_PLACEHOLDER = r"\{api_(?:key|secret)\}"
+_WHOLE_PLACEHOLDER = re.compile(
+    rf"\s*(?:(?:bearer|token|basic|apikey|digest)\s*)?{_PLACEHOLDER}(?::{_PLACEHOLDER})?\s*",
+    re.IGNORECASE,
+)
+_URL_FIELDS = ("url", "base_url", "refresh_base_url", "proxy")
+_USE_ENV = (
+    "put it in an environment variable named by source.api_key_env (or api_secret_env) and "
+    "write '{api_key}' (or '{api_secret}')"
+)
+_PROXY_ENV = (
+    "set source.proxy: env and give the proxy URL, credentials included, in the standard "
+    "HTTPS_PROXY / HTTP_PROXY (or ALL_PROXY) environment variables"
+)
+
+
+def _url_credential(url: str) -> str | None:
+    """What credential ``url`` holds written literally (user info, or a query key that names
+    one, percent-encoded or not), or None: placeholders for the whole credential are fine."""
+    scheme = url.find("://")
+    if scheme >= 0:
+        authority = url[scheme + 3 :].split("/", 1)[0]
+        if "@" in authority:
+            userinfo = authority.rsplit("@", 1)[0]
+            in_host = userinfo.split(":", 1)[0]
+            if "?" not in in_host and "#" not in in_host:  # an '@' in a query is no user info
+                parts = [unquote(part) for part in userinfo.split(":")]
+                if not all(re.fullmatch(_PLACEHOLDER, part) for part in parts):
+                    return "user info (user:password@)"
+    if "?" in url:
+        query = url.split("?", 1)[1].split("#", 1)[0]
+        for pair in re.split(r"[&;]", query):
+            key, _, value = pair.partition("=")
+            name = unquote_plus(key)
+            if (
+                _CREDENTIAL_NAME.search(name)
+                and value
+                and not _WHOLE_PLACEHOLDER.fullmatch(unquote_plus(value))
+            ):
+                return f"the query parameter {clean_text(name, 40)!r}"
+    return None
 
 
 def _refuse_literal_credentials(source: Any) -> None:
-    """Refuse a key written literally into ``source.headers`` or ``source.params``: the
-    config is stored with every run and shown by tools, so credentials come only from
-    environment variables, through the ``{api_key}`` and ``{api_secret}`` placeholders."""
+    """Refuse a key written literally into ``source.headers`` or ``source.params``, or into a
+    URL (``url``, ``base_url``, ``refresh_base_url``: user info or a credential query key;
+    ``proxy``: its user info): the config is stored with every run and shown by tools, so
+    credentials come only from environment variables, through the ``{api_key}`` and
+    ``{api_secret}`` placeholders (a proxy's from ``HTTPS_PROXY`` with ``proxy: env``).
+
+    ``source`` is the built section or its raw mapping: checked before it is built too,
+    so no other error message of the section quotes the credential."""
+
+    def get(name: str) -> Any:
+        return source.get(name) if isinstance(source, Mapping) else getattr(source, name, None)
+
+    for field_name in _URL_FIELDS:
+        value = get(field_name)
+        what = _url_credential(value) if isinstance(value, str) else None
+        if what is not None:
+            where = f"source.{field_name}"
+            hint = (
+                _PROXY_ENV
+                if field_name == "proxy"
+                else f"{_USE_ENV} in source.url, params or headers"
+            )
+            raise ConfigError(
+                f"{where}: a credential may not be written in the config (it is stored with "
+                f"every run): {what}; {hint}",
+                path=where,
+            )
     for section in ("headers", "params"):
-        for key, value in getattr(source, section, {}).items():
-            if "{api_key}" in value or "{api_secret}" in value:
+        entries = get(section)
+        for key, value in entries.items() if isinstance(entries, Mapping) else ():
+            if not isinstance(key, str) or not isinstance(value, str):
+                continue  # the section's own check names the wrong type
+            if _WHOLE_PLACEHOLDER.fullmatch(value):
                 continue
             if _CREDENTIAL_NAME.search(key) or _CREDENTIAL_VALUE.search(value):
                 where = f"source.{section}.{clean_text(key, 80)}"
                 raise ConfigError(
                     f"{where}: a credential may not be written in the config (it is stored "
-                    "with every run); put it in an environment variable named by "
-                    "source.api_key_env (or api_secret_env) and write '{api_key}' "
-                    "(or '{api_secret}') here",
+                    f"with every run); {_USE_ENV} here",
                     path=where,
                 )
 

@@ -239,6 +239,7 @@ def test_hostile_config_values_are_one_line_errors(tmp_path, raw, message):
 # One case per line: (YAML text or bytes, the start of the expected message).
 
 _HTTP = "source: {type: http, preset: custom, url: 'http://x/{symbol}', fields: {last: p}, "
+_CUSTOM = "source: {type: http, preset: custom, fields: {last: p}, "
 # fmt: off
 REFUSED: list[tuple[str | bytes, str]] = [
     # credentials written literally into the config
@@ -246,6 +247,21 @@ REFUSED: list[tuple[str | bytes, str]] = [
     (_HTTP + "headers: {X-Api-Key: abc123def456}}\n", "source.headers.X-Api-Key: a credential"),
     (_HTTP + "params: {token: abc123def456}}\n", "source.params.token: a credential"),
     (_HTTP + "headers: {X-Whatever: 'Basic dXNlcjpwdw=='}}\n", "source.headers.X-Whatever: a credential"),
+    # a placeholder exempts only a value it stands for whole (scheme word at most)
+    (_HTTP + "headers: {Authorization: 'Bearer abc123def456 {api_key}'}}\n", "source.headers.Authorization: a credential"),
+    (_HTTP + "params: {token: 'abc123def456{api_secret}'}}\n", "source.params.token: a credential"),
+    # credentials in a URL: user info, or a query key that names one (percent-encoded too)
+    (_CUSTOM + "url: 'http://u:abc123def456@x/{symbol}'}\n", "source.url: a credential may not be written in the config (it is stored with every run): user info"),
+    (_CUSTOM + "url: 'http://x/{symbol}?token=abc123def456'}\n", "source.url: a credential may not be written in the config (it is stored with every run): the query parameter 'token'"),
+    (_CUSTOM + "url: 'http://x/{symbol}?s=1&api_key=abc123def456'}\n", "source.url: a credential may not be written in the config (it is stored with every run): the query parameter 'api_key'"),
+    (_CUSTOM + "url: 'http://x/{symbol}?%61pikey=abc123def456'}\n", "source.url: a credential may not be written in the config (it is stored with every run): the query parameter 'apikey'"),
+    (_CUSTOM + "url: 'http://x/{symbol}?token=abc123def456{api_key}'}\n", "source.url: a credential may not be written in the config (it is stored with every run): the query parameter 'token'"),
+    ("source: {type: http, preset: alpaca, base_url: 'https://u:abc123def456@x'}\n", "source.base_url: a credential may not be written in the config (it is stored with every run): user info"),
+    ("source: {type: http, preset: finnhub, base_url: 'https://x/api?password=abc123def456'}\n", "source.base_url: a credential may not be written in the config (it is stored with every run): the query parameter 'password'"),
+    ("source: {type: websocket, preset: polygon, base_url: 'wss://x?secret=abc123def456'}\n", "source.base_url: a credential may not be written in the config (it is stored with every run): the query parameter 'secret'"),
+    ("source: {type: websocket, preset: alpaca, refresh_preset: alpaca, refresh_base_url: 'https://x?key=abc123def456'}\n", "source.refresh_base_url: a credential may not be written"),
+    ("source: {type: http, preset: alpaca, proxy: 'http://u:abc123def456@proxy:3128'}\n", "source.proxy: a credential may not be written in the config (it is stored with every run): user info (user:password@); set source.proxy: env"),
+    ("source: {type: http, preset: alpaca, proxy: 'ftp://u:abc123def456@proxy'}\n", "source.proxy: a credential may not be written"),  # refused before the scheme error quotes it
     ("storage: {database: 'host=h password=pw123456'}\n", "storage.database: expected a SQLite file path"),
     ("storage: {database: 'postgresql://u:pw@h/db'}\n", "storage.database: expected a SQLite file path"),
     # a database path that is not a regular file (the heartbeat would land beside it)
@@ -314,6 +330,33 @@ def test_issue16_refused_config_is_one_line_naming_the_key(tmp_path, raw, messag
 def test_issue16_templated_credentials_in_headers_are_accepted(tmp_path):
     p = write(tmp_path, _HTTP + "headers: {Authorization: 'Bearer {api_key}'}}\n")
     assert load_config(p, base_dir=tmp_path).source.headers["Authorization"] == "Bearer {api_key}"
+
+
+# credentials given the environment-variable way, and URLs that only look like they hold one
+# fmt: off
+ACCEPTED_SOURCES: list[str] = [
+    _HTTP + "headers: {Authorization: 'Bearer {api_key}'}}",
+    _HTTP + "headers: {Authorization: 'token   {api_key}'}}",
+    _HTTP + "headers: {Authorization: ' Apikey {api_key} '}}",
+    _HTTP + "headers: {X-Api-Key: '{api_key}', X-Api-Secret: '{api_secret}', Accept: application/json}}",
+    _HTTP + "params: {apikey: '{api_key}', s: '{symbol}'}}",
+    _CUSTOM + "url: 'http://x/{symbol}?token={api_key}&fields=last'}",
+    _CUSTOM + "url: 'http://{api_key}:{api_secret}@x/{symbol}'}",
+    _CUSTOM + "url: '{base_url}/q/{symbol}?format=json', base_url: 'https://api.example.com:8443/v1'}",
+    _CUSTOM + "url: 'http://x/{symbol}?token='}",
+    "{type: http, preset: alpaca, base_url: 'https://data.example.com'}",
+    "{type: http, preset: alpaca, proxy: env}",
+    "{type: http, preset: alpaca, proxy: none}",
+    "{type: http, preset: alpaca, proxy: 'http://proxy.internal:3128'}",
+    "{type: websocket, preset: polygon, base_url: 'wss://ws.example.com'}",
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("source", ACCEPTED_SOURCES, ids=range(len(ACCEPTED_SOURCES)))
+def test_issue16_credentials_given_the_environment_way_are_accepted(tmp_path, source):
+    text = source if source.startswith("source:") else f"source: {source}"
+    load_config(write(tmp_path, text + "\n"), base_dir=tmp_path)
 
 
 @pytest.mark.parametrize(("raw", "message"), REFUSED, ids=range(len(REFUSED)))
