@@ -275,3 +275,46 @@ def test_streamed_corrections_and_cancels_are_stored_and_apply(
     assert out["provider_id"].to_list() == ["9000004", "9000003"]
     assert out["price"].to_list() == [100.05, 100.2] and out["size"].to_list() == [200.0, 100.0]
     assert out["ts_us"][0] == mine.filter(pl.col("provider_id") == "9000002")["ts_us"][0]
+
+
+def test_a_notice_read_during_the_handshake_is_kept_for_the_stream() -> None:
+    """A frame holding only a correction, read while waiting for the auth answer, is handed
+    on with the connection (it was dropped: only quotes, trades and problems were kept)."""
+    import asyncio
+
+    import orjson
+
+    from robust_collector.config import config_from_dict
+    from robust_collector.sources.websocket import WebSocketSource
+
+    notice = orjson.dumps(
+        [{"T": "x", "S": "SPY", "i": 7, "x": "V", "p": 100.0, "s": 5, "a": "C",
+          "z": "B", "t": "2026-11-30T15:00:00Z"}]
+    )  # fmt: skip
+
+    class ScriptedSocket:
+        def __init__(self) -> None:
+            self.frames = [
+                orjson.dumps([{"T": "success", "msg": "connected"}]),
+                notice,
+                orjson.dumps([{"T": "success", "msg": "authenticated"}]),
+            ]
+            self.sent: list[Any] = []
+
+        async def recv(self) -> bytes:
+            return self.frames.pop(0)
+
+        async def send(self, message: Any) -> None:
+            self.sent.append(message)
+
+    cfg = config_from_dict(
+        {"source": {"type": "websocket", "preset": "alpaca", "data": ["trades"]}}
+    ).source
+    src = WebSocketSource(
+        cfg, environ={"APCA_API_KEY_ID": "k" * 20, "APCA_API_SECRET_KEY": "s" * 40}
+    )
+    ws = ScriptedSocket()
+    pending = asyncio.run(src._handshake(ws, ["SPY"]))  # type: ignore[arg-type]
+    assert pending == [notice]
+    assert [n[0] for n in src.parse(pending[0]).notices] == ["SPY"]
+    assert len(ws.sent) == 2  # the auth message, then the subscription

@@ -521,7 +521,7 @@ class StreamRunner:
             )
             if t is not None:
                 fresh_any = self._judge_trade(t, at) or fresh_any
-        notices = getattr(parsed, "notices", ())  # corrections and cancels (alpaca)
+        notices = parsed.notices  # corrections and cancels (alpaca)
         for sym, ts, price, size, venue, conds, provider_id, tape, corr in notices:
             t = self._trade(
                 run_id, recv, sym, ts, price, size, venue, conds, corr, provider_id, tape

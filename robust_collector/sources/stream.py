@@ -53,6 +53,12 @@ TradeFields = tuple[
 """One parsed trade: (symbol, ts_us, price, size, venue, conditions, provider_id, tape);
 conditions are the codes joined with single spaces, every text bounded and clean."""
 
+NoticeFields = tuple[
+    str, int, float | None, float | None, str | None, str | None, str | None, str | None, int
+]
+"""One parsed correction or cancel of an earlier trade: ``TradeFields`` plus the
+correction code (10 cancel, 11 error, 12 correction)."""
+
 
 class StreamClosed(TransientSourceError):
     """The connection closed (dropped, ping timeout, or closed by us); reconnecting may help."""
@@ -89,14 +95,16 @@ class Control:
 
 @dataclass(slots=True)
 class ParsedFrame:
-    """What one frame held: quotes, trades, problems (one line per malformed item) and
-    controls; ``ignored`` counts well-formed messages of kinds not collected (bars...)."""
+    """What one frame held: quotes, trades, notices (corrections and cancels of earlier
+    trades), problems (one line per malformed item) and controls; ``ignored`` counts
+    well-formed messages of kinds not collected (bars...)."""
 
     quotes: list[QuoteFields] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
     ignored: int = 0
     trades: list[TradeFields] = field(default_factory=list)
+    notices: list[NoticeFields] = field(default_factory=list)
 
 
 @runtime_checkable

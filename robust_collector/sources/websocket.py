@@ -315,7 +315,7 @@ class WebSocketSource:
             parsed, frame = await self._answer(ws, "authentication")
             if self.preset.auth_ok(parsed.controls):
                 break
-            if parsed.quotes or parsed.trades or parsed.problems:
+            if parsed.quotes or parsed.trades or parsed.notices or parsed.problems:
                 pending.append(frame)
         quotes, trades = self.channels(symbols)
         await ws.send(self.preset.subscribe_message(quotes, trades))

@@ -44,7 +44,6 @@ Error codes, permanent (the source stops) or transient (back off, reconnect):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -60,7 +59,7 @@ from robust_collector.sources.presets import (
     trade_code,
     trade_conditions,
 )
-from robust_collector.sources.stream import Control, ParsedFrame, TradeFields
+from robust_collector.sources.stream import Control, NoticeFields, ParsedFrame, TradeFields
 from robust_collector.validation.trade_rules import (
     TRADE_CANCELLED,
     TRADE_CORRECTED,
@@ -78,17 +77,8 @@ __all__ = [
     "decode_frame",
 ]
 
-NoticeFields = tuple[
-    str, int, float | None, float | None, str | None, str | None, str | None, str | None, int
-]
-"""One parsed correction or cancel: ``TradeFields`` plus the correction code (10, 11, 12)."""
-
-
-@dataclass(slots=True)
-class PresetFrame(ParsedFrame):
-    """A ``ParsedFrame`` plus ``notices``: the corrections and cancels of earlier trades."""
-
-    notices: list[NoticeFields] = field(default_factory=list)
+PresetFrame = ParsedFrame
+"""The frame a preset parses (``notices`` now live on ``ParsedFrame`` itself)."""
 
 
 _NOT_JSON = object()
