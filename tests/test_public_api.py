@@ -38,6 +38,7 @@ PUBLIC = {
     "ManualClock",
     "MarketSession",
     "PermanentSourceError",
+    "PoolWaitError",
     "PostgresBackend",
     "Quote",
     "Trade",

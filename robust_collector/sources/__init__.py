@@ -30,6 +30,7 @@ from robust_collector.sources.settings import (
     FieldMapConfig,
     HttpSourceConfig,
     ReplaySourceConfig,
+    TradeFieldMapConfig,
     WebSocketSourceConfig,
 )
 from robust_collector.sources.simulated import FaultState, SimulatedSource
@@ -65,6 +66,7 @@ __all__ = [
     "StreamClosed",
     "StreamRefused",
     "StreamSource",
+    "TradeFieldMapConfig",
     "TradeSource",
     "UnknownSymbolError",
     "WebSocketSource",

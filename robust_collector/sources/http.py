@@ -591,7 +591,8 @@ class HttpSource:
 
     @property
     def serves_trades(self) -> bool:
-        """True when the preset's API serves a latest trade (alpaca, polygon)."""
+        """True when the preset's API serves a latest trade (alpaca, polygon, and the custom
+        preset with ``trade_fields``)."""
         return self.preset.serves_trades
 
     async def fetch_trade(self, symbol: str) -> Trade:
