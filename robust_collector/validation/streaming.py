@@ -32,6 +32,26 @@ from robust_collector.validation.rules import (
     stateless_failure,
 )
 
+
+def warn_reject(
+    logged: dict[str, tuple[int | None, int]],
+    what: str,
+    verdict: Verdict,
+    at_us: int,
+    every_us: float,
+) -> None:
+    """Log a reject at most once per rule per ``every_us`` (of receive time), counting the
+    ones held back; ``logged`` is the symbol's ``rule -> (last logged, suppressed)``."""
+    rule = verdict.rule or ""
+    last_us, suppressed = logged.get(rule, (None, 0))
+    if last_us is not None and at_us - last_us < every_us:
+        logged[rule] = (last_us, suppressed + 1)
+        return
+    more = f" ({suppressed} more since the last warning)" if suppressed else ""
+    log.warning("%s rejected by %s: %s%s", what, rule, verdict.reason, more)
+    logged[rule] = (at_us, 0)
+
+
 log = logging.getLogger("robust_collector.validation")
 
 _INF: Final[float] = math.inf
@@ -593,14 +613,7 @@ class Validator:
 
     def _log(self, st: SymbolState, quote: Quote, verdict: Verdict) -> None:
         """One warning per symbol and rule per ``log_interval_seconds`` (quote time)."""
-        rule = verdict.rule or ""
-        last_us, suppressed = st.logged.get(rule, (None, 0))
-        if last_us is not None and quote.recv_us - last_us < self._log_every_us:
-            st.logged[rule] = (last_us, suppressed + 1)
-            return
-        more = f" ({suppressed} more since the last warning)" if suppressed else ""
-        log.warning("%s rejected by %s: %s%s", quote.symbol, rule, verdict.reason, more)
-        st.logged[rule] = (quote.recv_us, 0)
+        warn_reject(st.logged, quote.symbol, verdict, quote.recv_us, self._log_every_us)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:

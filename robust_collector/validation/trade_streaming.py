@@ -7,7 +7,6 @@ calls the very same methods row by row, so the two engines cannot drift apart.
 
 from __future__ import annotations
 
-import logging
 import math
 from bisect import bisect_right
 from collections import deque
@@ -17,7 +16,7 @@ from robust_collector.boundary import TS_MAX_US, TS_MIN_US
 from robust_collector.model import Trade
 from robust_collector.validation.config import TradeValidationConfig
 from robust_collector.validation.rules import has_nan, out_of_order_reason, price_change_reason
-from robust_collector.validation.streaming import ACCEPTED, Verdict
+from robust_collector.validation.streaming import ACCEPTED, Verdict, warn_reject
 from robust_collector.validation.trade_rules import (
     NOTICE_CORRECTIONS,
     TRADE_RULES,
@@ -28,8 +27,6 @@ from robust_collector.validation.trade_rules import (
     trade_reanchor_note,
     trade_stateless_failure,
 )
-
-log = logging.getLogger("robust_collector.validation")
 
 _INF: Final[float] = math.inf
 
@@ -385,14 +382,8 @@ class TradeValidator:
 
     def _log(self, st: TradeSymbolState, trade: Trade, verdict: Verdict) -> None:
         """One warning per symbol and rule per ``log_interval_seconds`` (trade receive time)."""
-        rule = verdict.rule or ""
-        last_us, suppressed = st.logged.get(rule, (None, 0))
-        if last_us is not None and trade.recv_us - last_us < self._log_every_us:
-            st.logged[rule] = (last_us, suppressed + 1)
-            return
-        more = f" ({suppressed} more since the last warning)" if suppressed else ""
-        log.warning("%s trade rejected by %s: %s%s", trade.symbol, rule, verdict.reason, more)
-        st.logged[rule] = (trade.recv_us, 0)
+        what = f"{trade.symbol} trade"
+        warn_reject(st.logged, what, verdict, trade.recv_us, self._log_every_us)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
