@@ -7,7 +7,8 @@ leaves the collector (error rows, health reasons, log lines, CLI output) goes th
 
 - masks the password of every PostgreSQL connection string form libpq accepts, even
   unregistered ones: ``postgresql://user:PW@host/db`` (also with an unencoded ``#`` or a
-  malformed rest), ``?password=PW`` query parameters and keyword DSNs
+  malformed rest), ``?password=PW`` query parameters (also ``?%70assword=PW``: libpq
+  decodes the name) and keyword DSNs
   ``host=h password=PW`` (``mask_credentials``);
 - replaces every registered secret with ``***``, and also every run of 8 or more
   characters that is a piece of one, so a secret cut short (an API's text truncated
@@ -64,6 +65,19 @@ _KEYWORD = re.compile(
     r"(?P<head>(?<![a-z0-9_])(?:ssl)?password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'?|[^\s&'\"]*)",
     re.IGNORECASE,
 )
+# a query parameter whose name is percent-encoded: libpq decodes names as well as values,
+# so ?%70assword=PW is a password too (matched whole, then its decoded name is checked)
+_ENCODED_KEY = re.compile(
+    r"(?P<head>[?&](?P<key>[^=&#\s]*%[0-9a-f]{2}[^=&#\s]*)=)(?P<pw>[^\s&]*)", re.IGNORECASE
+)
+_PASSWORD_KEYS = ("password", "sslpassword")
+
+
+def _is_password_key(key: str) -> bool:
+    """True when the query parameter name ``key``, percent-decoded, names a password."""
+    return unquote(key).strip().lower() in _PASSWORD_KEYS
+
+
 # authentication messages sent over a stream (alpaca: {"action": "auth", "key": ...,
 # "secret": ...}; polygon: {"action": "auth", "params": KEY}), however a library shortens them
 _AUTH_FRAME = re.compile(
@@ -133,6 +147,9 @@ def url_passwords(url: str) -> list[str]:
         if pw.startswith("'"):
             pw = pw.strip("'").replace("\\'", "'").replace("\\\\", "\\")
         found.append(pw)
+    for m in _ENCODED_KEY.finditer(url):
+        if _is_password_key(m.group("key")):
+            found.append(m.group("pw"))
     out: list[str] = []
     for pw in found:
         for form in (pw, unquote(pw), unquote(pw.replace("+", " "))):
@@ -159,11 +176,17 @@ def mask_url(url: str) -> str:
 
 def mask_credentials(text: str) -> str:
     """``text`` with the password of every connection string in it shown as ``***``
-    (URL user info, ``password=`` query parameters and keyword DSN entries)."""
+    (URL user info, ``password=`` query parameters, also with a percent-encoded name such
+    as ``?%70assword=``, and keyword DSN entries)."""
     if "@" in text:
         text = _URL_USERINFO.sub(lambda m: f"{m.group('head')}{MASK}@", text)
     if "assword" in text or "ASSWORD" in text:
         text = _KEYWORD.sub(lambda m: f"{m.group('head')}{MASK}", text)
+    if "%" in text:  # ?%70assword=PW: libpq decodes the name
+        text = _ENCODED_KEY.sub(
+            lambda m: f"{m.group('head')}{MASK}" if _is_password_key(m.group("key")) else m[0],
+            text,
+        )
     return text
 
 
