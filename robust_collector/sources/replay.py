@@ -30,7 +30,10 @@ is our clock when fetched, unless the file maps a ``recv_us`` column. A file is
 outside input: an integer time beyond int64 (or that overflows it once scaled to
 µs) is clamped into int64, so the validator rejects that row (``bad_timestamp``)
 instead of polars wrapping it around or refusing the file; a file polars cannot
-read, or a time it cannot parse, is a one-line ``ConfigError``, never a traceback. Rows keep
+read, or a time it cannot parse, is a one-line ``ConfigError``, never a traceback (text
+from the file in it, a column's type or names, cleaned and capped). A symbol that is not
+clean text (NUL, control characters, terminal escapes) or is longer than 64 characters is
+kept under its cleaned, capped form, which no config can ask for. Rows keep
 their values exactly (nulls stay None, NaN stays NaN), so the collector's
 ``Validator`` decides as ``validate_frame`` does on the same file.
 """
@@ -73,6 +76,7 @@ __all__ = [
 
 _VALUE_FIELDS = ("bid", "ask", "bid_size", "ask_size", "last")
 _TRADE_VALUES = ("price", "size")
+_SYMBOL_BOUND = 64  # characters of a file's symbol kept as is (a config's are at most 32)
 _TRADE_TEXT = {"venue": 64, "conditions": 128, "provider_id": 64, "tape": 64}  # field: bound
 TAQ_TRADE_COLUMNS: Mapping[str, str] = MappingProxyType(
     {
@@ -121,6 +125,14 @@ def _first_line(exc: BaseException) -> str:
     return clean_text(first, 300)
 
 
+def _shown_columns(available: list[str]) -> str:
+    """A file's column names for an error message: outside text, so each is cleaned and
+    the list is capped (a header can hold any text, and any number of columns)."""
+    names = [repr(clean_text(c, 40)) for c in available[:20]]
+    more = f", ... ({len(available)} columns)" if len(available) > 20 else ""
+    return f"[{', '.join(names)}{more}]"
+
+
 def read_quotes_file(path: str | Path, format: str = "auto", key: str = "path") -> pl.DataFrame:
     """Read a CSV (dates parsed), Parquet or JSONL file with polars; errors name
     ``source.<key>`` (``path`` or ``trades_path``)."""
@@ -165,7 +177,7 @@ def replay_columns(config: ReplaySourceConfig, available: list[str]) -> dict[str
     missing = sorted(c for c in mapping.values() if c not in available)
     if missing:
         raise ConfigError(
-            f"source.columns: {missing} not in the file (it has {available})",
+            f"source.columns: {missing} not in the file (it has {_shown_columns(available)})",
             path="source.columns",
         )
     if "ts_us" not in mapping:
@@ -192,20 +204,29 @@ def trade_replay_columns(config: ReplaySourceConfig, available: list[str]) -> di
     missing = sorted(c for c in config.trade_columns.values() if c not in available)
     if missing:
         raise ConfigError(
-            f"source.trade_columns: {missing} not in the trades file (it has {available})",
+            f"source.trade_columns: {missing} not in the trades file "
+            f"(it has {_shown_columns(available)})",
             path="source.trade_columns",
         )
     for f in ("ts_us", "price"):
         if f not in mapping:
             raise ConfigError(
                 f"source.trade_columns: the trades file has no {f} column "
-                f"({preset.get(f, f)!r}); map one, e.g. {{{f}: ...}} (it has {available})",
+                f"({preset.get(f, f)!r}); map one, e.g. {{{f}: ...}} "
+                f"(it has {_shown_columns(available)})",
                 path="source.trade_columns",
             )
     return mapping
 
 
-def _time_expr(df: pl.DataFrame, column: str, tz: str, unit: str, key: str = "columns") -> pl.Expr:
+def _time_expr(
+    df: pl.DataFrame,
+    column: str,
+    tz: str,
+    unit: str,
+    key: str = "columns",
+    label: str = "the file",
+) -> pl.Expr:
     """A time column as Int64 epoch µs (UTC), exactly as ``validate_frame`` converts it."""
     dtype = df.schema[column]
     col = pl.col(column)
@@ -219,9 +240,11 @@ def _time_expr(df: pl.DataFrame, column: str, tz: str, unit: str, key: str = "co
         return col.dt.epoch("us").cast(pl.Int64)
     if dtype.is_integer():
         return _int_time_us(col, unit)
+    # the dtype comes from the file (a nested list, a struct with the file's field names):
+    # outside text, cleaned and capped like every other
     raise ConfigError(
-        f"source.{key}: column {column!r} is {dtype}; expected a datetime, a date-time "
-        "string or integer epoch time",
+        f"source.{key}: column {column!r} is {clean_text(dtype, 60)} in {label}; expected a "
+        "datetime, a date-time string or integer epoch time",
         path=f"source.{key}",
     )
 
@@ -245,6 +268,23 @@ def _int_time_us(col: pl.Expr, unit: str) -> pl.Expr:
         .otherwise(scaled)
         .cast(pl.Int64)
     )
+
+
+def _track_name(symbol: str, tracks: Mapping[str, Any]) -> str:
+    """The name a file's symbol is kept under: itself when it is clean text of at most
+    ``_SYMBOL_BOUND`` characters (every symbol a config can name is), else its cleaned form
+    (NUL, control characters, terminal escapes and surrogates shown escaped, capped), so
+    the symbols a replay reports (in errors, progress, ``Collector``'s "not in the
+    replayed file") are safe to print. Such a name is one no config can ask for; two that
+    clean alike are told apart by a ``#k`` suffix, never merged."""
+    name = symbol
+    if len(name) > _SYMBOL_BOUND or not name.isascii() or not name.isprintable():
+        name = clean_text(name, _SYMBOL_BOUND)
+    base, k = name, 1
+    while name in tracks:
+        k += 1
+        name = f"{base} #{k}"
+    return name
 
 
 def _first_sane(ts: array[int]) -> int | None:
@@ -431,13 +471,15 @@ class ReplaySource:
         time_key = ck
         exprs = [
             sym.alias("_sym"),
-            _time_expr(df, cols["ts_us"], cfg.timezone, cfg.time_unit, time_key).alias("_ts"),
+            _time_expr(df, cols["ts_us"], cfg.timezone, cfg.time_unit, time_key, spec.label).alias(
+                "_ts"
+            ),
         ]
         if "recv_us" in cols:
             exprs.append(
-                _time_expr(df, cols["recv_us"], cfg.timezone, cfg.time_unit, time_key).alias(
-                    "_recv"
-                )
+                _time_expr(
+                    df, cols["recv_us"], cfg.timezone, cfg.time_unit, time_key, spec.label
+                ).alias("_recv")
             )
         value_fields = _VALUE_FIELDS if spec.kind == "quotes" else _TRADE_VALUES
         fields = [f for f in value_fields if f in cols]
@@ -483,7 +525,7 @@ class ReplaySource:
             if has_corr:
                 extra["correction"] = part.get_column("correction").to_list()
             recv = part.get_column("_recv") if "_recv" in part.columns else None
-            tracks[str(symbol)] = _Track(
+            tracks[_track_name(str(symbol), tracks)] = _Track(
                 ts=array("q", part.get_column("_ts").to_list()),
                 recv=None if recv is None else array("q", recv.to_list()),
                 values=values,

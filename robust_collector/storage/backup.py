@@ -300,9 +300,10 @@ def decode_line(line: bytes) -> tuple[RecordKind, tuple[Any, ...]]:
         raise CorruptLine(f"checksum mismatch: stored {stored}, computed {computed}")
     record = whole
     kind = record.get(KIND_KEY)
-    if kind not in _KINDS:
+    if type(kind) is not str or kind not in _KINDS:  # a list or an object is unhashable
         expected = ", ".join(repr(k) for k in KINDS)
-        raise CorruptLine(f"unknown {KIND_KEY} {kind!r} (expected one of {expected})")
+        shown = _short(clean_text(repr(kind), 200), 80)  # outside text, of any length
+        raise CorruptLine(f"unknown {KIND_KEY} {shown} (expected one of {expected})")
     columns, signatures = _KINDS[kind]
     missing = [c for c in columns if c not in record]
     if missing:
