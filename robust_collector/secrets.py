@@ -17,7 +17,9 @@ leaves the collector (error rows, health reasons, log lines, CLI output) goes th
 ``scrub`` redacts first and only then cleans and cuts, so a cut never leaves part of a
 secret. ``install_log_filters`` puts a filter on the loggers of the libraries we use
 (websockets, httpx, httpcore, psycopg) that masks records holding a secret, a piece of
-one, or an authentication frame; it runs when this module is imported.
+one, or an authentication frame; it runs when this module is imported. The CLI also puts
+``SafeLogFilter`` on its log handlers (``install_handler_filter``): every record, from
+any logger, is redacted and then cleaned of newlines and escapes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ __all__ = [
     "FRAGMENT",
     "HIDDEN_RECORD",
     "LIBRARY_LOGGERS",
+    "SafeLogFilter",
     "SecretLogFilter",
+    "install_handler_filter",
     "install_log_filters",
     "mask_credentials",
     "mask_url",
@@ -266,6 +270,33 @@ class SecretLogFilter(logging.Filter):
 
 
 _FILTER = SecretLogFilter()
+LOG_TEXT_LIMIT = 4 * MAX_TEXT  # characters kept of one log message
+
+
+class SafeLogFilter(logging.Filter):
+    """For a handler, so it holds for every logger, registered or not: each record gets the
+    secret filter, then its message has newlines, control characters and terminal escapes
+    shown escaped (one record is one line; outside text cannot forge log lines or drive
+    the terminal) and is capped at ``LOG_TEXT_LIMIT`` characters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _FILTER.filter(record)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: its arguments may hold anything
+            record.msg, record.args = HIDDEN_RECORD, None
+            return True
+        clean = clean_text(message, LOG_TEXT_LIMIT)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_handler_filter(handlers: list[logging.Handler] | None = None) -> None:
+    """Put a ``SafeLogFilter`` on ``handlers`` (default: the root logger's). Idempotent."""
+    for handler in logging.root.handlers if handlers is None else handlers:
+        if not any(isinstance(f, SafeLogFilter) for f in handler.filters):
+            handler.addFilter(SafeLogFilter())
 
 
 def install_log_filters(names: tuple[str, ...] = LIBRARY_LOGGERS) -> None:

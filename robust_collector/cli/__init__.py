@@ -20,7 +20,7 @@ from robust_collector.cli import db, drill, health, recover, run
 from robust_collector.cli.common import EXIT_USAGE
 from robust_collector.cli.run import status_line
 from robust_collector.errors import ConfigError, StorageError
-from robust_collector.secrets import redact
+from robust_collector.secrets import install_handler_filter, redact
 from robust_collector.storage.reader import reader_errors
 
 __all__ = ["build_parser", "main", "status_line"]
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    install_handler_filter()  # every record, from any logger: secrets masked, one clean line
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
