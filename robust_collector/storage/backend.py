@@ -219,6 +219,8 @@ class SQLiteBackend:
         # no deadline outside a write or a replay chunk: each one arms and clears its own
         self._deadline = math.inf
         self._identity: dict[int, tuple[int, int]] = {}  # id(conn) -> (st_dev, st_ino)
+        # id(conn) -> the (st_dev, st_ino) of its -wal and -shm files, as opened
+        self._sidecars: dict[int, dict[str, tuple[int, int]]] = {}
 
     def describe(self) -> str:
         return str(self.path)
@@ -232,7 +234,13 @@ class SQLiteBackend:
             self._identity[id(conn)] = (st.st_dev, st.st_ino)
         except OSError:
             pass
+        self._sidecars[id(conn)] = {
+            suffix: ident for suffix in _SIDECARS if (ident := _file_id(self._sidecar(suffix)))
+        }
         return conn
+
+    def _sidecar(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
 
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
@@ -321,7 +329,16 @@ class SQLiteBackend:
             kept = f"its rows were copied to {target}"
         except sqlite3.Error as exc:
             kept = f"its rows could not be copied ({type(exc).__name__}: {exc})"
+        sidecars = self._sidecars.get(id(conn), {})
         self.close(conn)
+        # SQLite leaves a moved file's -wal and -shm behind (no checkpoint, no delete at
+        # close): opened over the new file they read as "database disk image is
+        # malformed". Remove exactly the ones this connection had open.
+        for suffix, ident in sidecars.items():
+            p = self._sidecar(suffix)
+            if _file_id(p) == ident:
+                with contextlib.suppress(OSError):
+                    p.unlink()
         new = self.connect()
         return new, f"database file {self.path} was {what} while open; {kept}; reopened"
 
@@ -330,11 +347,24 @@ class SQLiteBackend:
 
     def close(self, conn: Any) -> None:
         self._identity.pop(id(conn), None)
+        self._sidecars.pop(id(conn), None)
         with contextlib.suppress(sqlite3.Error):
             conn.close()
 
     def sink(self, conn: sqlite3.Connection) -> SQLiteSink:
         return SQLiteSink(conn, self)
+
+
+_SIDECARS = ("-wal", "-shm")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, or None when it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class SlicedSink:

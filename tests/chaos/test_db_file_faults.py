@@ -119,19 +119,10 @@ def ids(paths: list[Path], table: str, col: str) -> list[str]:
     return out
 
 
-REPLACED_BUG = (
-    "issue 14, finding 4: SQLite leaves the old file's -wal and -shm behind when the file "
-    "has moved (SQLITE_FCNTL_HAS_MOVED: no checkpoint, no delete at close); the reopened "
-    "connection reads the old database's WAL frames over the new file: 'database disk "
-    "image is malformed', and the writer falls back to backup files for good. Fix in "
-    "storage/backend.py SQLiteBackend.ensure_file (see the report)"
-)
-
-
 @pytest.mark.parametrize(
     "fault",
     [
-        pytest.param("replaced", marks=pytest.mark.xfail(strict=True, reason=REPLACED_BUG)),
+        "replaced",
         "deleted",
         "folder_removed",
     ],
