@@ -178,3 +178,64 @@ def test_notebooks_are_committed_without_outputs():
         for cell in cells:
             if cell["cell_type"] == "code":
                 assert cell.get("outputs") == [] and cell.get("execution_count") is None, nb.name
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.+?)\n```", text, flags=re.S)
+
+
+def _run_block(code: str, ns: dict) -> object:
+    """Run a snippet like a notebook cell: the value of its last expression is returned."""
+    import ast
+
+    tree = ast.parse(code)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, "<README>", "exec"), ns)
+    return (
+        None if last is None else eval(compile(ast.Expression(last.value), "<README>", "eval"), ns)
+    )
+
+
+def test_readme_notebook_snippets_work_from_the_notebooks_folder(tmp_path, monkeypatch):
+    """A notebook's kernel starts in notebooks/: the README's snippets that name the
+    repository's config and data/market_data.db must find them from there too (they
+    once used paths relative to the repository root, which fail there)."""
+    import shutil
+
+    from robust_collector.model import now_us
+    from robust_collector.storage.schema import open_database
+    from robust_collector.storage.tables import INSERT_TICKS
+
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (repo / "config").mkdir()
+    shutil.copy(REPO / "config" / "spy_qqq_config.yaml", repo / "config")
+    db = repo / "data" / "market_data.db"
+    db.parent.mkdir()
+    conn = open_database(db)
+    ts = now_us()
+    with conn:  # what a collector in another process left
+        for i in range(1, 4):
+            row = (f"r:SPY:{i}", "SPY", i, ts + i, ts + i, 1.0, 1.01, 1.0, 1.0, None, "sim", "r")
+            conn.execute(INSERT_TICKS, row)
+    conn.close()
+    monkeypatch.chdir(repo / "notebooks")
+    readme = (REPO / "README.md").read_text()
+
+    quick = _python_blocks(readme.split("## Usage from a notebook", 1)[1])[0]
+    ns: dict = {}
+    _run_block(quick, ns)  # start, status, ticks, stop: with the repository's config
+    assert Path(ns["c"].config.storage.database) == db
+
+    (read,) = [b for b in _python_blocks(readme) if "read_ticks(" in b]
+    ticks = _run_block(read.replace('"2026-01-10T14:00:00"', "None"), {})
+    assert ticks.filter(ticks["run_id"] == "r").height == 3
+
+    watched = re.findall(r"`robust_collector\.dashboard\.watch\(([^`]+)\)`", readme)
+    local = [arg for arg in watched if arg != "url"]  # watch(url): a PostgreSQL URL
+    assert local
+    from robust_collector.analysis import project_root
+
+    for arg in local:
+        assert Path(eval(arg, {"project_root": project_root})).resolve() == db.resolve(), arg
