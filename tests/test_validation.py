@@ -280,13 +280,22 @@ def test_duplicate_only_of_the_last_accepted_quote() -> None:
 
 
 def test_a_quote_with_a_nan_is_never_a_duplicate() -> None:
-    # NaN sizes pass the rules (non_finite judges prices), but NaN equals nothing:
+    # With non_finite switched off a NaN size passes the rules, but NaN equals nothing:
     # re-sending the very same object must not count as a duplicate live when
     # the same values in a frame would not.
-    v = Validator()
+    v = Validator(ValidationConfig(rules=RuleSwitches(non_finite=False)))
     q = quote(99.99, 100.01, bid_size=math.nan, ts=1)
     assert run(v, [q, q]) == [ACCEPTED, ACCEPTED]
     assert v.counts["SPY"]["duplicate"] == 0
+
+
+def test_a_non_finite_size_is_rejected_like_a_non_finite_price() -> None:
+    # an infinite size was stored as a tick (the chaos catalogue through the stream)
+    v = Validator()
+    for i, (bsz, asz) in enumerate([(math.inf, 1.0), (1.0, math.nan), (-math.inf, 1.0)], 1):
+        verdict = v.check(quote(99.99, 100.01, bid_size=bsz, ask_size=asz, ts=i))
+        assert verdict.rule == "non_finite", verdict
+    assert v.check(quote(99.99, 100.01, bid_size=0.0, ask_size=5.0, ts=9)).accepted
 
 
 def test_duplicate_switched_off_accepts_twice() -> None:

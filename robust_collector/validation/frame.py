@@ -163,7 +163,16 @@ def _stateless_expr(config: ValidationConfig, lo: pl.Expr, hi: pl.Expr) -> pl.Ex
         checks.append(("bad_timestamp", bad_ts.fill_null(False)))
     checks.append(("non_finite", price.is_null()))
     if rules.non_finite:
-        checks.append(("non_finite", not_finite(bid) | not_finite(ask) | not_finite(last)))
+        checks.append(
+            (
+                "non_finite",
+                not_finite(bid)
+                | not_finite(ask)
+                | not_finite(last)
+                | not_finite(bsz)
+                | not_finite(asz),
+            )
+        )
     if rules.non_positive:
         checks.append(("non_positive", le0(bid) | le0(ask) | le0(last) | lt0(bsz) | lt0(asz)))
     if rules.crossed:

@@ -47,7 +47,7 @@ RULE_INFO: Final[tuple[RuleInfo, ...]] = (
     ),
     RuleInfo(
         "non_finite",
-        "NaN or infinite bid, ask or last, or no price at all (no last and no bid/ask pair)",
+        "NaN or infinite bid, ask, last or size, or no price at all (no last and no bid/ask pair)",
         "data hygiene",
         False,
     ),
@@ -182,6 +182,10 @@ def stateless_failure(
             return "non_finite", f"ask {ask} is not finite"
         if last is not None and not math.isfinite(last):
             return "non_finite", f"last {last} is not finite"
+        if bid_size is not None and not math.isfinite(bid_size):
+            return "non_finite", f"bid size {bid_size} is not finite"
+        if ask_size is not None and not math.isfinite(ask_size):
+            return "non_finite", f"ask size {ask_size} is not finite"
     if rules.non_positive:
         if bid is not None and bid <= 0:
             return "non_positive", f"bid {bid:.2f} is not positive"

@@ -569,8 +569,8 @@ class Validator:
                 if (
                     0.0 < bid <= ask < _INF
                     and (last is None or 0.0 < last < _INF)
-                    and (bsz is None or bsz >= 0.0)
-                    and (asz is None or asz >= 0.0)
+                    and (bsz is None or 0.0 <= bsz < _INF)
+                    and (asz is None or 0.0 <= asz < _INF)
                     and st.lo <= price <= st.hi
                     and ts - quote.recv_us <= self._tol_us
                     and TS_MIN_US <= ts <= TS_MAX_US

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import polars as pl
 import pytest
 from helpers.waiting import wait_until
 from helpers.ws_feed import SYMBOLS, FakeFeed, rows, st, stream_config
@@ -36,6 +37,7 @@ from robust_collector import Collector
 from robust_collector.boundary import INT64_MAX, INT64_MIN, TS_MAX_US, TS_MIN_US, clean_text
 from robust_collector.config import Config
 from robust_collector.model import new_quote, now_us
+from robust_collector.validation import validate_frame
 from robust_collector.validation.streaming import Validator
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stream_keys")]
@@ -166,8 +168,8 @@ def assert_bounded(c: Collector) -> None:
         assert sym in SYMBOLS
         assert TS_MIN_US <= ts <= TS_MAX_US, (sym, ts)
         assert 0 < bid <= ask < 1e6, (sym, bid, ask)
-        for size in (bsz, asz):  # finite is not asserted here: see the xfail test below
-            assert size is None or size >= 0, (sym, size)
+        for size in (bsz, asz):
+            assert size is None or 0 <= size < math.inf, (sym, size)
     conn = sqlite3.connect(c.db_path)
     try:
         for table in ("ticks", "rejects", "errors", "gaps"):
@@ -320,13 +322,6 @@ def test_a_10mb_frame_under_a_raised_max_message_bytes_is_one_malformed_item(
     assert_bounded(c)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: the validator accepts an infinite or NaN bid/ask size (non_finite "
-    "checks bid, ask and last only), so a stream item with 'bs': Infinity (or 1e999, or "
-    "10**400) is stored as a tick with bid_size inf; fix in validation/rules.py, "
-    "validation/streaming.py and validation/frame.py",
-)
 @pytest.mark.parametrize("field", ["bid_size", "ask_size"])
 @pytest.mark.parametrize("size", [math.inf, math.nan])
 def test_a_non_finite_size_is_rejected_as_non_finite(size: float, field: str) -> None:
@@ -335,3 +330,8 @@ def test_a_non_finite_size_is_rejected_as_non_finite(size: float, field: str) ->
     q = new_quote("r:SPY:1", "SPY", 1, t, t, 100.0, 100.02, *sizes.values(), None, "t")
     verdict = Validator().check(q)
     assert verdict.rule == "non_finite", verdict
+    assert verdict.reason == f"{field.replace('_', ' ')} {size} is not finite"
+    # the batch engine decides alike
+    frame = validate_frame(pl.DataFrame([q.as_dict()]))
+    assert frame.frame["reject_rule"].to_list() == ["non_finite"]
+    assert frame.frame["reject_reason"].to_list() == [verdict.reason]
