@@ -66,6 +66,12 @@ def _system_component(snap: HealthSnapshot) -> ComponentHealth:
     return ComponentHealth("system", "system", snap.level, snap.reasons, {})
 
 
+def _some(names: list[str], limit: int = 10) -> str:
+    """At most ``limit`` names, then how many more: a file may hold thousands."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 class Collector:
     """The robust collector: ``start()`` it, watch ``status()``, read ``ticks()``, ``stop()`` it."""
 
@@ -85,9 +91,9 @@ class Collector:
         if available is not None:
             missing = [s for s in self.symbols if s not in available]
             if missing:
-                held = ", ".join(sorted(available)) or "no symbols"
                 raise ConfigError(
-                    f"symbols: {', '.join(missing)} not in the replayed file (it holds {held})",
+                    f"symbols: {_some(missing)} not in the replayed file "
+                    f"(it holds {_some(sorted(available)) or 'no symbols'})",
                     path="symbols",
                 )
         # a SQLite file's Path, or a postgresql:// URL (readers take either)

@@ -674,3 +674,23 @@ def test_odd_times_are_one_line_errors_or_clamped_never_wrapped(
     for q in out:  # a time past int64 once scaled is clamped (the validator rejects it)
         assert ts_in_window(q.ts_us) or q.ts_us in (INT64_MAX, INT64_MIN)
         assert q.ts_us >= 0 or q.ts_us == INT64_MIN
+
+
+def test_a_missing_symbol_names_at_most_ten_of_a_files_symbols(make_config, tmp_path):
+    """A file of 25 symbols: the error lists ten and says how many more (not all 25)."""
+    rows = [
+        {"symbol": f"S{i:02d}", "ts_us": 1_767_225_600_000_000 + i, "bid": 10.0, "ask": 10.1}
+        for i in range(25)
+    ]
+    path = tmp_path / "many.csv"
+    pl.DataFrame(rows).write_csv(path)
+    cfg = make_config(
+        symbols=["ZZZ"],
+        source={"type": "replay", "path": str(path), "speed": 0},
+    )
+    with pytest.raises(ConfigError) as info:
+        Collector(cfg)
+    held = ", ".join(f"S{i:02d}" for i in range(10))
+    assert str(info.value) == (
+        f"symbols: ZZZ not in the replayed file (it holds {held} and 15 more)"
+    )
