@@ -16,7 +16,10 @@ def cmd_db_init(args: argparse.Namespace) -> int:
         from robust_collector.storage.schema import SCHEMA_VERSION, open_database
 
         open_database(db).close()
-        print(f"SQLite database {db}: schema version {SCHEMA_VERSION}, ready")
+        print(
+            f"SQLite database {db}: schema version {SCHEMA_VERSION}, ready "
+            "(tables, columns, keys and indexes verified)"
+        )
         return EXIT_OK
     from robust_collector.storage.postgres import connect_postgres, init_postgres
 
@@ -25,16 +28,25 @@ def cmd_db_init(args: argparse.Namespace) -> int:
         done = init_postgres(conn)
     finally:
         conn.close()
-    if done["from_version"] == done["version"] and not done["created"]:
-        what = "already up to date"
-    elif done["from_version"] == 0:
-        what = f"created tables {', '.join(done['created'])}"
+    made = []
+    if done["created"]:
+        made.append(f"created tables {', '.join(done['created'])}")
+    if done["columns_added"]:
+        made.append(f"added columns {', '.join(done['columns_added'])}")
+    if done["indexes_created"]:  # on tables that were there (a new table brings its own)
+        made.append(f"created indexes {', '.join(done['indexes_created'])}")
+    if done["from_version"] == 0:
+        what = "; ".join(made) or "created"
+    elif done["from_version"] != done["version"]:
+        what = "; ".join([f"migrated from version {done['from_version']}", *made])
+    elif made:
+        what = "repaired: " + "; ".join(made)
     else:
-        what = f"migrated from version {done['from_version']}"
-        if done["created"]:
-            what += f", created {', '.join(done['created'])}"
+        what = "already up to date (tables, columns, keys and indexes verified)"
     kind = "TimescaleDB hypertable for ticks" if done["timescale"] else "plain tables"
     print(f"PostgreSQL {label(db)}: schema version {done['version']} ({kind}): {what}")
+    for warning in done["warnings"]:
+        print(f"warning: {warning}")
     return EXIT_OK
 
 

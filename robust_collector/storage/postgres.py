@@ -13,6 +13,7 @@ optional dependency: ``pip install 'robust-collector[postgresql]'``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -29,14 +30,18 @@ from robust_collector.storage.tables import (
     TICKS,
     TRADE_REJECTS,
     TRADES,
+    FoundTable,
+    Problem,
     Table,
     postgres_ddl,
     postgres_migrations,
+    schema_problems,
 )
 
 __all__ = [
     "PG_SCHEMA_VERSION",
     "PostgresBackend",
+    "PostgresSchemaError",
     "PostgresSink",
     "connect_postgres",
     "init_postgres",
@@ -44,6 +49,8 @@ __all__ = [
     "postgres_ddl",
     "redact_url",
 ]
+
+log = logging.getLogger(__name__)
 
 PG_SCHEMA_VERSION = SCHEMA_VERSION
 # one lock id for schema changes, so collectors starting together do not race
@@ -84,64 +91,137 @@ def _register_password(url: str) -> None:
     register_url_secrets(url)
 
 
+class PostgresSchemaError(StorageError):
+    """The database's schema cannot be written safely: a column every collector database
+    has or a unique key replay dedups on is missing, or its version is newer than this
+    code's. The writer takes it for a database it cannot use (batches go to backup)."""
+
+
 # 2: runs name the collector instance (a fleet writes into one database); 3: the trades
 # and trade_rejects tables (made by the DDL above, like any missing table)
 _MIGRATIONS: dict[int, tuple[str, ...]] = postgres_migrations()
 
+_NAMESPACE = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+
+
+def _found(conn: Any) -> dict[str, FoundTable]:
+    """What the current schema holds for each table: columns, unique keys, indexes."""
+    columns: dict[str, dict[str, str]] = {}
+    for table, column, type_ in conn.execute(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        f"WHERE c.relnamespace = {_NAMESPACE} AND c.relkind IN ('r', 'p') "
+        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum"
+    ).fetchall():
+        columns.setdefault(table, {})[column] = type_.upper()
+    unique: dict[str, list[frozenset[str]]] = {}
+    indexes: dict[str, set[str]] = {}
+    for table, index, is_unique, keys in conn.execute(
+        "SELECT c.relname, ic.relname, i.indisunique AND i.indisvalid "
+        "AND i.indpred IS NULL AND i.indexprs IS NULL, "
+        "ARRAY(SELECT a.attname FROM unnest(i.indkey) k "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k) "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+        "JOIN pg_class ic ON ic.oid = i.indexrelid "
+        f"WHERE c.relnamespace = {_NAMESPACE}"
+    ).fetchall():
+        indexes.setdefault(table, set()).add(index)
+        if is_unique and keys:
+            unique.setdefault(table, []).append(frozenset(keys))
+    return {
+        t: FoundTable(cols, tuple(unique.get(t, ())), frozenset(indexes.get(t, ())))
+        for t, cols in columns.items()
+    }
+
+
+def _where(conn: Any) -> str:
+    info = conn.info
+    return f"database {info.dbname} on {info.host}:{info.port}"
+
+
+def verify_postgres(conn: Any) -> list[str]:
+    """What is wrong with the collector's tables in ``conn``'s current schema: each missing
+    table, column, unique key (replay dedups on it) and index, and each column of another
+    type, one line each (empty when all is well). Changes nothing."""
+    return [p.text for p in schema_problems(_found(conn), "postgresql")]
+
+
+def _refusal(conn: Any, refused: list[Problem]) -> PostgresSchemaError:
+    first = refused[0]
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    if first.kind == "key":
+        cols = first.name
+        fix = f"restore it (ALTER TABLE {first.table} ADD PRIMARY KEY ({cols})) or use another database"
+    else:
+        fix = "it was altered or is not a robust_collector database: use another database"
+    return PostgresSchemaError(f"{_where(conn)}: {first.text}{more}; refused: {fix}")
+
 
 def init_postgres(conn: Any) -> dict[str, Any]:
-    """Create or migrate the schema (idempotent, safe for collectors starting together).
+    """Create, migrate and verify the schema (idempotent, safe for collectors starting
+    together: under an advisory lock).
 
-    Returns what it did: ``{"version", "from_version", "timescale", "created"}``.
+    Missing tables, indexes and columns a later version added are created; a database
+    lacking a column it always had or a unique key replay dedups on, or at a schema
+    version newer than this code's, is refused (``PostgresSchemaError``, one line naming
+    the table and what is missing; nothing is changed). Returns what it did:
+    ``{"version", "from_version", "timescale", "created", "indexes_created",
+    "columns_added", "warnings"}``.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        existing = {
-            r[0]
-            for r in conn.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = current_schema()"
-            ).fetchall()
-        }
         timescale = bool(
             conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
         )
+        found = _found(conn)
+        existing = set(found)
         from_version = 0
         if "rc_schema" in existing:
             row = conn.execute("SELECT max(version) FROM rc_schema").fetchone()
             from_version = int(row[0] or 0)
-        if from_version >= PG_SCHEMA_VERSION and set(TABLE_NAMES) <= existing:
-            return {
-                "version": from_version,
-                "from_version": from_version,
-                "timescale": timescale,
-                "created": [],
-            }
-        # tables already there are left as they are (CREATE TABLE IF NOT EXISTS); those
-        # made now (all of them, or what a later version added: trades) get their
-        # hypertable key and become hypertables when TimescaleDB is installed
-        for statement in postgres_ddl(timescale=timescale).split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        for version in range(max(from_version, 1) + 1, PG_SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS.get(version, ()):
-                conn.execute(statement)
-        if timescale:
-            for table in TABLES:
-                if table.hypertable_key and table.name not in existing:
-                    conn.execute(
-                        f"SELECT create_hypertable('{table.name}', 'ts_us', "
-                        "chunk_time_interval => %s, if_not_exists => TRUE)",
-                        (_CHUNK_US,),
-                    )
-        conn.execute("DELETE FROM rc_schema")
-        conn.execute("INSERT INTO rc_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))
-    created = sorted(set(TABLE_NAMES) - existing)
+        if from_version > PG_SCHEMA_VERSION:
+            raise PostgresSchemaError(
+                f"{_where(conn)}: schema version {from_version} is newer than this "
+                f"robust_collector knows ({PG_SCHEMA_VERSION}): upgrade robust_collector to use it"
+            )
+        problems = schema_problems(found, "postgresql")
+        fixes = [p for p in problems if p.fixable]
+        if from_version < PG_SCHEMA_VERSION or fixes:
+            # tables already there are left as they are (CREATE TABLE IF NOT EXISTS); those
+            # made now (all of them, or what a later version added: trades) get their
+            # hypertable key and become hypertables when TimescaleDB is installed
+            for statement in postgres_ddl(timescale=timescale).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            for version in range(2, PG_SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS.get(version, ()):
+                    conn.execute(statement)
+            if timescale:
+                for table in TABLES:
+                    if table.hypertable_key and table.name not in existing:
+                        conn.execute(
+                            f"SELECT create_hypertable('{table.name}', 'ts_us', "
+                            "chunk_time_interval => %s, if_not_exists => TRUE)",
+                            (_CHUNK_US,),
+                        )
+            problems = schema_problems(_found(conn), "postgresql")
+        refused = [p for p in problems if p.refused]
+        if refused:  # raised inside the transaction: nothing made above is kept
+            raise _refusal(conn, refused)
+        if from_version != PG_SCHEMA_VERSION:
+            conn.execute("DELETE FROM rc_schema")
+            conn.execute("INSERT INTO rc_schema (version) VALUES (%s)", (PG_SCHEMA_VERSION,))
+    warnings = [f"{_where(conn)}: {p.text}" for p in problems if p.kind == "type"]
+    for text in warnings:
+        log.warning("%s", text)
     return {
         "version": PG_SCHEMA_VERSION,
         "from_version": from_version,
         "timescale": timescale,
-        "created": created,
+        "created": sorted(set(TABLE_NAMES) - existing),
+        "indexes_created": [p.name for p in fixes if p.kind == "index"],
+        "columns_added": [f"{p.table}.{p.name}" for p in fixes if p.kind == "column"],
+        "warnings": warnings,
     }
 
 
@@ -268,7 +348,8 @@ class PostgresBackend:
         psycopg = _psycopg()
         self.url = url
         self.timeout = timeout
-        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        # a schema refused as unsafe is a database the writer cannot use: backup mode
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error, PostgresSchemaError)
         self.data_errors: tuple[type[BaseException], ...] = (
             psycopg.DataError,
             psycopg.IntegrityError,

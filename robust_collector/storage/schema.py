@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
@@ -28,7 +27,10 @@ from robust_collector.storage.tables import (
     SQLITE_DDL,
     TABLE_NAMES,
     TICK_COLUMNS,
+    FoundTable,
+    Problem,
     Table,
+    schema_problems,
 )
 from robust_collector.storage.tables import TABLES as TABLE_DEFS
 
@@ -56,19 +58,12 @@ TABLES = TABLE_NAMES  # the names, as before (tables.TABLES holds the definition
 
 
 class SchemaError(StorageError, sqlite3.DatabaseError):
-    """An existing database lacks a column every collector database has.
+    """An existing database cannot be written safely: it lacks a column every collector
+    database has, a unique key replay dedups on, or is of a newer schema version.
 
     A ``sqlite3.DatabaseError`` too, so the writer treats it like a database it cannot
     use (batches go to the backup files) and readers' error handling covers it.
     """
-
-
-@dataclass(frozen=True)
-class _Problem:
-    kind: str  # "table" (missing), "column" (missing) or "type" (declared otherwise)
-    table: str
-    column: str | None
-    text: str
 
 
 def connect(
@@ -92,31 +87,37 @@ def _file(conn: sqlite3.Connection) -> str:
     return (row[2] if row else "") or ":memory:"
 
 
-def _problems(db: sqlite_utils.Database, tables: tuple[Table, ...] = TABLE_DEFS) -> list[_Problem]:
-    """How the tables in ``db`` differ from their definitions (extra columns are fine)."""
-    out: list[_Problem] = []
-    for table in tables:
-        t = db.table(table.name)
-        if not t.exists():
-            out.append(_Problem("table", table.name, None, f"table {table.name} is missing"))
-            continue
-        declared = {c.name: c.type.upper() for c in t.columns}
-        for col in table.columns:
-            have = declared.get(col.name)
-            if have is None:
-                text = f"table {table.name} has no column {col.name}"
-                out.append(_Problem("column", table.name, col.name, text))
-            elif have != col.type.sqlite:
-                text = (
-                    f"column {table.name}.{col.name} is {have or 'untyped'}, not {col.type.sqlite}"
-                )
-                out.append(_Problem("type", table.name, col.name, text))
+def _found(conn: sqlite3.Connection) -> dict[str, FoundTable]:
+    """What the database holds for each of its tables (columns, unique keys, indexes)."""
+    out: dict[str, FoundTable] = {}
+    names = [r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")]
+    for name in names:
+        info = conn.execute(f'PRAGMA main.table_info("{name}")').fetchall()
+        columns = {r[1]: (r[2] or "").upper() for r in info}
+        pk = frozenset(r[1] for r in sorted(info, key=lambda r: r[5]) if r[5])
+        unique = [pk] if pk else []
+        indexes = set()
+        for _seq, index, is_unique, _origin, partial in conn.execute(
+            f'PRAGMA main.index_list("{name}")'
+        ).fetchall():
+            indexes.add(index)
+            if is_unique and not partial:
+                cols = [r[2] for r in conn.execute(f'PRAGMA main.index_info("{index}")')]
+                if cols and None not in cols:  # an expression index keys no column
+                    unique.append(frozenset(cols))
+        out[name] = FoundTable(columns, tuple(unique), frozenset(indexes))
     return out
+
+
+def _problems(db: sqlite_utils.Database, tables: tuple[Table, ...] = TABLE_DEFS) -> list[Problem]:
+    """How the tables in ``db`` differ from their definitions (extra columns are fine)."""
+    return schema_problems(_found(db.conn), "sqlite", tables)
 
 
 def verify_schema(conn: sqlite3.Connection) -> list[str]:
     """What is wrong with the collector's tables in ``conn``: each missing table, missing
-    column and column of another type, one line each (empty when all is well)."""
+    column, column of another type, missing unique key (replay dedups on it) and missing
+    index, one line each (empty when all is well)."""
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
     return [p.text for p in _problems(db)]
 
@@ -138,20 +139,36 @@ def _migrate(db: sqlite_utils.Database) -> None:
                         raise
 
 
+def _refuse_newer(conn: sqlite3.Connection) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database {_file(conn)}: schema version {version} is newer than this "
+            f"robust_collector knows ({SCHEMA_VERSION}): upgrade robust_collector to use it"
+        )
+
+
 def init_db(conn: sqlite3.Connection) -> sqlite_utils.Database:
     """Create every table and index if missing, migrate an older database (columns later
-    versions added), and refuse one whose tables lack a column they always had
-    (``SchemaError``, one line naming the file, table and column); returns the
-    sqlite-utils view of it."""
+    versions added), and refuse (``SchemaError``, one line naming the file and table) one
+    whose tables lack a column they always had or a unique key replay dedups on (a
+    replayed backup would be stored twice), or whose schema version is newer than this
+    code's; returns the sqlite-utils view of it."""
+    _refuse_newer(conn)
     db = sqlite_utils.Database(conn)
     _migrate(db)
     problems = _problems(db)
-    missing = [p for p in problems if p.kind == "column"]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    refused = [p for p in problems if p.refused]
+    if refused:
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        hint = (
+            "restore its key or move the database aside"
+            if refused[0].kind == "key"
+            else "move it aside or use another file"
+        )
         raise SchemaError(
-            f"database {_file(conn)}: {missing[0].text}{more}; it is not a robust_collector "
-            "database of a compatible version, or was altered: move it aside or use another file"
+            f"database {_file(conn)}: {refused[0].text}{more}; it is not a robust_collector "
+            f"database of a compatible version, or was altered: {hint}"
         )
     for p in problems:
         if p.kind == "type":

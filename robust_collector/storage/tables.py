@@ -47,11 +47,14 @@ __all__ = [
     "TRADE_REJECTS",
     "TRADE_REJECT_COLUMNS",
     "Column",
+    "FoundTable",
     "Index",
+    "Problem",
     "SqlType",
     "Table",
     "postgres_ddl",
     "postgres_migrations",
+    "schema_problems",
 ]
 
 SCHEMA_VERSION = 3
@@ -146,6 +149,19 @@ class Table:
     def writable(self) -> tuple[str, ...]:
         """The columns an insert supplies (all but a database-assigned id)."""
         return tuple(c.name for c in self.columns if not c.generated)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The primary key's columns (``()`` when it has none)."""
+        return tuple(c.name for c in self.columns if c.primary_key)
+
+    @property
+    def dedup_keys(self) -> tuple[tuple[str, ...], ...]:
+        """The unique keys any one of which makes this table's inserts idempotent (an
+        ``or_ignore`` table: its primary key, or its hypertable key); ``()`` for others."""
+        if not self.or_ignore:
+            return ()
+        return tuple(k for k in (self.key, self.hypertable_key) if k)
 
     def column(self, name: str) -> Column:
         """The column called ``name`` (``KeyError`` if there is none)."""
@@ -426,3 +442,84 @@ def postgres_migrations() -> dict[int, tuple[str, ...]]:
                     f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {c.name} {c.sql('postgresql')}"
                 )
     return {v: tuple(s) for v, s in sorted(out.items())}
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoundTable:
+    """What a database holds for one table, as its catalog says (each backend reads it).
+
+    ``columns``: ``{name: declared type}`` (upper case); ``unique``: the column sets of
+    its primary key and of every full (not partial, not expression) unique index;
+    ``indexes``: the names of its indexes."""
+
+    columns: Mapping[str, str]
+    unique: tuple[frozenset[str], ...]
+    indexes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way a database differs from the tables' definitions.
+
+    ``kind``: ``table`` (missing), ``column`` (missing), ``type`` (declared otherwise),
+    ``key`` (no unique key a replay relies on) or ``index`` (missing)."""
+
+    kind: Literal["table", "column", "type", "key", "index"]
+    table: str
+    name: str | None
+    text: str
+    fixable: bool
+    """Created by the schema setup (a table, an index, a column a later version added)."""
+
+    @property
+    def refused(self) -> bool:
+        """The database cannot be written safely: a column it always had is missing, or a
+        key replay dedups on (rows would be stored twice)."""
+        return self.kind == "key" or (self.kind == "column" and not self.fixable)
+
+
+def _type_name(column: Column, dialect: Dialect) -> str:
+    if dialect == "sqlite":
+        return column.type.sqlite
+    return "BIGINT" if column.type is ROW_ID else column.type.postgres
+
+
+def schema_problems(
+    found: Mapping[str, FoundTable], dialect: Dialect, tables: Iterable[Table] = TABLES
+) -> list[Problem]:
+    """How the tables in ``found`` differ from their definitions, table by table: a missing
+    table; then each missing column, column of another type, missing unique key (of a table
+    replay dedups on) and missing index. Extra columns and indexes are fine."""
+    out: list[Problem] = []
+    for table in tables:
+        have = found.get(table.name)
+        if have is None:
+            text = f"table {table.name} is missing"
+            out.append(Problem("table", table.name, None, text, fixable=True))
+            continue
+        for col in table.columns:
+            declared = have.columns.get(col.name)
+            want = _type_name(col, dialect)
+            if declared is None:
+                text = f"table {table.name} has no column {col.name}"
+                out.append(Problem("column", table.name, col.name, text, col.added_in > 1))
+            elif declared != want:
+                text = f"column {table.name}.{col.name} is {declared or 'untyped'}, not {want}"
+                out.append(Problem("type", table.name, col.name, text, fixable=False))
+        keys = table.dedup_keys
+        if keys and not any(frozenset(k) in have.unique for k in keys):
+            text = (
+                f"table {table.name} has no unique key on {', '.join(keys[0])} "
+                "(a replayed backup would be stored twice)"
+            )
+            out.append(Problem("key", table.name, ", ".join(keys[0]), text, fixable=False))
+        for index in table.indexes:
+            if index.using is not None and dialect == "sqlite":
+                continue
+            if index.name not in have.indexes:
+                text = f"table {table.name} has no index {index.name}"
+                out.append(Problem("index", table.name, index.name, text, fixable=True))
+    return out
