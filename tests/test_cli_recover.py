@@ -118,3 +118,27 @@ def test_recover_quarantines_a_line_past_64_bits_and_reaches_later_files(tmp_pat
     (quarantined,) = (backups / "quarantine").glob("*.jsonl")
     assert "outside the 64-bit range" in quarantined.read_text()
     assert len(list((backups / "recovered").glob("*.jsonl"))) == 2
+
+
+def test_recover_after_a_clean_run_says_nothing_to_recover(tmp_path):
+    """No backup folder yet is the normal state (it is made by the first failed write):
+    the configured folder missing is not an error; a folder typed on the command line
+    that does not exist still is (the test above)."""
+    p = cli("recover", "--db", "x.db", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == (
+        f"nothing to recover: no backup folder at {tmp_path / 'data' / 'tick_backups'} yet "
+        "(it is made when a database write fails)"
+    )
+    assert "Traceback" not in p.stderr and not (tmp_path / "x.db").exists()
+
+
+def test_recover_progress_bar_counts_whole_lines(tmp_path):
+    backups = tmp_path / "backups"
+    with BackupWriter(backups, "r1") as w:
+        w.write_batch(rows(81))
+    p = cli("recover", "--db", "out.db", "--backup-path", str(backups), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    bar = p.stderr.replace("\r", "\n").splitlines()[-1]
+    assert bar.startswith("recover: 100%") and " 81/81 " in bar, bar
+    assert ".0/" not in p.stderr and "kline/s" not in p.stderr, p.stderr

@@ -24,8 +24,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
     )
     after = config.realtime_data.backup.after_recovery if config is not None else "move"
     if not backup_path.is_dir():
-        print(f"robust-collector: no backup folder at {backup_path}", file=sys.stderr)
-        return EXIT_USAGE
+        shown = clean_text(backup_path, 500)
+        if args.backup_path:  # a folder the user typed: a typo is worth an error
+            print(f"robust-collector recover: no backup folder at {shown}", file=sys.stderr)
+            return EXIT_USAGE
+        # the configured folder is made by the first failed write: none yet is the normal state
+        print(
+            f"nothing to recover: no backup folder at {shown} yet "
+            "(it is made when a database write fails)"
+        )
+        return EXIT_OK
     from robust_collector.storage.backup import unsafe_backup_entries
 
     for entry in unsafe_backup_entries(backup_path):  # symlinks, FIFOs: never read or moved

@@ -744,7 +744,8 @@ def _progress_bar(files: list[Path]) -> Any:
         with contextlib.suppress(OSError), open(p, "rb") as f:
             while block := f.read(1 << 20):
                 total += block.count(b"\n")
-    return tqdm(total=total, unit="line", unit_scale=True, desc="recover")
+    # no unit_scale: it shows small counts as floats ("81.0/81.0"); lines are whole numbers
+    return tqdm(total=total, unit="line", desc="recover")
 
 
 def recover(
