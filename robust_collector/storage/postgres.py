@@ -6,7 +6,9 @@ and a live batch that meets a row already stored, go by COPY into a per-session
 staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so replaying
 a backup file twice stores nothing twice. A lost connection or a restarted server
 is an ordinary storage failure: the breaker opens, batches go to the JSONL
-backup, and the writer reconnects and replays them. ``psycopg`` (3.x) is an
+backup, and the writer reconnects and replays them. A table dropped while
+connected is set up again (``repair_schema``) by the write or replay that meets
+it, which then runs once more. ``psycopg`` (3.x) is an
 optional dependency: ``pip install 'robust-collector[postgresql]'``.
 """
 
@@ -251,6 +253,20 @@ def connect_postgres(url: str, *, timeout: float = 5.0, init: bool = True) -> An
     return conn
 
 
+def repair_schema(conn: Any, exc: BaseException) -> None:
+    """After ``exc`` (a relation that does not exist: a table dropped while connected),
+    run the schema setup again on ``conn`` (``init_postgres``: under the advisory lock,
+    verified, a refused schema raising ``PostgresSchemaError``) and re-create this
+    session's staging tables."""
+    text = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("%s: %s; setting up the schema again", _where(conn), text)
+    done = init_postgres(conn)
+    _stage(conn)
+    if done["created"] or done["indexes_created"]:
+        made = ", ".join([*done["created"], *done["indexes_created"]])
+        log.warning("%s: re-created %s", _where(conn), made)
+
+
 # our tables' inserts in PostgreSQL's dialect, generated from their definitions
 _sql_cache: dict[str, str] = {t.insert(): t.insert(dialect="postgresql") for t in TABLES}
 
@@ -356,6 +372,7 @@ class PostgresBackend:
         )
         self.guard: ChunkGuard | None = None
         self._unique_violation = psycopg.errors.UniqueViolation
+        self._undefined_table = psycopg.errors.UndefinedTable
         self._timeout_ms = max(1, int(timeout * 1000))
         _register_password(url)
 
@@ -401,6 +418,23 @@ class PostgresBackend:
         events: list[tuple[str, Row]],
         trades: list[Row] | None = None,
         trade_rejects: list[Row] | None = None,
+    ) -> None:
+        try:
+            self._write(conn, ticks, rejects, events, trades, trade_rejects)
+        except self._undefined_table as exc:
+            # a table was dropped under us: set the schema up again (under its advisory
+            # lock, verified as on connect) and write the batch once more
+            repair_schema(conn, exc)
+            self._write(conn, ticks, rejects, events, trades, trade_rejects)
+
+    def _write(
+        self,
+        conn: Any,
+        ticks: list[Row],
+        rejects: list[Row],
+        events: list[tuple[str, Row]],
+        trades: list[Row] | None,
+        trade_rejects: list[Row] | None,
     ) -> None:
         rows = (ticks, rejects, trades, trade_rejects)
         with conn.transaction(), conn.cursor() as cur:
@@ -451,7 +485,8 @@ class PostgresSink(SlicedSink):
     ) -> None:
         psycopg = _psycopg()
         self.conn = conn
-        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error, PostgresSchemaError)
+        self._undefined_table = psycopg.errors.UndefinedTable
         # ON CONFLICT DO NOTHING skips stored rows: only a value can be a row's fault
         self.data_errors: tuple[type[BaseException], ...] = (psycopg.DataError,)
         self._guard = guard
@@ -478,6 +513,15 @@ class PostgresSink(SlicedSink):
         if not self._staged:
             _stage(self.conn)
             self._staged = True
+        try:
+            return self._insert_once(ticks, rejects, trades, trade_rejects)
+        except self._undefined_table as exc:  # a table dropped mid-replay: set it up again
+            repair_schema(self.conn, exc)
+            return self._insert_once(ticks, rejects, trades, trade_rejects)
+
+    def _insert_once(
+        self, ticks: list[Row], rejects: list[Row], trades: list[Row], trade_rejects: list[Row]
+    ) -> int:
         with self.conn.transaction(), self.conn.cursor() as cur:
             if self._timeout_ms is not None:  # one chunk, not the whole file
                 cur.execute(f"SET LOCAL statement_timeout = {self._timeout_ms}")
