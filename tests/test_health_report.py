@@ -388,3 +388,59 @@ def test_ages_read_naturally(seconds):
     assert hr.as_of(1_796_000_000_000_000, 1_796_000_000_000_000 + int(seconds * 1e6)).startswith(
         "as of 2026-"
     )
+
+
+# -- --component: one component, its exit code, its JSON ---------------------------------
+
+
+def _two_components_db(tmp_path: Path) -> Path:
+    """A running collector's snapshot: SPY healthy, IWM degraded (so overall DEGRADED)."""
+    db = _db(tmp_path)
+    _run_row(db, "r1", pid=os.getpid(), host=HOST)
+    spy = ComponentHealth("SPY", "symbol", HealthLevel.HEALTHY, (), {"operations": 3})
+    iwm = ComponentHealth(
+        "IWM", "symbol", HealthLevel.DEGRADED, ("IWM: breaker OPEN",), {"operations": 3}
+    )
+    snap = HealthSnapshot(time.time(), HealthLevel.DEGRADED, ("IWM: breaker OPEN",), (spy, iwm))
+    _store(db, snap, "r1")
+    return db
+
+
+def test_an_unknown_component_is_one_line_listing_the_known_ones_exit_3(tmp_path, capsys):
+    db = _two_components_db(tmp_path)
+    assert main(["health", "--db", str(db), "--component", "nosuch"]) == 3
+    out = capsys.readouterr().out  # one line; no report, no "All systems healthy!"
+    assert out == "❔ UNKNOWN: no component named 'nosuch'; known: SPY, IWM\n"
+    assert main(["health", "--db", str(db), "--component", "nosuch", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out) == {
+        "level": "UNKNOWN",
+        "error": "no component named 'nosuch'; known: SPY, IWM",
+    }
+    args = ["--mode", "continuous", "--count", "3", "--interval", "0.01"]
+    assert main(["health", "--db", str(db), "--component", "nosuch", *args]) == 3
+    assert capsys.readouterr().out.count("no component named") == 1  # said once, then stops
+
+
+def test_component_sets_the_exit_code_and_filters_json(tmp_path, capsys):
+    db = _two_components_db(tmp_path)
+    assert main(["health", "--db", str(db)]) == 1  # overall DEGRADED
+    capsys.readouterr()
+    assert main(["health", "--db", str(db), "--component", "SPY"]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("✅ SPY: healthy (overall: DEGRADED)")
+    assert "IWM" not in out and "All systems healthy" not in out
+    assert main(["health", "--db", str(db), "--component", "IWM"]) == 1
+    assert capsys.readouterr().out.rstrip().endswith("⚠️ IWM: DEGRADED (overall: DEGRADED)")
+    assert main(["health", "--db", str(db), "--component", "SPY", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["component"] == "SPY" and data["level"] == "DEGRADED"
+    assert [c["name"] for c in data["components"]] == ["SPY"]
+
+
+def test_history_json_holds_reasons_and_metrics_as_data_not_strings(tmp_path, capsys):
+    db = _two_components_db(tmp_path)
+    assert main(["health", "--db", str(db), "--mode", "history", "--json"]) == 0
+    rows = {r["component"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["IWM"]["reasons"] == ["IWM: breaker OPEN"]
+    assert rows["IWM"]["metrics"]["operations"] == 3
+    assert rows["SPY"]["reasons"] == [] and rows["system"]["level"] == "DEGRADED"

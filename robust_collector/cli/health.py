@@ -60,6 +60,9 @@ def cmd_health(args: argparse.Namespace) -> int:
             rows = df.drop("ts").to_dicts()
             for row in rows:  # every row says how old it is
                 row["age_seconds"] = round((now - row["ts_us"]) / 1e6, 3)
+                for key, empty in (("reasons", []), ("metrics", {})):
+                    if key in row:  # stored as JSON text: nested as data, not as a string
+                        row[key] = _json_value(row[key], empty)
             print(json.dumps(rows, indent=2, default=str))
         elif args.mode == "history":
             print(hr.render_history(df, now_us=now))
@@ -74,10 +77,11 @@ def cmd_health(args: argparse.Namespace) -> int:
         snap = latest_snapshot(db)
         live = None if snap is None else hr.liveness(snap, now)
         running = live is not None and live.running
+        chosen = None if snap is None else _component(snap, args.component)
         if snap is None or live is None:
             code = hr.EXIT_UNKNOWN
-        elif running:
-            code = hr.exit_code(snap.level)
+        elif running:  # with --component, that component's level decides
+            code = hr.exit_code(snap.level if chosen is None else chosen.level)
         else:  # died or went silent without being stopped: CRITICAL; stopped: unknown
             code = hr.EXIT_CRITICAL if live.failed else hr.EXIT_UNKNOWN
         if args.json:
@@ -85,6 +89,9 @@ def cmd_health(args: argparse.Namespace) -> int:
                 data: dict[str, Any] = {"level": "UNKNOWN", "running": False, "state": "unknown"}
             else:
                 data = hr.snapshot_json(snap, running, now_us=now, live=live)
+                if chosen is not None:  # only that component (the level stays the overall one)
+                    data["component"] = chosen.name
+                    data["components"] = [c for c in data["components"] if c["name"] == chosen.name]
             if snap is not None and live is not None and not running:
                 data["level_when_last_seen"] = data.pop("level")
                 data["level"] = "CRITICAL" if live.failed else "UNKNOWN"
@@ -97,7 +104,52 @@ def cmd_health(args: argparse.Namespace) -> int:
             print(hr.render_not_running(snap, live, str(db), now_us=now), flush=True)
         return code
 
-    return _repeat(args, once)
+    try:
+        return _repeat(args, once)
+    except _UnknownName as exc:
+        return _unknown_name(args, str(exc))
+
+
+class _UnknownName(LookupError):
+    """``--component`` names nothing that exists: one line listing what does, exit 3."""
+
+
+def _unknown_name(args: argparse.Namespace, message: str) -> int:
+    import json
+
+    from robust_collector.health import report as hr
+
+    if args.json:  # scripts still get JSON
+        print(json.dumps({"level": "UNKNOWN", "error": message}), flush=True)
+    else:  # a monitoring plugin's one status line, like the other UNKNOWN answers
+        print(f"❔ UNKNOWN: {message}", flush=True)
+    return hr.EXIT_UNKNOWN
+
+
+def _component(snap: Any, name: str | None) -> Any:
+    """The component ``--component`` names in ``snap`` (``None`` when none was asked for);
+    a name it does not have raises ``_UnknownName`` listing the known ones."""
+    if name is None:
+        return None
+    for c in snap.components:
+        if c.name == name:
+            return c
+    known = ", ".join(clean_text(c.name, 200) for c in snap.components) or "none"
+    raise _UnknownName(f"no component named {clean_text(name, 200)!r}; known: {known}")
+
+
+def _json_value(text: Any, empty: Any) -> Any:
+    """A column stored as JSON text, parsed (``empty`` for none; unparsable text as is)."""
+    import json
+
+    if text is None or text == "":
+        return empty
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _repeat(args: argparse.Namespace, once: Callable[[], int]) -> int:
@@ -126,11 +178,12 @@ def _fleet_health(args: argparse.Namespace, db: str) -> int:
     def once() -> int:
         instances = fleet_status(db)
         if args.component:  # one instance of the fleet
-            instances = [i for i in instances if i.instance == args.component]
-            if not instances and not args.json:
+            chosen = [i for i in instances if i.instance == args.component]
+            if not chosen:
                 name = clean_text(args.component, 200)
-                print(f"❔ UNKNOWN: no instance {name!r} in {label(db)}", flush=True)
-                return 3
+                known = ", ".join(clean_text(i.instance, 200) for i in instances) or "none"
+                raise _UnknownName(f"no instance {name!r} in {label(db)}; known: {known}")
+            instances = chosen
         if args.json:
             data = {"database": label(db), "instances": [i.as_dict() for i in instances]}
             print(json.dumps(data, indent=None if args.mode == "continuous" else 2), flush=True)
@@ -138,7 +191,10 @@ def _fleet_health(args: argparse.Namespace, db: str) -> int:
             print(render_fleet(instances, label(db)), flush=True)
         return fleet_exit_code(instances)
 
-    return _repeat(args, once)
+    try:
+        return _repeat(args, once)
+    except _UnknownName as exc:
+        return _unknown_name(args, str(exc))
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -150,7 +206,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Read the health snapshots and errors a collector writes to its database and print "
             "them, with the snapshot's age. Exit code: 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY or "
             "CRITICAL (also: the collector died or stopped reporting without being stopped), "
-            "3 unknown (no database, no snapshot, or the run was stopped)."
+            "3 unknown (no database, no snapshot, the run was stopped, or --component names "
+            "nothing). With --component, the exit code is that component's level."
         ),
     )
     where = health.add_mutually_exclusive_group()
@@ -167,7 +224,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     health.add_argument(
         "--component",
-        help="only this component (a symbol, storage, source, ...); in the fleet view, one instance",
+        help="only this component (a symbol, storage, source, ...), whose level sets the exit "
+        "code; in the fleet view, one instance",
     )
     health.add_argument(
         "--interval",

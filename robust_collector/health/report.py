@@ -184,9 +184,10 @@ def render_single(snap: StoredSnapshot, *, component: str | None = None, now_us:
     lines.append(run)
     lines += ["", THIN, "COMPONENT HEALTH", THIN, ""]
     comps = [c for c in snap.components if component is None or c.name == component]
-    if component is not None and not comps:
+    if component is not None and not comps:  # no verdict: there is nothing to judge
         names = ", ".join(clean_text(c.name, 200) for c in snap.components)
         lines.append(f"no component named {clean_text(component, 200)!r}; known: {names}")
+        return "\n".join(lines)
     for c in comps:
         m = c.metrics
         lines.append(f"{c.level.icon} {clean_text(c.name, 200)}: {c.level.label}")
@@ -209,7 +210,12 @@ def render_single(snap: StoredSnapshot, *, component: str | None = None, now_us:
         for r in c.reasons:
             lines.append(f"  ! {clean_text(r)}")
         lines.append("")
-    if snap.level is HealthLevel.HEALTHY:
+    if component is not None:  # the verdict (and the exit code) are this component's
+        c = comps[0]
+        name = clean_text(c.name, 200)
+        verdict = "healthy" if c.level is HealthLevel.HEALTHY else c.level.name
+        lines.append(f"{c.level.icon} {name}: {verdict} (overall: {snap.level.name})")
+    elif snap.level is HealthLevel.HEALTHY:
         lines.append("✅ All systems healthy!")
     else:
         lines.append(f"{snap.level.icon} {len(snap.reasons)} problem(s):")
