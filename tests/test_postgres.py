@@ -117,7 +117,7 @@ def test_a_url_that_is_not_postgres_is_refused_without_echoing_it(make_config):
 def test_db_init_creates_the_schema_and_is_idempotent(pg_url, capsys):
     assert main(["db", "init", "--db", pg_url]) == 0
     first = capsys.readouterr().out
-    assert "schema version 3" in first and "created tables" in first and "ticks" in first
+    assert "schema version 4" in first and "created tables" in first and "ticks" in first
     tables = {r[0] for r in query(pg_url, "SELECT tablename FROM pg_tables")}
     assert {
         "ticks",
@@ -131,7 +131,7 @@ def test_db_init_creates_the_schema_and_is_idempotent(pg_url, capsys):
         "trade_rejects",
     } <= tables
     indexes = {r[0] for r in query(pg_url, "SELECT indexname FROM pg_indexes")}
-    assert {"ticks_ts", "ticks_symbol_ts"} <= indexes
+    assert {"ticks_ts", "ticks_symbol_ts", "health_run_component_ts"} <= indexes
     assert main(["db", "init", "--db", pg_url]) == 0
     assert "already up to date" in capsys.readouterr().out
 
@@ -180,7 +180,7 @@ def test_collectors_starting_together_create_the_schema_once(pg_url):
     for t in threads:
         t.join()
     assert errors == []
-    assert query(pg_url, "SELECT version FROM rc_schema") == [(3,)]
+    assert query(pg_url, "SELECT version FROM rc_schema") == [(4,)]
 
 
 def test_collector_writes_everything_to_postgres_and_keeps_the_password_out(

@@ -162,6 +162,12 @@ CREATE TABLE IF NOT EXISTS trade_rejects (
     rejected_us BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trade_rejects_symbol_ts ON trade_rejects(symbol, ts_us);"""
+# What schema version 4 added (issue 20): the fleet view's health lookup index.
+PG_HEALTH_INDEX_V4 = (
+    "CREATE INDEX IF NOT EXISTS health_run_component_ts "
+    "ON health_snapshots(run_id, component, ts_us)"
+)
+PG_DDL_V4 = PG_DDL_BEFORE + ";" + PG_TRADES_DDL_V3 + ";" + PG_HEALTH_INDEX_V4
 RUN = "pg-run"
 T0 = 1_700_000_000_000_000
 
@@ -218,8 +224,8 @@ def schema_of(url: str) -> dict[str, Any]:
     return {"columns": columns, "constraints": constraints, "indexes": indexes}
 
 
-def test_init_postgres_makes_the_schema_of_before_plus_version_3(pg_url, second_db):
-    run_ddl(second_db, PG_DDL_BEFORE + ";" + PG_TRADES_DDL_V3)
+def test_init_postgres_makes_the_schema_of_before_plus_versions_3_and_4(pg_url, second_db):
+    run_ddl(second_db, PG_DDL_V4)
     conn = connect_postgres(pg_url, init=False)
     try:
         done = init_postgres(conn)
@@ -232,7 +238,7 @@ def test_init_postgres_makes_the_schema_of_before_plus_version_3(pg_url, second_
 
 
 def test_a_version_2_database_gets_the_trades_tables_and_keeps_its_rows(pg_url, second_db):
-    run_ddl(second_db, PG_DDL_BEFORE + ";" + PG_TRADES_DDL_V3)  # what a new one looks like
+    run_ddl(second_db, PG_DDL_V4)  # what a new one looks like
     run_ddl(pg_url, PG_DDL_BEFORE)
     conn = connect_postgres(pg_url, init=False)
     try:
@@ -240,15 +246,50 @@ def test_a_version_2_database_gets_the_trades_tables_and_keeps_its_rows(pg_url, 
         tick = ("t1", "SPY", 1, 10, 11, 1.0, 1.1, 5.0, 6.0, None, "s", "old")
         conn.execute(tables.TICKS.insert(dialect="postgresql"), tick)
         done = init_postgres(conn)
-        assert done["from_version"] == 2 and done["version"] == tables.SCHEMA_VERSION == 3
+        assert done["from_version"] == 2 and done["version"] == tables.SCHEMA_VERSION == 4
         assert done["created"] == ["trade_rejects", "trades"]
+        assert done["indexes_created"] == ["health_run_component_ts"]
         assert conn.execute("SELECT * FROM ticks").fetchall() == [tick]
-        assert conn.execute("SELECT version FROM rc_schema").fetchall() == [(3,)]
+        assert conn.execute("SELECT version FROM rc_schema").fetchall() == [(4,)]
         again = init_postgres(conn)  # a second collector starting: nothing to do
-        assert again["from_version"] == 3 and again["created"] == []
+        assert again["from_version"] == 4 and again["created"] == []
+        assert again["indexes_created"] == []
     finally:
         conn.close()
     assert schema_of(pg_url) == schema_of(second_db)
+
+
+def test_a_version_3_database_gets_the_health_index_and_keeps_its_rows(pg_url, second_db, capsys):
+    from robust_collector.cli import main
+
+    run_ddl(second_db, PG_DDL_V4)
+    run_ddl(pg_url, PG_DDL_BEFORE + ";" + PG_TRADES_DDL_V3)
+    conn = connect_postgres(pg_url, init=False)
+    try:
+        conn.execute("INSERT INTO rc_schema VALUES (3)")
+        conn.execute(
+            "INSERT INTO health_snapshots (run_id, ts_us, component, level, reasons, metrics) "
+            "VALUES ('r', 5, 'system', 'HEALTHY', '[]', '{}')"
+        )
+    finally:
+        conn.close()
+    assert main(["db", "init", "--db", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "schema version 4" in out and "migrated from version 3" in out
+    assert "created indexes health_run_component_ts" in out
+    assert schema_of(pg_url) == schema_of(second_db)
+    conn = connect_postgres(pg_url, init=False)
+    try:
+        assert conn.execute("SELECT version FROM rc_schema").fetchall() == [(4,)]
+        assert conn.execute("SELECT run_id FROM health_snapshots").fetchall() == [("r",)]
+        conn.execute("SET enable_seqscan = off")  # a 1-row table: ask whether it can be used
+        plan = conn.execute(
+            "EXPLAIN SELECT ts_us FROM health_snapshots "
+            "WHERE run_id = 'r' AND component = 'system' ORDER BY ts_us DESC LIMIT 1"
+        ).fetchall()
+        assert "health_run_component_ts" in str(plan)  # the fleet view's lookup uses it
+    finally:
+        conn.close()
 
 
 def test_each_tables_insert_stores_a_row_on_postgres(pg_url):

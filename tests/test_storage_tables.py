@@ -136,6 +136,22 @@ CREATE INDEX IF NOT EXISTS trade_rejects_symbol_ts ON trade_rejects(symbol, ts_u
 DDL_V3 = DDL_BEFORE + TRADES_DDL_V3
 TRADE_TABLES = ("trades", "trade_rejects")
 
+# What schema version 4 added (issue 20): the fleet view's health lookup index.
+HEALTH_TS = "CREATE INDEX IF NOT EXISTS health_ts ON health_snapshots(ts_us);"
+HEALTH_INDEX_V4 = (
+    "CREATE INDEX IF NOT EXISTS health_run_component_ts "
+    "ON health_snapshots(run_id, component, ts_us);"
+)
+
+
+def with_v4(ddl: str) -> str:
+    """``ddl`` with version 4's index, where the generated DDL puts it."""
+    assert HEALTH_TS in ddl
+    return ddl.replace(HEALTH_TS, f"{HEALTH_TS}\n{HEALTH_INDEX_V4}", 1)
+
+
+DDL_V4 = with_v4(DDL_V3)
+
 # The statements as they were spelled before (other modules and tests still send them).
 STATEMENTS_BEFORE = {
     "INSERT_TICKS": (
@@ -240,15 +256,21 @@ def test_the_generated_ddl_creates_exactly_the_schema_of_before_plus_version_3()
     v3 = schema_of(memory_db(DDL_V3))
     assert set(v3) - set(before) == {*TRADE_TABLES, "trades_symbol_ts", "trade_rejects_symbol_ts"}
     assert {k: v for k, v in v3.items() if k in before} == before  # nothing else changed
-    assert schema_of(memory_db(DDL)) == v3
+    v4 = schema_of(memory_db(DDL_V4))
+    assert set(v4) - set(v3) == {"health_run_component_ts"}
+    # nothing else changed (health_snapshots' own entry lists its indexes)
+    assert {k: v for k, v in v4.items() if k in v3 and k != "health_snapshots"} == {
+        k: v for k, v in v3.items() if k != "health_snapshots"
+    }
+    assert schema_of(memory_db(DDL)) == v4
     assert DDL == tables.SQLITE_DDL
 
 
-def test_a_new_database_file_has_the_version_3_schema_and_its_version(tmp_path):
+def test_a_new_database_file_has_the_version_4_schema_and_its_version(tmp_path):
     conn = open_database(tmp_path / "new.db")
     try:
-        assert schema_of(conn) == schema_of(memory_db(DDL_V3))
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert schema_of(conn) == schema_of(memory_db(DDL_V4))
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert verify_schema(conn) == []
     finally:
@@ -276,14 +298,17 @@ def test_a_version_2_database_gets_the_trades_tables_and_keeps_its_rows(tmp_path
     conn.execute("INSERT INTO ticks VALUES ('t1', 'SPY', 1, 10, 11, 1, 1.1, 5, 6, 1.05, 's', 'r')")
     conn.execute("INSERT INTO runs VALUES ('r', 1, 2, 'stopped', 1, 'h', 'desk', '[]', '{}', '')")
     conn.commit()
-    assert verify_schema(conn) == [f"table {t} is missing" for t in TRADE_TABLES]
+    assert verify_schema(conn) == [
+        "table health_snapshots has no index health_run_component_ts",  # version 4's
+        *(f"table {t} is missing" for t in TRADE_TABLES),
+    ]
     conn.close()
     conn = open_database(path)
     try:
         assert verify_schema(conn) == []
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-        # exactly the schema a new database gets: the tables and indexes version 3 added
-        assert schema_of(conn) == schema_of(memory_db(DDL_V3))
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        # exactly the schema a new database gets: the tables and indexes versions 3-4 added
+        assert schema_of(conn) == schema_of(memory_db(DDL_V4))
         assert conn.execute("SELECT tick_id, run_id FROM ticks").fetchall() == [("t1", "r")]
         assert conn.execute("SELECT run_id, instance FROM runs").fetchall() == [("r", "desk")]
         trade = ("r:SPY:t1", "SPY", 1, 10, 11, 1.0, 100.0, "N", "@", 0, "p1", "A", "s", "r")
@@ -295,7 +320,7 @@ def test_a_version_2_database_gets_the_trades_tables_and_keeps_its_rows(tmp_path
         conn.close()
     again = open_database(path)  # opening again changes nothing
     try:
-        assert schema_of(again) == schema_of(memory_db(DDL_V3))
+        assert schema_of(again) == schema_of(memory_db(DDL_V4))
         assert again.execute("SELECT count(*) FROM trades").fetchone() == (1,)
     finally:
         again.close()
@@ -335,7 +360,33 @@ def test_every_column_a_migration_adds_may_be_null():
 def test_the_tables_a_version_added_say_so():
     added = {t.name: t.added_in for t in tables.TABLES if t.added_in > 1}
     assert added == dict.fromkeys(TRADE_TABLES, 3)
-    assert max(added.values()) == SCHEMA_VERSION
+    indexes = {i.name: i.added_in for t in tables.TABLES for i in t.indexes if i.added_in > 1}
+    assert indexes == {"health_run_component_ts": 4}
+    assert max(*added.values(), *indexes.values()) == SCHEMA_VERSION
+
+
+def test_a_version_3_database_gets_the_health_index_and_keeps_its_rows(tmp_path):
+    path = old_database(tmp_path / "v3.db", DDL_V3)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=3")
+    conn.execute("INSERT INTO health_snapshots VALUES (1, 'r', 5, 'system', 'HEALTHY', '[]', '{}')")
+    conn.commit()
+    assert verify_schema(conn) == ["table health_snapshots has no index health_run_component_ts"]
+    conn.close()
+    conn = open_database(path)
+    try:
+        assert verify_schema(conn) == []
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert schema_of(conn) == schema_of(memory_db(DDL_V4))
+        assert conn.execute("SELECT run_id FROM health_snapshots").fetchall() == [("r",)]
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT ts_us FROM health_snapshots "
+            "WHERE run_id = ? AND component = ? ORDER BY ts_us DESC LIMIT 1",
+            ("r", "system"),
+        ).fetchall()
+        assert "health_run_component_ts" in str(plan)  # the fleet view's lookup uses it
+    finally:
+        conn.close()
 
 
 # -- the statements ----------------------------------------------------------------------------
@@ -393,7 +444,7 @@ def test_postgres_ddl_is_the_sqlite_schema_translated_as_before():
         "\nCREATE INDEX IF NOT EXISTS ticks_ts ON ticks USING brin (ts_us);"
         "\nCREATE TABLE IF NOT EXISTS rc_schema (version INTEGER NOT NULL);"
     )
-    before, trades_v3 = _translated(DDL_BEFORE), _translated(TRADES_DDL_V3)
+    before, trades_v3 = with_v4(_translated(DDL_BEFORE)), _translated(TRADES_DDL_V3)
     assert _norm(postgres_ddl()) == _norm(before + trades_v3 + pg_only)
     # a hypertable's key holds its time column: ticks' and, since version 3, trades'
     hyper = before.replace("tick_id   TEXT PRIMARY KEY,", "tick_id   TEXT NOT NULL,", 1)
@@ -453,7 +504,7 @@ def test_stored_rows_read_back_with_the_polars_schema(tmp_path):
 
 
 def test_verify_schema_reports_a_dropped_column_a_missing_table_and_a_wrong_type():
-    conn = memory_db(DDL_V3)
+    conn = memory_db(DDL_V4)
     conn.execute("ALTER TABLE errors DROP COLUMN message")
     conn.execute("DROP TABLE gaps")
     conn.execute("DROP TABLE breaker_events")

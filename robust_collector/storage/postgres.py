@@ -100,7 +100,8 @@ class PostgresSchemaError(StorageError):
 
 
 # 2: runs name the collector instance (a fleet writes into one database); 3: the trades
-# and trade_rejects tables (made by the DDL above, like any missing table)
+# and trade_rejects tables (made by the DDL above, like any missing table); 4: the
+# health_snapshots (run_id, component, ts_us) index (likewise: CREATE INDEX IF NOT EXISTS)
 _MIGRATIONS: dict[int, tuple[str, ...]] = postgres_migrations()
 
 _NAMESPACE = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"

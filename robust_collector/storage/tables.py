@@ -57,10 +57,11 @@ __all__ = [
     "schema_problems",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema's version (SQLite ``user_version``, PostgreSQL ``rc_schema``); 2 added
-``runs.instance``, 3 the ``trades`` and ``trade_rejects`` tables. A column's
-``added_in`` says which version brought it; a table's ``added_in`` likewise."""
+``runs.instance``, 3 the ``trades`` and ``trade_rejects`` tables, 4 the
+``health_snapshots (run_id, component, ts_us)`` index (the fleet view's lookup). A
+column's ``added_in`` says which version brought it; a table's and an index's likewise."""
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -110,11 +111,14 @@ class Column:
 
 @dataclass(frozen=True)
 class Index:
-    """An index; one with ``using`` (a PostgreSQL access method like brin) is PostgreSQL's only."""
+    """An index; one with ``using`` (a PostgreSQL access method like brin) is PostgreSQL's only.
+    ``added_in``: the schema version that brought it (older databases get it by migration:
+    the DDL's ``CREATE INDEX IF NOT EXISTS``, and verification creates any index missing)."""
 
     name: str
     columns: tuple[str, ...]
     using: str | None = None
+    added_in: int = 1
 
     def sql(self, table: str) -> str:
         cols = ", ".join(self.columns)
@@ -325,7 +329,12 @@ HEALTH = Table(
         Column("reasons", TEXT, not_null=True),
         Column("metrics", TEXT, not_null=True),
     ),
-    indexes=(Index("health_ts", ("ts_us",)),),
+    indexes=(
+        Index("health_ts", ("ts_us",)),
+        # the fleet view's newest snapshot per run and component (without it, 1.5M
+        # snapshots of 41 instances took 41 s to show; 2 s with it)
+        Index("health_run_component_ts", ("run_id", "component", "ts_us"), added_in=4),
+    ),
 )
 BREAKER_EVENTS = Table(
     "breaker_events",
