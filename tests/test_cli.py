@@ -229,3 +229,50 @@ def test_run_status_line_shows_the_level_now_not_the_last_snapshot(tmp_path):
         proc.terminate()
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+LEVEL_WORDS = "HEALTHY|DEGRADED|UNHEALTHY|CRITICAL|STARTING"
+
+
+def test_run_status_lines_start_with_a_level_and_label_the_per_symbol_figure(tmp_path):
+    """Every status line, the first included, opens with a level; the per-symbol figures
+    say what they count (they once read `| SPY 6 | QQQ 6`)."""
+    import re
+
+    (tmp_path / "c.yaml").write_text(FAST)
+    p = cli(
+        *("run", "--config", "c.yaml", "--duration", "0.9", "--status-interval", "0.3"),
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    status = [line for line in p.stdout.splitlines() if line.startswith("[")]
+    assert status, p.stdout
+    pattern = (
+        rf"\[ +\d+\.\ds\] ({LEVEL_WORDS})  accepted \d+  stored \d+  rejects \d+  errors \d+  "
+        r"\| stored per symbol: SPY \d+, QQQ \d+, IWM \d+"
+    )
+    for line in status:
+        assert re.fullmatch(pattern, line), line
+
+
+def test_a_started_collector_status_line_has_a_level_before_its_first_check(make_config):
+    """Right after start() (a notebook's `c.start(); c.status().line()`) no health check
+    has run yet: the line says STARTING instead of showing no level at all."""
+    import dataclasses
+
+    from robust_collector.collector import Collector
+
+    c = Collector(make_config(symbols=["SPY", "QQQ"]))
+    assert not c.status().line().startswith("STARTING")  # not started: no level claimed
+    c.start()
+    try:
+        first = c.status()
+        assert first.line().split()[0] in LEVEL_WORDS.split("|"), first.line()
+        before_check = dataclasses.replace(first, health_level=None)  # the race made certain
+        assert before_check.line() == (
+            f"STARTING  stored {first.stored}  rejects {first.rejects}  errors {first.errors}  "
+            f"| stored per symbol: SPY {first.symbols['SPY'].stored}, "
+            f"QQQ {first.symbols['QQQ'].stored}"
+        )
+    finally:
+        c.stop()

@@ -148,10 +148,8 @@ def status_line(collector: Any) -> str:
     snapshot, which may be a whole ``check_interval_seconds`` old and miss backup mode),
     accepted quotes and the collector's counters; outside text shown escaped."""
     level = collector.health().level.name
-    st = collector.status()
-    accepted = sum(s.accepted for s in st.symbols.values())
-    line = dataclasses.replace(st, health_level=None).line()
-    return clean_text(f"{level}  accepted {accepted}  {line}", 100_000)
+    line = dataclasses.replace(collector.status(), health_level=level).line(accepted=True)
+    return clean_text(line, 100_000)
 
 
 def _print_summary(summary: Any, elapsed: float) -> None:

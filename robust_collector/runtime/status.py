@@ -95,18 +95,22 @@ class CollectorStatus:
     def failed_attempts(self) -> int:
         return sum(s.failed_attempts for s in self.symbols.values())
 
-    def line(self) -> str:
-        """A one-line summary for terminals and logs."""
+    def line(self, *, accepted: bool = False) -> str:
+        """A one-line summary for terminals and logs: the health level (``STARTING`` while
+        a running collector has had no health check yet), the totals (with ``accepted``,
+        the quotes accepted too), then the ticks stored per symbol."""
         parts = [
             f"stored {self.stored}",
             f"rejects {self.rejects}",
             f"errors {self.errors}",
         ]
+        if accepted:
+            parts.insert(0, f"accepted {sum(s.accepted for s in self.symbols.values())}")
         if any(s.trades for s in self.symbols.values()):  # only when trades are collected
             parts[1:1] = [f"trades {self.trades_stored}", f"trade rejects {self.trade_rejects}"]
         if self.storage is not None and self.storage.mode != "database":
             parts.append(f"storage {self.storage.mode.upper()}")
-        syms = " | ".join(
+        syms = ", ".join(
             f"{s.symbol} {s.stored}"
             + (f" [{s.breaker_state}]" if s.breaker_state not in ("CLOSED", "DISABLED") else "")
             for s in self.symbols.values()
@@ -114,9 +118,10 @@ class CollectorStatus:
         for u in self.units.values():
             if u.state == "restarting":
                 parts.append(f"{u.name} RESTARTING")
-        if self.health_level is not None:
-            parts.insert(0, self.health_level)
-        return "  ".join(parts) + "  | " + syms
+        level = self.health_level or ("STARTING" if self.running else None)
+        if level is not None:
+            parts.insert(0, level)
+        return "  ".join(parts) + "  | stored per symbol: " + syms
 
 
 class SymbolCounters:
