@@ -29,7 +29,13 @@ class _PostgresReader:
         from robust_collector.storage.postgres import connect_postgres
 
         self._conn = connect_postgres(url, timeout=timeout, init=False)
-        self._conn.read_only = True
+        try:
+            # psycopg's ``read_only`` is ignored under autocommit: make every transaction
+            # of this session read-only on the server (a write fails: 25006)
+            self._conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        except BaseException:
+            self._conn.close()
+            raise
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
         from robust_collector.storage.postgres import pg_sql
