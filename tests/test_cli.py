@@ -276,3 +276,80 @@ def test_a_started_collector_status_line_has_a_level_before_its_first_check(make
         )
     finally:
         c.stop()
+
+
+def test_run_summary_points_to_recover_and_storage_url_only_when_they_apply(tmp_path):
+    """A PostgreSQL server that never answered: the rows are in backup files that remain,
+    so the summary says how to replay them, and the hint names storage.url (the
+    PostgreSQL setting), not storage.database."""
+    (tmp_path / "c.yaml").write_text(
+        "symbols: [SPY]\nrealtime_data: {collect_interval_seconds: 0.05, "
+        "backup: {backup_path: bk}}\nstorage: {flush_interval_seconds: 0.1}\n"
+    )
+    url = "postgresql://postgres@127.0.0.1:9/none"  # nothing listens on port 9
+    p = cli("run", "--config", "c.yaml", "--db", url, "--duration", "0.8", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    files = len(list((tmp_path / "bk").glob("*.jsonl")))
+    assert files >= 1
+    hint = f" ticks went to backup files; {files} file(s) remain; replay them with: "
+    assert any(
+        line.split(" ", 1)[0].isdigit() and line.endswith(hint + "robust-collector recover")
+        for line in p.stdout.splitlines()
+    ), p.stdout
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("robust-collector run: nothing reached the database (")
+    assert last.endswith("); check --db / storage.url / ROBUST_COLLECTOR_DATABASE_URL"), last
+
+
+def test_run_summary_does_not_ask_to_recover_files_already_replayed(tmp_path):
+    """The database was locked for a while (rows went to backup files), then freed: the
+    writer replayed the files by itself, so the summary must not say to run recover."""
+    (tmp_path / "c.yaml").write_text(
+        "symbols: [SPY, QQQ]\n"
+        "realtime_data: {collect_interval_seconds: 0.02, backup: {backup_path: bk}}\n"
+        "storage: {flush_interval_seconds: 0.1, write_timeout_seconds: 0.1, "
+        "breaker_timeout_seconds: 0.2}\n"
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "robust_collector.cli", "run"),
+            *("--config", "c.yaml", "--status-interval", "0.1"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = tmp_path / "data" / "market_data.db"
+    backups = tmp_path / "bk"
+
+    def next_line() -> str:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        return line
+
+    blocker = None
+    try:
+        deadline = time.monotonic() + 30
+        while "HEALTHY  accepted" not in next_line() or not db.exists():
+            assert time.monotonic() < deadline, "never HEALTHY"
+        blocker = sqlite3.connect(db, timeout=5, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # every write fails: rows go to backup files
+        deadline = time.monotonic() + 30
+        while "storage BACKUP" not in next_line():
+            assert time.monotonic() < deadline, "storage never went to backup"
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        blocker = None
+        deadline = time.monotonic() + 30
+        while "storage" in next_line() or list(backups.glob("*.jsonl")):
+            assert time.monotonic() < deadline, "the backup files were never replayed"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "went to backup files, all replayed into the database since" in out, out
+    assert "robust-collector recover" not in out

@@ -21,7 +21,7 @@ from robust_collector.cli.common import (
     label,
     positive_seconds,
 )
-from robust_collector.config import DEFAULT_CONFIG_PATH
+from robust_collector.config import DATABASE_URL_ENV, DEFAULT_CONFIG_PATH
 from robust_collector.secrets import redact
 
 EXIT_SOURCE_FAILED = 4  # `run`: the source was dead, wrong or refused our credentials
@@ -91,7 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if st is not None and st.ticks_written == 0 and st.db_errors and summary.stored == 0:
         _say(
             f"robust-collector run: nothing reached the database ({clean_text(st.last_error)}); "
-            "check --db / storage.database",
+            + (
+                f"check --db / storage.url / {DATABASE_URL_ENV}"
+                if config.storage.backend == "postgresql"
+                else "check --db / storage.database"
+            ),
             err=True,
         )
         return 1
@@ -177,10 +181,16 @@ def _print_summary(summary: Any, elapsed: float) -> None:
         )
     if st is not None and (st.ticks_to_backup or st.rejects_to_backup or st.trades_to_backup):
         trades = f" and {st.trades_to_backup} trades" if st.trades_to_backup else ""
-        _say(
-            f"{st.ticks_to_backup} ticks{trades} went to backup files; "
-            "replay them with: robust-collector recover"
-        )
+        if st.backup_files:  # still in the backup folder: the database never took them back
+            _say(
+                f"{st.ticks_to_backup} ticks{trades} went to backup files; {st.backup_files} "
+                "file(s) remain; replay them with: robust-collector recover"
+            )
+        else:
+            _say(
+                f"{st.ticks_to_backup} ticks{trades} went to backup files, all replayed into "
+                "the database since"
+            )
     if st is not None and st.lost_rows:
         _say(f"WARNING: {st.lost_rows} rows could be written neither to the database nor to backup")
     shown = repr(summary.database) if "://" not in summary.database else "<the postgresql URL>"
