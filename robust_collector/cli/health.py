@@ -55,6 +55,8 @@ def cmd_health(args: argparse.Namespace) -> int:
             df = health_history(db, component=args.component, limit=args.count or 50)
         else:
             df = recent_errors(db, component=args.component, limit=args.count or 50)
+            if isinstance(db, str):  # a server many instances write into: say whose error
+                df = _with_instance(db, df)
         now = now_us()
         if args.json:
             rows = df.drop("ts").to_dicts()
@@ -150,6 +152,25 @@ def _json_value(text: Any, empty: Any) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _with_instance(db: str, df: Any) -> Any:
+    """``df`` (rows with a ``run_id``) with the ``instance`` of each row's run, from ``runs``
+    (``None`` for a run not recorded there), placed after ``run_id``."""
+    import polars as pl
+
+    from robust_collector.storage.reader import query_frame
+
+    runs = query_frame(
+        db, "SELECT run_id, instance FROM runs", (), {"run_id": pl.String, "instance": pl.String}
+    ).unique("run_id")
+    joined = (  # the rows' own order (oldest first) kept whatever the join does
+        df.with_row_index("_row").join(runs, on="run_id", how="left").sort("_row").drop("_row")
+    )
+    cols = list(df.columns)
+    return joined.select(
+        [*cols[: cols.index("run_id") + 1], "instance", *cols[cols.index("run_id") + 1 :]]
+    )
 
 
 def _repeat(args: argparse.Namespace, once: Callable[[], int]) -> int:

@@ -274,7 +274,10 @@ def render_errors(df: pl.DataFrame, component: str | None, *, now_us: int) -> st
             else ""
         )
         ago = fmt_ago((now_us - row["ts_us"]) / 1e6)
-        lines.append(f"{when} ({ago})  [{where}] {clean_text(row['error_type'], 200)}")
+        who = ""  # a fleet's errors (a PostgreSQL server): the instance that recorded it
+        if "instance" in row:
+            who = f"instance {clean_text(row['instance'] or 'unknown', 200)}  "
+        lines.append(f"{when} ({ago})  {who}[{where}] {clean_text(row['error_type'], 200)}")
         lines.append(f"  {clean_text(row['message'])}")
         lines.append("")
     return "\n".join(lines).rstrip()
