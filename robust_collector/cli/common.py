@@ -4,11 +4,14 @@ types, and a label for a database that never shows a password."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from robust_collector.config import DEFAULT_CONFIG_PATH, Config, load_config
+import yaml
+
+from robust_collector.config import DATABASE_URL_ENV, DEFAULT_CONFIG_PATH, Config, load_config
 from robust_collector.errors import ConfigError
 from robust_collector.secrets import mask_credentials
 from robust_collector.storage.backend import is_postgres_url
@@ -19,11 +22,17 @@ EXIT_USAGE = 2
 
 def config_of(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:
     """The config a command runs with: ``--config`` (else the default file if it exists,
-    else the built-in defaults), with ``--db`` overriding its storage."""
+    else the built-in defaults), with ``--db`` overriding its storage.
+
+    Every command resolves its database here (``db_target`` too), so they agree: ``--db``
+    first; else, with ``ROBUST_COLLECTOR_DATABASE_URL`` set, that PostgreSQL server unless
+    the config says ``storage.backend: sqlite`` itself; else the config's storage."""
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.exists():
         path = DEFAULT_CONFIG_PATH
-    over: dict[str, Any] = dict(overrides or {})
+    over: dict[str, Any] = {
+        k: dict(v) if isinstance(v, dict) else v for k, v in (overrides or {}).items()
+    }
     if getattr(args, "db", None):
         storage = over.setdefault("storage", {})
         if is_postgres_url(args.db):
@@ -31,11 +40,35 @@ def config_of(args: argparse.Namespace, overrides: dict[str, Any] | None = None)
         else:
             storage.update(backend="sqlite", database=args.db)
     config = load_config(path, overrides=over or None)
+    from_env = (
+        not getattr(args, "db", None)
+        and bool(os.environ.get(DATABASE_URL_ENV))
+        and config.storage.backend == "sqlite"
+        and not _names_backend(path)
+    )
+    if from_env:  # the documented fleet setup: the variable alone names the server
+        over.setdefault("storage", {})["backend"] = "postgresql"
+        config = load_config(path, overrides=over)
     if path is None:
+        where = f" (database: {DATABASE_URL_ENV})" if from_env else ""
         print(
-            f"note: {DEFAULT_CONFIG_PATH} not found; using the built-in defaults", file=sys.stderr
+            f"note: {DEFAULT_CONFIG_PATH} not found; using the built-in defaults{where}",
+            file=sys.stderr,
         )
     return config
+
+
+def _names_backend(path: Path | None) -> bool:
+    """Whether the config file at ``path`` sets ``storage.backend`` itself (a file that
+    only names ``storage.database``, like the default one, leaves the choice open)."""
+    if path is None:
+        return False
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False  # load_config has read it already; it would have said what is wrong
+    storage = raw.get("storage") if isinstance(raw, dict) else None
+    return isinstance(storage, dict) and "backend" in storage
 
 
 def positive_seconds(value: str) -> float:
@@ -49,8 +82,9 @@ def positive_seconds(value: str) -> float:
     return x
 
 
-def db_target(args: argparse.Namespace) -> Path | str:
-    """The database a command reads: --db (a file or a postgresql:// URL), else the config's."""
+def db_target(args: argparse.Namespace, config: Config | None = None) -> Path | str:
+    """The database a command reads: --db (a file or a postgresql:// URL), else the one
+    ``config_of`` resolves (``config``, when the command has loaded it already)."""
     if getattr(args, "db", None):
         if is_postgres_url(args.db):
             return args.db
@@ -61,7 +95,7 @@ def db_target(args: argparse.Namespace) -> Path | str:
                 "ROBUST_COLLECTOR_DATABASE_URL)"
             )
         return Path(args.db)
-    target = config_of(args).storage.target()
+    target = (config if config is not None else config_of(args)).storage.target()
     return target if is_postgres_url(target) else Path(target)
 
 

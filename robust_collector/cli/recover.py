@@ -16,7 +16,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from robust_collector.storage.recovery import recover
 
     config = config_of(args) if (args.config or not (args.db and args.backup_path)) else None
-    db = db_target(args)
+    db = db_target(args, config)
     backup_path = (
         Path(args.backup_path)
         if args.backup_path
