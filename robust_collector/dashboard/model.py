@@ -122,6 +122,7 @@ class DashboardView:
     trades_stored: int = 0
     trade_rejects: int = 0
     note: str | None = None
+    ended_us: int | None = None  # a run that is over: its stop (or last report); None: on
 
     @property
     def icon(self) -> str:
@@ -129,9 +130,15 @@ class DashboardView:
         return HealthLevel[self.level].icon if self.level in HealthLevel.__members__ else "❔"
 
     @property
+    def end_us(self) -> int:
+        """Where the run's durations end: ``ended_us`` for a run that is over, else now."""
+        return self.now_us if self.ended_us is None else min(self.now_us, self.ended_us)
+
+    @property
     def uptime_seconds(self) -> float | None:
-        """Seconds since the run started (``None`` before it did)."""
-        return None if self.started_us is None else max(0.0, (self.now_us - self.started_us) / 1e6)
+        """Seconds the run ran: since it started until now, or until it stopped (``None``
+        before it started)."""
+        return None if self.started_us is None else max(0.0, (self.end_us - self.started_us) / 1e6)
 
     def symbol(self, name: str) -> SymbolView:
         """The row of ``name``; ``KeyError`` if it is not collected."""
@@ -549,6 +556,11 @@ class DatabaseFeed:
         if latest is not None:
             # the heartbeat (every second, with the pid) says better than activity
             running = liveness(latest, now).running
+        # a run that is over stops its clocks: at its recorded stop, else its last report
+        ended = None
+        if not running:
+            ended = stopped_us if status == "stopped" and stopped_us else activity
+        end = now if ended is None else min(now, ended)
 
         comps = {name: (lvl, reasons, metrics) for name, lvl, reasons, metrics in snap}
         rows = []
@@ -565,7 +577,7 @@ class DatabaseFeed:
                 SymbolView(
                     symbol=sym,
                     breaker_state=state,
-                    in_state_seconds=max(0.0, (now - since) / 1e6),
+                    in_state_seconds=max(0.0, (end - since) / 1e6),
                     breaker_reason=reason,
                     level=comps.get(sym, (None,))[0],
                     last_price=price,
@@ -602,7 +614,7 @@ class DatabaseFeed:
         level, reasons, note = UNKNOWN, (), None
         system = comps.get("system")
         if not running:
-            when = stopped_us if status == "stopped" and stopped_us else activity
+            when = ended if ended is not None else activity
             last_level = system[0] if system else None
             reasons = (
                 f"the collector is not running (run {cur.run_id}; last report at "
@@ -650,6 +662,7 @@ class DatabaseFeed:
             trade_rejects=sum(cur.trade_rejects.values()),
             health_us=snap_ts,
             note=note,
+            ended_us=ended,
         )
 
     @staticmethod
@@ -857,6 +870,7 @@ class Segment:
 def breaker_segments(view: DashboardView, window_seconds: float = 300.0) -> tuple[Segment, ...]:
     """Each symbol's breaker states over the last ``window_seconds`` before ``view.now_us``."""
     now = view.now_us
+    end = view.end_us  # times in state end here (a stopped run's stop)
     start = now - int(window_seconds * 1e6)
     if view.started_us is not None:
         start = max(start, view.started_us)
@@ -869,7 +883,7 @@ def breaker_segments(view: DashboardView, window_seconds: float = 300.0) -> tupl
     if st.breaker_state is not None:
         since = st.breaker_since_us
         rows.append(
-            (STORAGE_ROW, st.breaker_state, None if since is None else (now - since) / 1e6, None)
+            (STORAGE_ROW, st.breaker_state, None if since is None else (end - since) / 1e6, None)
         )
         by_symbol[STORAGE_ROW] = by_symbol.pop("storage", [])
     out: list[Segment] = []
@@ -877,7 +891,7 @@ def breaker_segments(view: DashboardView, window_seconds: float = 300.0) -> tupl
         evs = by_symbol.get(name, [])
         if evs:
             state = evs[0].old_state
-        elif in_state is not None and now - in_state * 1e6 > start:
+        elif in_state is not None and end - in_state * 1e6 > start:
             state = "CLOSED"  # breakers start closed; the change to this state went unheard
         else:
             state = current
@@ -888,7 +902,7 @@ def breaker_segments(view: DashboardView, window_seconds: float = 300.0) -> tupl
             state, t, reason = e.new_state, e.ts_us, e.reason
         if state != current and in_state is not None:
             # a transition we did not hear: trust the snapshot from its "since"
-            since = max(t, now - int(in_state * 1e6))
+            since = max(t, end - int(in_state * 1e6))
             if since > t:
                 out.append(Segment(name, state, t, since, reason))
             state, t, reason = current, since, current_reason or ""
