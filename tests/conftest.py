@@ -13,6 +13,10 @@ from robust_collector.config import Config, config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
+# a user's own database URL must not send the SQLite tests to their PostgreSQL server
+# (the CLI honours it when no --db or config says otherwise); tests that mean it set it
+os.environ.pop("ROBUST_COLLECTOR_DATABASE_URL", None)
+
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)

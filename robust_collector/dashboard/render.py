@@ -209,7 +209,7 @@ def render_storage(view: DashboardView) -> str:
         since = (
             ""
             if st.breaker_since_us is None
-            else f" for {fmt_duration((view.now_us - st.breaker_since_us) / 1e6)}"
+            else f" for {fmt_duration(max(0, view.end_us - st.breaker_since_us) / 1e6)}"
         )
         db_color = BREAKER_COLORS.get(st.breaker_state, BREAKER_COLORS["DISABLED"])
         rows.append(
