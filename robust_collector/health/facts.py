@@ -65,6 +65,8 @@ class StorageFacts:
     writer_restarting: bool = False  # its loop crashed and has not run a full cycle again
     writer_restarting_since: float | None = None  # wall-clock seconds of the crash
     writer_last_crash: str | None = None
+    reopened_at: float | None = None  # epoch s: the database file was found gone or replaced
+    reopen_reason: str | None = None
     crash_loop_threshold: int = 5  # recent crashes that make a restarting writer CRITICAL
     storage_mode: str = "database"  # database, backup or failing
     queue_depth: int = 0

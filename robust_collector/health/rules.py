@@ -128,6 +128,9 @@ def _supervision(name: str, f: CollectorFacts, raise_to: _Raise) -> None:
         raise_to(HealthLevel.UNHEALTHY, f"{name}: event loop stalled for {stalled:.1f}s")
 
 
+REOPEN_WINDOW_SECONDS = 60.0  # a database file found gone or replaced reads DEGRADED this long
+
+
 def _storage(name: str, f: StorageFacts, raise_to: _Raise, now: float) -> None:
     """A dead or crash-looping writer or failing backup is CRITICAL, a restarting writer
     UNHEALTHY; a recent writer crash, backup mode and spills are DEGRADED."""
@@ -166,6 +169,11 @@ def _storage(name: str, f: StorageFacts, raise_to: _Raise, now: float) -> None:
             HealthLevel.CRITICAL,
             f"{name}: database and backup both failing; {f.held_rows} rows held in "
             "memory (data at risk)",
+        )
+    if f.reopened_at is not None and now - f.reopened_at < REOPEN_WINDOW_SECONDS:
+        raise_to(
+            HealthLevel.DEGRADED,
+            f"{name}: {f.reopen_reason} ({max(0.0, now - f.reopened_at):.0f}s ago)",
         )
     if f.lost_rows:
         raise_to(HealthLevel.CRITICAL, f"{name}: {f.lost_rows} rows lost")

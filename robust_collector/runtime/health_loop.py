@@ -120,6 +120,8 @@ class HealthLoop:
                 queue_full_spills=ws.queue_full_spills,
                 backup_files=ws.backup_files,
                 ticks_to_backup=ws.ticks_to_backup,
+                reopened_at=ws.reopened_at,
+                reopen_reason=ws.reopen_reason,
             )
 
     def snapshot(self) -> HealthSnapshot:

@@ -153,6 +153,8 @@ class WriterStats:
     trades_to_backup: int = 0
     trade_rejects_to_backup: int = 0
     trades_stored_by_symbol: dict[str, int] = field(default_factory=dict)
+    reopened_at: float | None = None  # wall-clock seconds: the database file was reopened
+    reopen_reason: str | None = None  # why (deleted, replaced, its folder removed)
 
 
 _STOP = object()
@@ -244,6 +246,7 @@ class StorageWriter:
         self._restarting_since: float | None = None
         self._restarts = 0
         self.restart_delay = 0.0  # the wait before the last restart (doubles within a series)
+        self._reopened: tuple[float, str] | None = None  # the last database file reopen
         self._last_crash: str | None = None
         self._in_replay = False
         self._last_file_check = 0.0
@@ -554,6 +557,7 @@ class StorageWriter:
         self._conn = conn
         if message:
             log.error("writer: %s", message)
+            self._reopened = (time.time(), message)
             self._record("storage", StorageError(message), db=True)
 
     def _drop_broken(self) -> None:
@@ -960,6 +964,8 @@ class StorageWriter:
             trades_to_backup=n["trades_to_backup"],
             trade_rejects_to_backup=n["trade_rejects_to_backup"],
             trades_stored_by_symbol=dict(self._trades_by_symbol),
+            reopened_at=None if self._reopened is None else self._reopened[0],
+            reopen_reason=None if self._reopened is None else self._reopened[1],
         )
 
     def _backup_files(self) -> int:
