@@ -152,7 +152,7 @@ def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> No
         # the crash is an error row, a recent error and a health reason (DEGRADED for a minute)
         wait_until(
             lambda: any("poll-SPY crashed" in r for r in c.health().reasons),
-            timeout=3,
+            timeout=2,
             what="the health reason",
         )
         assert c.health().level >= HealthLevel.DEGRADED
@@ -167,7 +167,7 @@ def test_a_crashing_poll_task_is_restarted_recorded_and_shown(make_config) -> No
         hb = c.db_path.with_name(c.db_path.name + ".health.json")
         wait_until(
             lambda: hb.exists() and "poll-SPY crashed" in hb.read_text(),
-            timeout=3,
+            timeout=2,
             what="the heartbeat to name the crash",
         )
     finally:
