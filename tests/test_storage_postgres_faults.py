@@ -145,3 +145,61 @@ def test_a_stopped_backend_is_cut_by_the_watchdog_and_nothing_is_lost(pg_server,
     assert st.lost_rows == 0
     n, distinct = pg_count(pg_url, "SELECT count(*), count(DISTINCT tick_id) FROM ticks")
     assert n == distinct == len(submitted) + 1
+
+
+def test_a_hung_backend_under_a_running_collector_reads_degraded_and_loses_nothing(
+    pg_server, pg_url, make_config
+):
+    """The same SIGSTOP through the whole collector: health leaves HEALTHY while the
+    server process hangs (backup mode), collection never stops, and once it answers
+    again every emitted quote is stored, rejected or a duplicate, exactly once."""
+    if not pg_server.restartable:
+        pytest.skip("needs our own throwaway server (to signal its processes)")
+    from robust_collector import Collector
+    from robust_collector.health import HealthLevel
+
+    cfg = make_config(
+        storage={"backend": "postgresql", "url": pg_url, "write_timeout_seconds": 1.0},
+        realtime_data={"health_check": {"check_interval_seconds": 0.1}},
+    )
+    c = Collector(cfg).start()
+    pid = None
+    try:
+        c.wait_for(lambda s: s.stored > 30, timeout=15)
+        pid = c._writer._conn.info.backend_pid
+        os.kill(pid, signal.SIGSTOP)
+        quotes = c.status().symbols["SPY"].quotes
+        wait_until(
+            lambda: (
+                c.health().component("storage").level >= HealthLevel.DEGRADED
+                and c.status().storage.ticks_to_backup > 0
+            ),
+            timeout=10,
+            what="backup mode while the server process hangs",
+            detail=lambda: c.status().storage,
+        )
+        assert c.status().symbols["SPY"].quotes > quotes  # collection never stopped
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        wait_until(
+            lambda: c.status().storage.backup_files == 0 and c.status().storage.replayed_rows > 0,
+            timeout=30,
+            what="the backlog replayed",
+            detail=lambda: c.status().storage,
+        )
+    finally:
+        summary = c.stop()
+    assert summary.storage.lost_rows == 0
+    for sym, emitted in c.source.emitted.items():
+        (n,) = pg_count(
+            pg_url,
+            f"SELECT (SELECT count(*) FROM ticks WHERE symbol = '{sym}')"
+            f" + (SELECT count(*) FROM rejects WHERE symbol = '{sym}')",
+        )
+        assert n + summary.symbols[sym].duplicates == emitted, sym
+    (dups,) = pg_count(
+        pg_url, "SELECT count(*) - count(DISTINCT tick_id) FROM ticks"
+    )  # nothing stored twice
+    assert dups == 0
