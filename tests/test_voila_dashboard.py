@@ -4,8 +4,9 @@ Starts ``voila notebooks/02_health_dashboard.ipynb`` on 127.0.0.1 with a free po
 and ``RC_SERVE=1`` (the collector keeps running and the fault story repeats),
 opens the page with playwright driving Debian's ``/usr/bin/chromium`` (never a
 downloaded browser), and checks that the status banner and the breaker table
-are there, that the stored-tick count rises, and that a breaker opens on screen.
-Skips with a reason when voila, playwright or chromium is missing.
+are there, that the stored-tick count rises, that both charts draw points read
+from the page (plotly's graph divs) and keep updating, and that a breaker opens
+on screen. Skips with a reason when voila, playwright or chromium is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +106,49 @@ def voila_url(tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=10)
 
 
+# What each chart draws, read from the page: plotly.js keeps a graph's traces on its div
+# (``gd.data``). Per chart (keyed by its title): the points drawn (non-null x of the
+# visible traces) and the latest x (a date string), or null before anything is drawn.
+CHARTS_JS = """() => Object.fromEntries(
+  [...document.querySelectorAll('.js-plotly-plot')].map(gd => {
+    const title = String(((gd.layout || {}).title || {}).text || '');
+    const traces = (gd.data || []).filter(t => t.visible !== false);
+    const xs = traces.flatMap(t => Array.from(t.x || []).filter(v => v !== null));
+    return [title.split(',')[0], {points: xs.length, last: xs.length ? xs.map(String).sort().at(-1) : null}];
+  }))"""
+RATES = "Ticks and rejects per second"
+TIMELINE = "Breaker state"
+
+
+def _charts(page: Any) -> dict[str, dict[str, Any]]:
+    return page.evaluate(CHARTS_JS)
+
+
+def _assert_charts_draw_and_update(page: Any) -> None:
+    """Both charts hold points within 10 s of the dashboard appearing, and update: the
+    rates chart gains points (one per refresh), the breaker chart's current stretch
+    grows (its latest x moves on)."""
+    try:
+        page.wait_for_function(
+            f"() => {{ const c = ({CHARTS_JS})();"
+            f" return c[{RATES!r}]?.points > 0 && c[{TIMELINE!r}]?.points > 0; }}",
+            timeout=10_000,
+        )
+    except Exception as exc:
+        raise AssertionError(f"a chart stays blank on the page: {_charts(page)}") from exc
+    first = _charts(page)
+    try:
+        page.wait_for_function(
+            f"f => {{ const c = ({CHARTS_JS})();"
+            f" return c[{RATES!r}].points > f[{RATES!r}].points"
+            f" && c[{TIMELINE!r}].last > f[{TIMELINE!r}].last; }}",
+            arg=first,
+            timeout=15_000,
+        )
+    except Exception as exc:
+        raise AssertionError(f"charts stopped updating: {first} -> {_charts(page)}") from exc
+
+
 def test_voila_page_shows_the_live_dashboard(voila_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -114,6 +159,7 @@ def test_voila_page_shows_the_live_dashboard(voila_url: str, tmp_path: Path) -> 
             page.goto(voila_url, timeout=120_000)
             status = page.wait_for_selector(".rc-status", timeout=120_000)
             assert status is not None
+            _assert_charts_draw_and_update(page)
             level = status.get_attribute("data-level")
             assert level in {"HEALTHY", "DEGRADED", "UNHEALTHY", "CRITICAL", "UNKNOWN"}
             page.wait_for_selector("table.rc-symbols tr.rc-symbol", timeout=60_000)
@@ -131,7 +177,7 @@ def test_voila_page_shows_the_live_dashboard(voila_url: str, tmp_path: Path) -> 
             page.wait_for_selector(
                 'table.rc-symbols tr.rc-symbol[data-breaker="OPEN"]', timeout=90_000
             )
-            assert page.locator(".js-plotly-plot").count() >= 2  # rates and breaker timeline
+            assert set(_charts(page)) == {RATES, TIMELINE}
             assert "running" in page.inner_text(".rc-running")
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)

@@ -1,8 +1,10 @@
 """The dashboard widget and its refresher thread.
 
 One daemon thread per dashboard builds a view from its feed about once a
-second and writes it into ``HTML`` widgets (inside ``hold_sync()``) and plotly
-``FigureWidget``s (inside ``batch_update()``); it never uses ``with output:``.
+second and writes it into ``HTML`` widgets (inside ``hold_sync()``) and two plotly
+figures (plain ``go.Figure``s, inside ``batch_update()``) whose JSON it assigns to
+``PlotlyChart`` widgets (``robust_collector.dashboard.chart``: the figure is widget state, so a view
+that attaches late still draws it); it never uses ``with output:``.
 The collector's own threads never touch a widget. The refresher stops when the
 collector stops (after drawing the final state) or when the widget is closed;
 a failure never ends it: each is counted, shown in the footer and logged (the first
@@ -21,6 +23,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from robust_collector.boundary import clean_text
+from robust_collector.dashboard.chart import PlotlyChart, figure_json
 from robust_collector.dashboard.model import STORAGE_ROW, DashboardView, Feed, RateHistory
 from robust_collector.dashboard.render import (
     rates_data,
@@ -55,11 +58,9 @@ def _layout(title: str, **extra: Any) -> go.Layout:
     )
 
 
-def _rates_figure(window_seconds: float) -> go.FigureWidget:
-    # the layout goes to the constructor: a FigureWidget shown inside a Box never
-    # syncs layout changes made before its first view (plotly syncs on its own display)
+def _rates_figure(window_seconds: float) -> go.Figure:
     line = {"width": 2}
-    return go.FigureWidget(
+    return go.Figure(
         data=[
             go.Scatter(x=[], y=[], name="ticks/s", mode="lines", line={**line, "color": "#1565c0"}),
             go.Scatter(
@@ -90,9 +91,9 @@ def _rates_figure(window_seconds: float) -> go.FigureWidget:
     )
 
 
-def _timeline_figure(window_seconds: float) -> go.FigureWidget:
+def _timeline_figure(window_seconds: float) -> go.Figure:
     # thick line segments, not bars: a bar's date ``base`` does not survive restyles here
-    return go.FigureWidget(
+    return go.Figure(
         data=[
             go.Scatter(
                 x=[],
@@ -139,6 +140,9 @@ class Dashboard(widgets.VBox):
         self.footer_html = widgets.HTML()
         self.rates_fig = _rates_figure(window_seconds)
         self.timeline_fig = _timeline_figure(window_seconds)
+        # what the page draws: each figure's JSON, assigned after every paint
+        self.rates_chart = PlotlyChart(figure_json(self.rates_fig))
+        self.timeline_chart = PlotlyChart(figure_json(self.timeline_fig))
         grid = widgets.Layout(width="100%", flex_flow="row wrap", grid_gap="12px")
 
         def fig_box() -> widgets.Layout:
@@ -150,8 +154,8 @@ class Dashboard(widgets.VBox):
                 widgets.HBox([self.symbols_html, self.storage_html], layout=grid),
                 widgets.HBox(
                     [
-                        widgets.Box([self.rates_fig], layout=fig_box()),
-                        widgets.Box([self.timeline_fig], layout=fig_box()),
+                        widgets.Box([self.rates_chart], layout=fig_box()),
+                        widgets.Box([self.timeline_chart], layout=fig_box()),
                     ],
                     layout=grid,
                 ),
@@ -206,7 +210,11 @@ class Dashboard(widgets.VBox):
         """The refresher: every failure is caught, counted, shown and logged; it goes on
         until stopped, closed or its feed is finished."""
         try:
+            pushed = False
             while not self._rc_stop.wait(self.interval):
+                if not pushed:  # a front end whose requests wait behind a running cell
+                    pushed = True
+                    self.rates_chart.push_plotly_js()
                 try:
                     view = self.refresh()
                 except Exception:  # refresh() counted, logged and showed it: keep going
@@ -298,6 +306,13 @@ class Dashboard(widgets.VBox):
                 symbols.append(STORAGE_ROW)
             self.timeline_fig.layout.yaxis.categoryarray = symbols
             self.timeline_fig.layout.yaxis.categoryorder = "array"
+        for chart, fig in (
+            (self.rates_chart, self.rates_fig),
+            (self.timeline_chart, self.timeline_fig),
+        ):
+            value = figure_json(fig)
+            if chart.figure != value:
+                chart.figure = value
         self._paint_footer()
 
     def _paint_footer(self) -> None:
