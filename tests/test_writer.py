@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from helpers.waiting import wait_until
@@ -175,11 +176,11 @@ def test_a_new_crash_series_restarts_after_the_short_wait_again(tmp_path):
         crashes = {"left": 4}
         real = w._service_queue
 
-        def service_queue() -> bool:
+        def service_queue(**kw: Any) -> bool:
             if crashes["left"] > 0:
                 crashes["left"] -= 1
                 raise RuntimeError("a bug nobody planned for")
-            return real()
+            return real(**kw)
 
         w._service_queue = service_queue  # type: ignore[method-assign]
         wait_until(lambda: crashes["left"] == 0 and not w.stats().restarting, timeout=10)
@@ -191,3 +192,45 @@ def test_a_new_crash_series_restarts_after_the_short_wait_again(tmp_path):
         assert w.stats().restarts == 5
     finally:
         w.stop()
+
+
+def test_a_queue_collection_keeps_full_does_not_starve_the_backlog(tmp_path):
+    """Each write queues another batch (collection as fast as the writer): the backlog
+    must still be replayed between rounds, not only once the queue runs dry (under a
+    loaded CI machine it never did within 20 s)."""
+    files = [1]
+    writes = [0]
+    replayed_at: list[int] = []
+
+    def replay(conn):
+        if files[0]:
+            files[0] = 0
+            replayed_at.append(writes[0])
+            return 5, 1
+        return 0, 0
+
+    w = SQLiteWriter(
+        tmp_path / "t.db",
+        fallback=RecordingFallback(),
+        replay=replay,
+        backlog=lambda: files[0],
+        replay_on_start=True,
+    )
+    real = w._write
+
+    def write(item):
+        real(item)
+        writes[0] += 1
+        if writes[0] < 400:  # keep the queue from ever running dry
+            w.submit(batch(f"n{writes[0]}"))
+
+    w._write = write  # type: ignore[method-assign]
+    for i in range(5):
+        w.submit(batch(f"first{i}"))
+    w.start()
+    try:
+        wait_until(lambda: writes[0] >= 400, timeout=20.0, what="the writes")
+        wait_until(lambda: w.stats().replayed_rows == 5, timeout=5.0)
+    finally:
+        w.stop()
+    assert replayed_at and replayed_at[0] < 50, replayed_at  # within the first rounds

@@ -492,12 +492,21 @@ class StorageWriter:
                 with self._order_lock:
                     self._idle()
             self._restarting = False  # a full cycle ran: a restart is over
-        self._service_queue()  # what was queued before and after the stop marker
+        self._service_queue(drain=True)  # what was queued before and after the stop marker
 
-    def _service_queue(self) -> bool:
-        """Write every queued batch, one at a time under the order lock; True if any."""
+    def _service_queue(self, *, drain: bool = False) -> bool:
+        """Write the queued batches, one at a time under the order lock; True if any.
+
+        While a replay is pending, at most the batches queued when it became so (unless
+        ``drain``): a queue that collection keeps full must not starve the backlog, which
+        gets its step (or its next chunk) between such rounds."""
         wrote = False
+        left: int | None = None
         while True:
+            if left is None and not drain and self._replay_pending:
+                left = max(1, self._queue.qsize())
+            if left is not None and left <= 0:
+                return wrote
             with self._order_lock:
                 try:
                     item = self._queue.get_nowait()
@@ -505,9 +514,12 @@ class StorageWriter:
                     return wrote
                 self._last_take = time.monotonic()
                 self._room.set()
+                if left is not None:
+                    left -= 1
                 if item is _STOP:
                     self._stopping = True
-                    continue  # write what was queued before and after the marker
+                    drain, left = True, None  # write what was queued before and after it
+                    continue
                 self._write(item)
                 wrote = True
 

@@ -280,10 +280,10 @@ def test_a_crashing_writer_is_unhealthy_while_it_restarts_then_recovers(
         broken = {"on": True}
         real = w._service_queue
 
-        def service_queue() -> bool:
+        def service_queue(**kw: Any) -> bool:
             if broken["on"]:
                 raise RuntimeError("a bug nobody planned for")
-            return real()
+            return real(**kw)
 
         w._service_queue = service_queue  # type: ignore[method-assign]
 
