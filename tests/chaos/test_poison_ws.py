@@ -267,7 +267,10 @@ def test_a_frame_over_max_message_bytes_closes_and_the_stream_reconnects(
     make_config: Callable[..., Config], feed_factory: Any
 ) -> None:
     feed = feed_factory("alpaca", interval=0.01)
-    c = Collector(stream_config(make_config, feed)).start()
+    # no silence verdict while the feed pauses (on a loaded machine an "every symbol
+    # silent" reconnect came first and the huge frame met a closing connection)
+    quiet = {"silence_floor_seconds": 60.0, "silence_ceiling_seconds": 60.0}
+    c = Collector(stream_config(make_config, feed, source=quiet)).start()
     try:
         wait_until(lambda: st(c)["quotes"] >= 30, timeout=10.0, what="the first quotes")
         seen = feed.idle_checks
