@@ -17,7 +17,7 @@ from helpers.waiting import wait_until
 
 from robust_collector.errors import StorageError
 from robust_collector.storage import recovery
-from robust_collector.storage.backup import BackupWriter, backlog, list_backup_files
+from robust_collector.storage.backup import RECOVERED_DIR, BackupWriter, backlog, list_backup_files
 from robust_collector.storage.recovery import (
     FILE_REPORT_SCHEMA,
     PROBLEM_SCHEMA,
@@ -517,3 +517,31 @@ def test_the_automatic_replay_quarantines_too_and_the_writer_lives(tmp_path):
     finally:
         w.stop(10)
     assert len(list((folder / recovery.QUARANTINE_DIR).glob("*.jsonl"))) == 1
+
+
+@pytest.mark.parametrize("planted", ["quarantine file", "quarantine folder", "recovered folder"])
+def test_recovery_never_writes_or_moves_through_a_planted_symlink(tmp_path, planted):
+    """A symbolic link planted at quarantine/<file>, quarantine/ or recovered/ is not
+    followed: its target is untouched, the file it concerns is reported failed in one
+    line and kept, and the other files go on (issue 16)."""
+    folder = tmp_path / "backups"
+    write_poisoned_backlog(folder)
+    first = list_backup_files(folder)[0]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("mine")
+    if planted == "quarantine file":
+        (folder / recovery.QUARANTINE_DIR).mkdir()
+        (folder / recovery.QUARANTINE_DIR / first.name).symlink_to(victim / "precious.txt")
+    elif planted == "quarantine folder":
+        (folder / recovery.QUARANTINE_DIR).symlink_to(victim)
+    else:
+        (folder / RECOVERED_DIR).symlink_to(victim)
+    report = recover(tmp_path / "t.db", folder)
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+    assert (victim / "precious.txt").read_text() == "mine"
+    failed = [r for r in report.results if r.status.startswith("failed")]
+    assert failed and "symbolic link" in failed[0].status and "\n" not in failed[0].status
+    assert first in list_backup_files(folder)  # kept for another try
+    if planted != "recovered folder":  # the file without refused rows went through
+        assert report.totals["recovered"] == 1

@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -391,9 +392,21 @@ class _Quarantine:
             "row": {c: _jsonable(v) for c, v in zip(columns, row, strict=False)},
         }
         if self._fd is None:
-            self.path.parent.mkdir(exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o644)
+            _own_folder(self.path.parent)
+            # never through a link planted at the quarantine file's name
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+            try:
+                self._fd = os.open(self.path, flags, 0o644)
+            except OSError as exc:
+                if os.path.islink(self.path):
+                    raise OSError(
+                        f"{self.path} is a symbolic link, not a quarantine file: left alone"
+                    ) from exc
+                raise
+            if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.close(self._fd)
+                self._fd = None
+                raise OSError(f"{self.path} is not a regular file: left alone")
         os.write(self._fd, orjson.dumps(record) + b"\n")
 
     def close(self) -> None:
@@ -640,13 +653,23 @@ def _settle(result: FileResult, quarantine: _Quarantine) -> None:
     result.corrupt = len(result.problems) - result.torn
 
 
+def _own_folder(folder: Path) -> None:
+    """Make ``folder`` (``quarantine/``, ``recovered/``) or check it is a real folder:
+    a symbolic link planted there would take our files elsewhere."""
+    folder.mkdir(exist_ok=True)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise OSError(f"{folder} is {what}: move it aside (nothing is written through it)")
+
+
 def _dispose(path: Path, after: After) -> Path | None:
     # Called with the file's lock held, after every good line is committed.
     if after == "delete":
         path.unlink()
         return None
     folder = path.parent / RECOVERED_DIR
-    folder.mkdir(exist_ok=True)
+    _own_folder(folder)
     target = folder / path.name
     n = 1
     while target.exists():  # never overwrite an earlier recovered file
