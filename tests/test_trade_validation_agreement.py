@@ -218,7 +218,7 @@ def _frame_decisions(result: Any) -> list[tuple[Any, ...]]:
     ).rows()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configs(), events=streams())
 def test_streaming_and_frame_make_the_same_decisions(
     config: TradeValidationConfig, events: list[Event]

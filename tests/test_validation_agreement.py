@@ -33,7 +33,7 @@ def _same(a: Any, b: Any) -> bool:
 logging.getLogger("robust_collector.validation").setLevel(logging.ERROR)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configs(), quotes=sequences())
 def test_streaming_and_frame_make_the_same_decisions(
     config: ValidationConfig, quotes: list[Quote]

@@ -278,7 +278,7 @@ def test_the_lazy_spread_window_matches_over_long_runs(seed: int, read_every: in
 # -- the whole validator, verdict for verdict ----------------------------------------------
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configs(), quotes=sequences())
 def test_the_validator_decides_as_the_plain_implementation(
     config: ValidationConfig, quotes: list[Quote]
