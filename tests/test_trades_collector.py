@@ -86,6 +86,10 @@ def test_trades_are_polled_beside_quotes_and_every_one_is_accounted_for(make_con
             "every symbol's trades stored",
         )
         st = c.status()
+        # health counts the trades apart from the quotes (metrics and the health report)
+        m = c.health().component("SPY").metrics
+    assert (m["trades_received"], m["trades_stored"], m["trade_rejects"]) == (6, 4, 1)
+    assert m["trade_age_seconds"] is not None and m["operations"] >= 6
     for s in st.symbols.values():
         assert (s.trades, s.trades_accepted, s.trade_rejects, s.trade_duplicates) == (6, 4, 1, 1)
         assert s.trades == s.trades_stored + s.trade_rejects + s.trade_duplicates
@@ -189,4 +193,6 @@ def test_a_failing_trade_endpoint_opens_its_own_breaker_and_health_names_it(make
     assert "trades endpoint down" in (spy.trade_breaker_reason or "")
     assert any(r.startswith("SPY trades: breaker OPEN since") for r in comp.reasons), comp.reasons
     assert comp.metrics["trades_breaker_state"] == "OPEN"
-    assert "Trade breaker: OPEN" in render_single(snap, now_us=now_us())
+    text = render_single(snap, now_us=now_us())
+    assert "Trade breaker: OPEN" in text
+    assert "Trades:        0 received, 0 stored, 0 rejected; last -" in text

@@ -17,6 +17,7 @@ from robust_collector.health.facts import (
     SilenceFacts,
     StorageFacts,
     StreamFacts,
+    TradeFacts,
     TroubledUnit,
 )
 from robust_collector.health.levels import ComponentHealth, ErrorRecord, HealthLevel, HealthSnapshot
@@ -38,6 +39,7 @@ __all__ = [
     "StorageFacts",
     "StreamFacts",
     "SystemHealthMonitor",
+    "TradeFacts",
     "TroubledUnit",
     "evaluate",
 ]

@@ -28,6 +28,24 @@ class BreakerFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class TradeFacts:
+    """A symbol's trades, counted apart from its quotes (the symbol collects trades)."""
+
+    received: int
+    stored: int
+    rejected: int
+    last_trade_age_seconds: float | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "trades_received": self.received,
+            "trades_stored": self.stored,
+            "trade_rejects": self.rejected,
+            "trade_age_seconds": self.last_trade_age_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class TroubledUnit:
     """A supervised unit that is restarting or crashed within the last minute."""
 
@@ -134,6 +152,7 @@ class Facts:
 
     breaker: BreakerFacts | None = None
     trade_breaker: BreakerFacts | None = None  # the symbol's trade polls (SYM:trades)
+    trades: TradeFacts | None = None  # a symbol that collects trades: their own counts
     collector: CollectorFacts | None = None
     storage: StorageFacts | None = None
     stream: StreamFacts | None = None
@@ -148,6 +167,8 @@ class Facts:
         for part in (self.breaker, self.collector, self.storage, self.stream, self.silence):
             if part is not None:
                 out.update(part.metrics())
+        if self.trades is not None:
+            out.update(self.trades.metrics())
         if self.trade_breaker is not None:
             out.update({f"trades_{k}": v for k, v in self.trade_breaker.metrics().items()})
         if self.paused is not None:

@@ -201,6 +201,12 @@ def render_single(snap: StoredSnapshot, *, component: str | None = None, now_us:
             lines.append(f"  Data Age:      {fmt_age(m.get('data_age_seconds'))}")
         if m.get("breaker_state"):
             lines.append(f"  Breaker:       {clean_text(m['breaker_state'], 40)}")
+        if "trades_received" in m:
+            lines.append(
+                f"  Trades:        {m.get('trades_received', 0):,} received, "
+                f"{m.get('trades_stored', 0):,} stored, {m.get('trade_rejects', 0):,} rejected; "
+                f"last {fmt_age(m.get('trade_age_seconds'))}"
+            )
         if m.get("trades_breaker_state"):
             lines.append(f"  Trade breaker: {clean_text(m['trades_breaker_state'], 40)}")
         if m.get("storage_mode"):

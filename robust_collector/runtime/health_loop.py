@@ -23,8 +23,10 @@ from robust_collector.health import (
     HealthSnapshot,
     StorageFacts,
     SystemHealthMonitor,
+    TradeFacts,
 )
 from robust_collector.health.store import snapshot_rows, write_heartbeat
+from robust_collector.model import now_us
 from robust_collector.runtime.guards import Guards
 from robust_collector.runtime.pipeline import Pipeline
 from robust_collector.runtime.supervisor import CRASH_LOOP, CRASH_WINDOW_SECONDS, Supervisor
@@ -80,15 +82,22 @@ class HealthLoop:
             CRASH_LOOP,
             max(0.0, time.monotonic() - self.loop_tick) if running else None,
         )
+        now = now_us()
+        trades_stored = p.writer.stats().trades_stored_by_symbol if p.writer is not None else {}
         for sym, checker in p.symbol_health.items():
+            c = p.counters[sym]
+            tb = self.guards.trade_breaker(sym)
+            if c.trades or tb is not None:  # this symbol collects trades: count them apart
+                t_us = c.last_trade_us
+                age = None if t_us is None else max(0.0, (now - t_us) / 1e6)
+                stored = trades_stored.get(sym, 0)
+                checker.facts.trades = TradeFacts(c.trades, stored, c.trade_rejects, age)
             b = self.guards.breaker(sym)
             if b is None:
                 checker.facts.breaker = BreakerFacts("DISABLED")
                 continue
-            c = p.counters[sym]
             since = None if c.breaker_since_us is None else c.breaker_since_us / 1e6
             checker.facts.breaker = BreakerFacts(b.state.value, since, c.breaker_reason)
-            tb = self.guards.trade_breaker(sym)
             if tb is not None:
                 t_us = c.trade_breaker_since_us
                 checker.facts.trade_breaker = BreakerFacts(
