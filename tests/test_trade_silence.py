@@ -89,7 +89,27 @@ def test_trades_stopping_while_quotes_go_on_is_a_silence_of_the_trades_only() ->
     assert d.silent() == []
 
 
-def test_every_kind_of_every_symbol_silent_is_all_silent() -> None:
+def test_a_stream_whose_quotes_all_stopped_is_all_silent_before_its_rare_trades_are() -> None:
+    """The stream-level verdict (reconnect) reads each symbol's first kind: quotes where
+    it has them. Waiting for every rare trade track too held a stalled stream for up to
+    the 60-120 s trade thresholds."""
+    clock = ManualClock(1000.0)
+    d = SilenceDetector(
+        ["SPY", "QQQ"], kinds={"SPY": ("quotes", "trades")}, clock=clock, floor=0.5,
+        ceiling=60.0, min_samples=5,
+    )  # fmt: skip
+    for step in range(1, 401):
+        clock.advance(0.1)
+        d.arrived("SPY", kind="quotes")
+        d.arrived("QQQ", kind="quotes")
+        if step % 40 == 0:
+            d.arrived("SPY", kind="trades")
+    clock.advance(2.0)  # every quote stopped; SPY's trades are within their 12 s
+    assert sorted(d.check_kinds()) == [("QQQ", "quotes"), ("SPY", "quotes")]
+    assert d.all_silent()
+
+
+def test_every_symbol_silent_in_its_first_kind_is_all_silent() -> None:
     clock = ManualClock(1000.0)
     d = detector(clock)
     busy_quotes_rare_trades(d, clock, 40.0)

@@ -391,8 +391,11 @@ class SilenceDetector:
         return [key for key, t in self._tracks.items() if t.silent_since is not None]
 
     def all_silent(self) -> bool:
-        """True when every kind of every symbol is silent (the stream itself looks dead)."""
-        return bool(self._tracks) and all(t.silent_since is not None for t in self._tracks.values())
+        """True when every symbol is silent in its first kind (its quotes when it has them):
+        the stream itself looks dead. Rare trades, with their long learned thresholds, must
+        not hold back the reconnect of a stream that stopped sending."""
+        firsts = [self._track(sym, None) for sym in self._kinds]
+        return bool(firsts) and all(t.silent_since is not None for t in firsts)
 
     def silent_for(self, symbol: str, now: float | None = None, kind: str | None = None) -> float:
         """Seconds since ``symbol``'s last quote (or ``kind``), or since its clock restarted."""
