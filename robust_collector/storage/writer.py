@@ -246,6 +246,8 @@ class StorageWriter:
         self._restarting_since: float | None = None
         self._restarts = 0
         self.restart_delay = 0.0  # the wait before the last restart (doubles within a series)
+        self._stop_requested = threading.Event()  # set by stop(): ends a restart's wait
+        self._chunk_done = False  # in a replay step: a chunk before this one committed
         self._reopened: tuple[float, str] | None = None  # the last database file reopen
         self._last_crash: str | None = None
         self._in_replay = False
@@ -401,6 +403,7 @@ class StorageWriter:
             else:
                 self._overflow.append(_STOP)
         self._spill_wake.set()
+        self._stop_requested.set()
         self._wakeup.set()
         self._thread.join(timeout)
         finished = not self._thread.is_alive()
@@ -463,9 +466,10 @@ class StorageWriter:
                     self._restarts += 1
                     self._crashed(exc, where="loop", again=again)
                     self._reset_connection()
-                    # paced restarts; a stop or a new batch still ends the wait early
+                    # paced restarts: only a stop ends the wait early (a new batch sets
+                    # _wakeup at the flush rate, which made a crash loop unpaced)
                     self.restart_delay = backoff
-                    self._wakeup.wait(backoff)
+                    self._stop_requested.wait(backoff)
                     backoff = min(backoff * 2, _CRASH_BACKOFF_MAX)
             try:
                 with self._order_lock:
@@ -485,7 +489,7 @@ class StorageWriter:
             wrote = self._service_queue()
             if self._stopping or self._closed:
                 break
-            if self._replay_pending:
+            if self._replay_pending and self._conn is not None:
                 self._replay_step()
                 self._wakeup.set()  # more files may wait: do not sleep in between
             elif not wrote:
@@ -742,6 +746,7 @@ class StorageWriter:
         if had_guard:
             self.backend.guard = self
         self._in_replay = True
+        self._chunk_done = False
         call = self._watch_arm()
         try:
             inserted, files = self._replay(self._conn)
@@ -776,6 +781,9 @@ class StorageWriter:
         watchdog deadline for the chunk."""
         if not self._in_replay or threading.current_thread() is not self._thread:
             return
+        if self._chunk_done:  # the previous chunk committed: a long replay after a
+            self._restarting = False  # crash is progress, not a restart still going on
+        self._chunk_done = True
         self._service_queue()
         self._watch_arm()
 
