@@ -218,6 +218,19 @@ def test_apply_corrections_keeps_a_correction_whose_original_is_not_in_the_frame
         apply_corrections(df.drop("provider_id"))
 
 
+def test_a_correction_that_keeps_the_original_id_replaces_it_and_is_kept() -> None:
+    """Providers may correct a trade under its own id (ci == oi): the correction row
+    replaced the original and then removed itself too (found by review)."""
+    df = stored(
+        [
+            (1, 100, 10.0, "D", "@", 0, "5"),
+            (2, 900, 10.5, "D", "@ corrects:5", TRADE_CORRECTED, "5"),
+        ]
+    )
+    out = apply_corrections(df)
+    assert out.select("seq", "ts_us", "price", "corrected").rows() == [(2, 100, 10.5, True)]
+
+
 # -- end to end: a local alpaca feed through the collector -----------------------------------
 
 

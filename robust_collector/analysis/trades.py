@@ -114,16 +114,28 @@ def apply_corrections(trades: pl.DataFrame) -> pl.DataFrame:
     )
     gone = pl.concat(
         [
-            df.filter(is_cancel).select("symbol", "_venue", pl.col("provider_id").alias("_id")),
-            df.filter(pl.col("_fix")).select("symbol", "_venue", pl.col("_orig").alias("_id")),
+            df.filter(is_cancel).select(
+                "symbol", "_venue", pl.col("provider_id").alias("_id"), pl.col("_row").alias("_by")
+            ),
+            df.filter(pl.col("_fix")).select(
+                "symbol", "_venue", pl.col("_orig").alias("_id"), pl.col("_row").alias("_by")
+            ),
         ]
     ).filter(pl.col("_id").is_not_null())
-    kept = df.filter(~is_cancel & ~withdrawn).join(
-        gone.unique(),
-        left_on=["symbol", "_venue", "provider_id"],
-        right_on=["symbol", "_venue", "_id"],
-        how="anti",
+    candidates = df.filter(~is_cancel & ~withdrawn)
+    # a row named by another notice goes; a correction that keeps its id (ci == oi) is not
+    # removed by itself
+    removed = (
+        candidates.select("symbol", "_venue", "provider_id", "_row")
+        .join(
+            gone,
+            left_on=["symbol", "_venue", "provider_id"],
+            right_on=["symbol", "_venue", "_id"],
+        )
+        .filter(pl.col("_by") != pl.col("_row"))
+        .get_column("_row")
     )
+    kept = candidates.filter(~pl.col("_row").is_in(removed.implode()))
     new_ts = _corrected_times(df)
     out = kept.with_columns(
         pl.when(pl.col("_fix"))
@@ -159,7 +171,8 @@ def _corrected_times(df: pl.DataFrame) -> dict[int, int]:
     if order:
         fixes = fixes.sort(order, maintain_order=True)
     notice = pl.col("correction").is_in([TRADE_CANCELLED, TRADE_ERROR]).fill_null(False)
-    with_id = df.filter(pl.col("provider_id").is_not_null() & ~notice)
+    # the originals' times; corrections add theirs below, in arrival order
+    with_id = df.filter(pl.col("provider_id").is_not_null() & ~notice & ~pl.col("_fix"))
     ts_of = {
         (s, v, i): t
         for s, v, i, t in with_id.select("symbol", "_venue", "provider_id", "ts_us").iter_rows()

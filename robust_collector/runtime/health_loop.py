@@ -83,7 +83,8 @@ class HealthLoop:
             max(0.0, time.monotonic() - self.loop_tick) if running else None,
         )
         now = now_us()
-        trades_stored = p.writer.stats().trades_stored_by_symbol if p.writer is not None else {}
+        ws = p.writer.stats() if p.writer is not None else None  # once: it lists the backups
+        trades_stored = ws.trades_stored_by_symbol if ws is not None else {}
         for sym, checker in p.symbol_health.items():
             c = p.counters[sym]
             tb = self.guards.trade_breaker(sym)
@@ -103,8 +104,7 @@ class HealthLoop:
                 checker.facts.trade_breaker = BreakerFacts(
                     tb.state.value, None if t_us is None else t_us / 1e6, c.trade_breaker_reason
                 )
-        if p.writer is not None:
-            ws = p.writer.stats()
+        if ws is not None:
             if ws.crashes > self._writer_crashes_seen:  # the writer restarted itself
                 self._writer_crashes.extend(
                     [time.monotonic()] * (ws.crashes - self._writer_crashes_seen)

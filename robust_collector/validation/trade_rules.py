@@ -122,11 +122,10 @@ NOTICE_CORRECTIONS: Final[frozenset[int]] = frozenset(
 """Correction codes of rows that are notices about an earlier trade, not new prints."""
 CORRECTS: Final[str] = "corrects:"
 """The last token of a correction row's conditions: ``corrects:<original provider id>``."""
-_CORRECTS_RE: Final[re.Pattern[str]] = re.compile(
-    r"(?:^|[ \t\n\r\f\v])corrects:([^ \t\n\r\f\v]*)\Z"
-)
 CORRECTS_PATTERN: Final[str] = r"(?:^|[ \t\n\r\f\v])corrects:([^ \t\n\r\f\v]*)$"
-"""``_CORRECTS_RE`` for polars (whose ``$`` is the end of the text, as ``\\Z`` is in Python)."""
+"""The ``corrects:<id>`` token as a polars pattern (whose ``$`` is the end of the text)."""
+_CORRECTS_RE: Final[re.Pattern[str]] = re.compile(CORRECTS_PATTERN.removesuffix("$") + r"\Z")
+"""The same token for Python's ``re`` (where the end of the text is ``\\Z``)."""
 
 
 def correction_conditions(codes: str | None, original_id: str, limit: int = 128) -> str:
