@@ -9,6 +9,7 @@ transaction, and hand the replay a row sink. ``storage.backend`` picks one:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sqlite3
@@ -20,13 +21,15 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
-from robust_collector.storage.schema import open_database
+from robust_collector.storage.schema import init_db, open_database
 from robust_collector.storage.tables import (
     INSERT_REJECTS,
     INSERT_TICKS,
     INSERT_TRADE_REJECTS,
     INSERT_TRADES,
 )
+
+log = logging.getLogger("robust_collector.storage")
 
 __all__ = ["Backend", "ChunkGuard", "RowSink", "SQLiteBackend", "SQLiteSink", "is_postgres_url"]
 
@@ -268,6 +271,26 @@ class SQLiteBackend:
         events: list[Event],
         trades: list[Row] | None = None,
         trade_rejects: list[Row] | None = None,
+    ) -> None:
+        try:
+            self._write(conn, ticks, rejects, events, trades, trade_rejects)
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("no such table"):
+                raise
+            # a table dropped under us: set the schema up again (verified, as on open;
+            # a refused one raises SchemaError) and write the batch once more
+            log.warning("%s: %s; setting up the schema again", self.path, exc)
+            init_db(conn)
+            self._write(conn, ticks, rejects, events, trades, trade_rejects)
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        ticks: list[Row],
+        rejects: list[Row],
+        events: list[Event],
+        trades: list[Row] | None,
+        trade_rejects: list[Row] | None,
     ) -> None:
         self.arm()
         try:

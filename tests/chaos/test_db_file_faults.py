@@ -221,3 +221,51 @@ def test_the_database_file_vanishing_under_a_running_collector_loses_nothing(
     # what health said while it was handled: never worse than DEGRADED (it is no
     # outage), and once noticed, DEGRADED with the reason (asserted above)
     assert {lvl for lvl, _, _ in levels} <= {"HEALTHY", "DEGRADED"}, levels
+
+
+def test_a_table_dropped_under_a_running_collector_is_set_up_again(
+    make_config: Callable[..., Config],
+) -> None:
+    """DROP TABLE ticks (its rows copied aside in the same transaction) while collecting:
+    the next write meets 'no such table', sets the schema up again and goes on in the
+    database, not in backup until the run ends; nothing lost, nothing twice."""
+    cfg = make_config(symbols=SYMBOLS, realtime_data={"collect_interval_seconds": 0.01})
+    feed = CountingFeed()
+    c = Collector(cfg, source=feed).start()
+    try:
+        c.wait_for(lambda s: all(x.stored >= 20 for x in s.symbols.values()), timeout=10)
+        other = sqlite3.connect(c.db_path, timeout=10, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("CREATE TABLE aside AS SELECT * FROM ticks")
+        other.execute("DROP TABLE ticks")
+        other.execute("COMMIT")
+        other.close()
+
+        def in_table() -> int:
+            conn = sqlite3.connect(c.db_path)
+            try:
+                return conn.execute("SELECT count(*) FROM ticks").fetchone()[0]
+            except sqlite3.OperationalError:  # not there yet
+                return 0
+            finally:
+                conn.close()
+
+        wait_until(lambda: in_table() > 20, timeout=10, what="ticks in the re-created table")
+        st = c.status().storage
+        assert st is not None and st.mode == "database" and st.backup_files == 0, st
+    finally:
+        summary = c.stop()
+    assert summary.storage is not None and summary.storage.lost_rows == 0
+    ticks = count_by_symbol([c.db_path], "ticks")
+    aside = count_by_symbol([c.db_path], "aside")
+    rejects = count_by_symbol([c.db_path], "rejects")
+    for sym in SYMBOLS:
+        s = summary.symbols[sym]
+        stored = ticks.get(sym, 0) + aside.get(sym, 0)
+        assert stored + rejects.get(sym, 0) + s.duplicates == feed.emitted[sym], sym
+    ids = [*ids_of(c.db_path, "ticks"), *ids_of(c.db_path, "aside")]
+    assert len(ids) == len(set(ids))
+
+
+def ids_of(db: Path, table: str) -> list[str]:
+    return ids([db], table, "tick_id")
