@@ -983,3 +983,18 @@ def test_a_stand_in_collector_is_enough_for_the_live_view(tmp_path: Path) -> Non
     assert (row.breaker_state, row.in_state_seconds, row.level) == ("OPEN", 3.0, "DEGRADED")
     assert (row.last_price, row.data_age_seconds, row.errors) == (101.5, 2.0, 5)
     assert v.level == "DEGRADED" and v.storage.mode == "not started" and v.errors == ()
+
+
+def test_a_chart_answers_repeated_asks_for_plotly_js_at_most_once_per_interval() -> None:
+    """A page asks for the 4.8 MB bundle every 3 s until it has loaded; on a slow link
+    each answer queued another copy. Asks within PUSH_EVERY_S get no second copy."""
+    from robust_collector.dashboard.chart import PlotlyChart
+
+    chart = PlotlyChart()
+    sent: list[int] = []
+    chart.send = lambda content, buffers=None: sent.append(len(buffers[0]))  # type: ignore[method-assign]
+    for _ in range(3):
+        chart._rc_on_msg(chart, {"type": "plotly.js?"}, [])
+    chart._rc_on_msg(chart, {"type": "something else"}, [])
+    assert len(sent) == 1 and sent[0] > 1_000_000  # the whole bundle, once
+    chart.close()

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ import traitlets
 __all__ = ["PlotlyChart", "figure_json", "plotly_js"]
 
 log = logging.getLogger(__name__)
+
+PUSH_EVERY_S = 15.0  # a chart sends plotly.js (4.8 MB) at most this often when asked
 
 _ESM = r"""
 const KEY = Symbol.for("robust_collector.plotly.js");
@@ -125,10 +128,17 @@ class PlotlyChart(anywidget.AnyWidget):
 
     def __init__(self, figure: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(figure=figure or {}, **kwargs)
+        self._rc_pushed_at: float | None = None
         self.on_msg(self._rc_on_msg)
 
     def _rc_on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "plotly.js?":
+            # a page asks every 3 s until the bundle arrives: on a slow link, or one that
+            # cannot load it, answering each ask would queue 4.8 MB copies without end
+            now = time.monotonic()
+            if self._rc_pushed_at is not None and now - self._rc_pushed_at < PUSH_EVERY_S:
+                return
+            self._rc_pushed_at = now
             self.push_plotly_js()
 
     def push_plotly_js(self) -> None:
