@@ -142,3 +142,8 @@ def test_recover_uses_the_variable_and_db_or_an_explicit_backend_still_win(pg_ur
     (cwd / "own.yaml").write_text("storage: {backend: sqlite, database: own.db}\n")
     p = _cli("db", "init", "--config", "own.yaml", cwd=cwd, env=env)
     assert p.returncode == 0 and "own.db" in p.stdout and (cwd / "own.db").exists(), p.stdout
+    # a config naming only storage.database is overridden by the variable, and says so
+    (cwd / "db_only.yaml").write_text("storage: {database: mine.db}\n")
+    p = _cli("db", "init", "--config", "db_only.yaml", cwd=cwd, env=env)
+    assert p.returncode == 0 and not (cwd / "mine.db").exists(), p.stdout
+    assert "note: the database is ROBUST_COLLECTOR_DATABASE_URL, not db_only.yaml" in p.stderr

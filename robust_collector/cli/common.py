@@ -55,6 +55,12 @@ def config_of(args: argparse.Namespace, overrides: dict[str, Any] | None = None)
             f"note: {DEFAULT_CONFIG_PATH} not found; using the built-in defaults{where}",
             file=sys.stderr,
         )
+    elif from_env:  # never silently: the file names a SQLite database the variable overrides
+        print(
+            f"note: the database is {DATABASE_URL_ENV}, not {path}'s storage.database "
+            "(storage.backend: sqlite in the file, or --db, keeps SQLite)",
+            file=sys.stderr,
+        )
     return config
 
 
