@@ -25,6 +25,7 @@ from robust_collector.health.report import liveness
 from robust_collector.health.store import StoredSnapshot, latest_snapshot
 from robust_collector.model import now_us as _wall_us
 from robust_collector.secrets import redact
+from robust_collector.sources.base import kinds_for
 from robust_collector.storage.backup import backlog
 from robust_collector.storage.reader import open_reader, reader_errors
 from robust_collector.storage.schema import connect
@@ -414,12 +415,9 @@ class _RunCursor:
 
     def collects_trades(self, symbol: str) -> bool:
         """True when the run's config has ``symbol`` collect trades (``source.data`` or
-        ``source.data_by_symbol``, as ``sources.kinds_for`` reads them)."""
-        by_symbol = self.setting("source", "data_by_symbol", default=None) or {}
-        kinds = (by_symbol.get(symbol) if isinstance(by_symbol, Mapping) else None) or (
-            self.setting("source", "data", default=None) or ("quotes",)
-        )
-        return "trades" in kinds
+        ``source.data_by_symbol``)."""
+        source = self.setting("source", default=None)
+        return "trades" in kinds_for(source if isinstance(source, Mapping) else {}, symbol)
 
 
 # rows of a run may carry exchange times a little older than the run's start

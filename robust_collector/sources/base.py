@@ -21,10 +21,16 @@ QUOTES_ONLY: frozenset[str] = frozenset({"quotes"})
 
 def kinds_for(config: Any, symbol: str) -> frozenset[str]:
     """What ``symbol`` collects: ``config.data_by_symbol[symbol]``, else ``config.data``
-    (``{"quotes"}`` for a config without them). ``config`` may also be a source."""
+    (``{"quotes"}`` for a config without them). ``config`` may also be a source, or the
+    ``source`` section as stored with a run (a mapping)."""
+    if isinstance(config, Mapping):
+        by = config.get("data_by_symbol")
+        by_symbol: Mapping[str, Any] = by if isinstance(by, Mapping) else {}
+        kinds = by_symbol.get(symbol) or config.get("data")
+        return frozenset(kinds) if isinstance(kinds, list | tuple) and kinds else QUOTES_ONLY
     if not hasattr(config, "data") and hasattr(config, "config"):
         config = config.config
-    by_symbol: Mapping[str, tuple[str, ...]] = getattr(config, "data_by_symbol", None) or {}
+    by_symbol = getattr(config, "data_by_symbol", None) or {}
     kinds = by_symbol.get(symbol) or getattr(config, "data", None)
     return frozenset(kinds) if kinds else QUOTES_ONLY
 
