@@ -261,7 +261,19 @@ def validate_frame(
         work = work.with_columns(_stateless_expr(config, lo, hi).alias("_pre"))
         _run(config, work, states, rules_out, reasons_out, notes_out)
 
-    rule_s = pl.Series("reject_rule", rules_out, dtype=pl.String)
+    out = with_verdicts(df, rules_out, reasons_out, notes_out)
+    stats = summarize(states)
+    return FrameResult(out, _summary(stats["total"], n), stats)
+
+
+def with_verdicts(
+    df: pl.DataFrame,
+    rules: list[str | None],
+    reasons: list[str | None],
+    notes: list[str | None],
+) -> pl.DataFrame:
+    """``df`` with each row's verdict as the last columns (``OUTPUT_COLUMNS``): status from
+    the rule (none: accepted; ``duplicate``; else rejected), rule, reason and note."""
     status = (
         pl.when(pl.col("reject_rule").is_null())
         .then(pl.lit("accepted"))
@@ -270,13 +282,11 @@ def validate_frame(
         .otherwise(pl.lit("rejected"))
     )
     out = df.with_columns(
-        rule_s,
-        pl.Series("reject_reason", reasons_out, dtype=pl.String),
-        pl.Series("note", notes_out, dtype=pl.String),
+        pl.Series("reject_rule", rules, dtype=pl.String),
+        pl.Series("reject_reason", reasons, dtype=pl.String),
+        pl.Series("note", notes, dtype=pl.String),
     ).with_columns(status.alias("status"))
-    out = out.select([c for c in out.columns if c not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS))
-    stats = summarize(states)
-    return FrameResult(out, _summary(stats["total"], n), stats)
+    return out.select([c for c in out.columns if c not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS))
 
 
 def _run(

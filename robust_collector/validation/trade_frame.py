@@ -21,7 +21,7 @@ from robust_collector.boundary import TS_MAX_US, TS_MIN_US
 from robust_collector.model import TRADE_FIELDS, Trade
 from robust_collector.storage.tables import TRADES
 from robust_collector.validation.config import TradeValidationConfig
-from robust_collector.validation.frame import OUTPUT_COLUMNS, FrameResult, _time_us
+from robust_collector.validation.frame import FrameResult, _time_us, with_verdicts
 from robust_collector.validation.streaming import ACCEPTED
 from robust_collector.validation.trade_rules import (
     ASCII_SPACE,
@@ -277,19 +277,7 @@ def validate_trade_frame(
             )
         _run(params, work, states, rules_out, reasons_out, notes_out)
 
-    status = (
-        pl.when(pl.col("reject_rule").is_null())
-        .then(pl.lit("accepted"))
-        .when(pl.col("reject_rule") == "duplicate")
-        .then(pl.lit("duplicate"))
-        .otherwise(pl.lit("rejected"))
-    )
-    out = df.with_columns(
-        pl.Series("reject_rule", rules_out, dtype=pl.String),
-        pl.Series("reject_reason", reasons_out, dtype=pl.String),
-        pl.Series("note", notes_out, dtype=pl.String),
-    ).with_columns(status.alias("status"))
-    out = out.select([c for c in out.columns if c not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS))
+    out = with_verdicts(df, rules_out, reasons_out, notes_out)
     stats = summarize_trades(states)
     return TradeFrameResult(out, _summary(stats["total"], n), stats)
 
